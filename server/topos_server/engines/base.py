@@ -1,0 +1,66 @@
+"""The engine interface shared by the in-process path (``topos generate``) and the gRPC server."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from topos_sdk import HeadResult, InvalidInputError
+
+# progress(stage, fraction in [0, 1] of the whole request, image index or None for the batch)
+ProgressCallback = Callable[[str, float, "int | None"], None]
+
+TEXTURE_SIZES = (512, 1024, 2048)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    seed: int = 0
+    texture_size: int = 1024
+    focal_length_px: float | None = None  # None: estimated from the image size
+
+    def __post_init__(self):
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise InvalidInputError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+        if self.texture_size not in TEXTURE_SIZES:
+            raise InvalidInputError(f"texture size must be one of {TEXTURE_SIZES}, got {self.texture_size!r}")
+        if self.focal_length_px is not None and not self.focal_length_px > 0:
+            raise InvalidInputError(f"focal length must be positive, got {self.focal_length_px!r}")
+
+
+class Engine(Protocol):
+    name: str
+    max_batch_size: int  # 1 for engines that do not batch
+
+    def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,
+                 progress: ProgressCallback | None = None) -> list[HeadResult]:
+        """One HeadResult per image, same order. Raises InvalidInputError / NoFaceFound for bad images.
+
+        ``images`` are encoded bytes (JPEG/PNG/WebP/TIFF) or decoded (H, W, 3) uint8 RGB arrays.
+        Deterministic for a given ``options.seed``.
+        """
+        ...
+
+
+class EngineUnavailable(InvalidInputError):
+    """The engine name is unknown or its weights/assets are not installed."""
+
+
+# name → "module:factory"; the factory takes (cache, device) and returns an Engine
+_ENGINES = {
+    "classic": "topos_server.engines.classic:ClassicEngine",
+}
+
+
+def engine_names() -> list[str]:
+    return list(_ENGINES)
+
+
+def get_engine(name: str, cache=None, device: str = "cpu") -> Engine:
+    if name not in _ENGINES:
+        raise EngineUnavailable(f"unknown engine {name!r}; available: {', '.join(_ENGINES)}")
+    module, factory = _ENGINES[name].split(":")
+    return getattr(importlib.import_module(module), factory)(cache=cache, device=device)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from topos_sdk import MaterialRange, ReferenceTopology, SubMesh
+
+
+def make_quad_grid(nx: int = 6, ny: int = 4, name: str = "grid") -> ReferenceTopology:
+    """A small procedural quad mesh with a UV seam down the middle column (duplicated uv ids).
+
+    Two sub-meshes in one mesh ("left", "right" halves), one material per half.
+    """
+    xs, ys = np.meshgrid(np.linspace(-1, 1, nx + 1), np.linspace(-1, 1, ny + 1))
+    points = np.stack([xs.ravel(), ys.ravel(), 0.1 * np.sin(xs.ravel() * 2)], axis=1).astype(np.float32)
+    vid = lambda i, j: j * (nx + 1) + i  # noqa: E731
+    seam = nx // 2
+    uv_vals, uv_key = [], {}
+
+    def uv(i, j, side):
+        key = (i, j, side if i == seam else 0)
+        if key not in uv_key:
+            u = i / nx * 0.5 + (0.5 if side and i == seam else 0.0) + (0.5 if i > seam else 0.0)
+            uv_key[key] = len(uv_vals)
+            uv_vals.append((u, j / ny))
+        return uv_key[key]
+
+    counts, idx, uvi = [], [], []
+    for side, irange in ((0, range(0, seam)), (1, range(seam, nx))):
+        for j in range(ny):
+            for i in irange:
+                corners = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1)]
+                counts.append(4)
+                idx += [vid(a, b) for a, b in corners]
+                uvi += [uv(a, b, side) for a, b in corners]
+    half = len(counts) // 2
+    return ReferenceTopology(
+        name=name, rest_points=points, face_vertex_counts=counts, face_vertex_indices=idx,
+        uv_values=np.array(uv_vals, np.float32), uv_indices=uvi,
+        submeshes=[SubMesh("left", 0, len(points), 0, half, mesh="skin"),
+                   SubMesh("right", 0, len(points), half, len(counts), mesh="skin")],
+        materials=[MaterialRange("M_Left", 0, half), MaterialRange("M_Right", half, len(counts))],
+    )
+
+
+@pytest.fixture
+def quad_topology() -> ReferenceTopology:
+    return make_quad_grid()

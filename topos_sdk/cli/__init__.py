@@ -1,0 +1,40 @@
+"""The ``topos`` command. Each sub-command lives in its own module with ``register(subparsers)``;
+the module's handler returns an exit code. Errors the user can fix print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import ToposError
+
+# sub-command modules, imported at start-up: keep them light (no torch at import time)
+COMMAND_MODULES = [
+    "topos_sdk.cli.inspect_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topos", description="One portrait in, a production head out.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("topos: interrupted", file=sys.stderr)
+        return 130
+    except (ToposError, OSError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"topos {args.command}: error: {exc}", file=sys.stderr)
+        return 1
