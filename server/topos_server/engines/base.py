@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -64,3 +65,9 @@ def get_engine(name: str, cache=None, device: str = "cpu") -> Engine:
         raise EngineUnavailable(f"unknown engine {name!r}; available: {', '.join(_ENGINES)}")
     module, factory = _ENGINES[name].split(":")
     return getattr(importlib.import_module(module), factory)(cache=cache, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_engine(name: str, device: str = "cpu") -> Engine:
+    """One engine instance per (name, device) for this process: models load once."""
+    return get_engine(name, device=device)
