@@ -12,6 +12,7 @@ from ..errors import ToposError
 
 # sub-command modules, imported at start-up: keep them light (no torch at import time)
 COMMAND_MODULES = [
+    "topos_sdk.cli.assets_cmd",
     "topos_sdk.cli.inspect_cmd",
     "topos_sdk.cli.generate_cmd",
 ]
