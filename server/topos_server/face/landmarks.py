@@ -1,0 +1,224 @@
+"""The 468 MediaPipe FaceMesh landmarks of the largest face in a portrait, run with LiteRT.
+
+Reproduces MediaPipe's FaceMesh in static-image mode (face_landmark_front_cpu.pbtxt):
+BlazeFace detection → region of interest from the detection (DetectionsToRects: box centre and
+size, rotation that levels the eye keypoints; RectTransformation: square on the long side, ×1.5)
+→ rotated crop to the 192×192 landmark input (bilinear warp of the 8-bit image, replicated
+border, values in [0, 1]) → face_landmark.tflite → face-presence gate (sigmoid > 0.5) →
+landmarks projected back through the crop. z is MediaPipe's relative depth, in the same pixel
+scale as x (negative towards the camera).
+
+Optionally (`refine_roi=True`) the crop is redone from the first pass's landmarks
+(face_landmark_landmarks_to_roi.pbtxt: bounding box of all landmarks, rotation levelling
+landmarks 33 → 263, square ×1.5), which is what MediaPipe's video mode tracks with.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from topos_sdk.errors import AssetError, NoFaceFound
+
+from .detection import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, FaceDetection
+from .image_loading import ImageSource, array_to_rgb8, load_image
+
+LANDMARK_MODEL_FILE = "face_landmark.tflite"
+LANDMARK_INPUT_SIZE = 192
+NUM_LANDMARKS = 468
+ROI_SCALE = 1.5
+FACE_PRESENCE_THRESHOLD = 0.5
+# MediaPipe's rotation keypoints: detection keypoints 0 → 1 (the eyes), landmarks 33 → 263
+# (outer eye corners).
+DETECTION_ROTATION_KEYPOINTS = (0, 1)
+LANDMARK_ROTATION_INDICES = (33, 263)
+
+
+@dataclass(frozen=True)
+class FaceRegion:
+    """A rotated square crop: centre and side in image pixels, rotation in radians (clockwise
+    on screen, y down), as MediaPipe's NormalizedRect once multiplied by the image size."""
+
+    center: np.ndarray  # (2,) float64 x, y
+    size: float
+    rotation: float
+
+    def tensor_to_image(self, tensor_size: int = LANDMARK_INPUT_SIZE) -> np.ndarray:
+        """(2, 3) affine from crop-tensor pixels (0..tensor_size spans the square) to image pixels."""
+        cos, sin = np.cos(self.rotation), np.sin(self.rotation)
+        rotation_scale = np.array([[cos, -sin], [sin, cos]]) * (self.size / tensor_size)
+        offset = self.center - rotation_scale @ np.array([tensor_size / 2.0, tensor_size / 2.0])
+        return np.concatenate([rotation_scale, offset[:, None]], axis=1)
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    points: np.ndarray  # (468, 3) float32 x, y in image pixels; z relative depth, same scale as x
+    face_count: int  # faces the detector found (the largest one is returned)
+    box: np.ndarray  # (4,) float32 xmin, ymin, xmax, ymax of the chosen detection, image pixels
+    score: float  # the detection's score
+    presence: float  # the landmark model's face-presence probability
+    region: FaceRegion  # the crop the landmarks were computed in
+    detection: FaceDetection
+    image_size: tuple[int, int]  # (width, height) of the image the points refer to
+
+
+def _rotation_levelling(start: np.ndarray, end: np.ndarray) -> float:
+    """Rotation (radians, normalised to [-π, π)) that makes the start → end vector horizontal."""
+    angle = -np.arctan2(-(end[1] - start[1]), end[0] - start[0])
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+def region_from_box(box: np.ndarray, rotation_start: np.ndarray, rotation_end: np.ndarray) -> FaceRegion:
+    """DetectionsToRects (box centre/size, rotation from two points) + RectTransformation
+    (square on the long side, scaled ×1.5), in pixels."""
+    center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0], dtype=np.float64)
+    long_side = float(max(box[2] - box[0], box[3] - box[1]))
+    return FaceRegion(center, long_side * ROI_SCALE, _rotation_levelling(rotation_start, rotation_end))
+
+
+def region_from_detection(detection: FaceDetection) -> FaceRegion:
+    start, end = DETECTION_ROTATION_KEYPOINTS
+    return region_from_box(detection.box, detection.keypoints[start], detection.keypoints[end])
+
+
+def region_from_landmarks(points: np.ndarray) -> FaceRegion:
+    xy = points[:, :2]  # (468, 2)
+    box = np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+    start, end = LANDMARK_ROTATION_INDICES
+    return region_from_box(box, xy[start], xy[end])
+
+
+def crop_region(image: np.ndarray, region: FaceRegion, size: int = LANDMARK_INPUT_SIZE) -> np.ndarray:
+    """(size, size, 3) uint8 crop of the rotated square, bilinear, border replicated (as MediaPipe)."""
+    return cv2.warpAffine(
+        image, region.tensor_to_image(size), (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def project_landmarks(raw: np.ndarray, region: FaceRegion, size: int = LANDMARK_INPUT_SIZE) -> np.ndarray:
+    """(468, 3) model output in crop-tensor pixels → image pixels; z scaled like x."""
+    affine = region.tensor_to_image(size)  # (2, 3)
+    xy = raw[:, :2] @ affine[:, :2].T + affine[:, 2]
+    z = raw[:, 2:3] * (region.size / size)
+    return np.concatenate([xy, z], axis=1).astype(np.float32)
+
+
+def resolve_model_dir_file(name: str, cache=None, model_dir: Path | str | None = None) -> Path:
+    """The path of a MediaPipe model file: `model_dir/name` if given, else the asset cache's."""
+    if model_dir is not None:
+        path = Path(model_dir) / name
+        if not path.is_file():
+            raise AssetError(f"{path}: MediaPipe model file missing")
+        return path
+    if cache is None:
+        from topos_server.assets import AssetCache
+
+        cache = AssetCache.default()
+    return Path(cache.facemesh_file(name))
+
+
+class FaceLandmarker:
+    """Detect the largest face and its 468 landmarks. Build once, reuse: the three LiteRT
+    interpreters are created here; `detect` may be called from several threads (each
+    interpreter is guarded by its own lock)."""
+
+    def __init__(
+        self,
+        cache=None,
+        model_dir: Path | str | None = None,
+        refine_roi: bool = False,
+        num_threads: int | None = None,
+    ):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if num_threads is None:
+            num_threads = 1  # measured fastest per image for these small models; scale out with threads
+        self.refine_roi = refine_roi
+        self.short_range = BlazeFaceDetector(
+            resolve_model_dir_file(SHORT_RANGE.model_file, cache, model_dir), SHORT_RANGE, "short_range", num_threads
+        )
+        self._full_range_path = resolve_model_dir_file(FULL_RANGE.model_file, cache, model_dir)
+        self._full_range: BlazeFaceDetector | None = None  # built on first need (small faces)
+        self._num_threads = num_threads
+        self._landmark_model = Interpreter(
+            model_path=str(resolve_model_dir_file(LANDMARK_MODEL_FILE, cache, model_dir)), num_threads=num_threads
+        )
+        self._landmark_model.allocate_tensors()
+        self._landmark_input = self._landmark_model.get_input_details()[0]["index"]
+        outputs = self._landmark_model.get_output_details()
+        self._landmark_output = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == NUM_LANDMARKS * 3)
+        self._presence_output = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
+        self._landmark_lock = threading.Lock()
+        self._build_lock = threading.Lock()
+
+    @property
+    def full_range(self) -> BlazeFaceDetector:
+        with self._build_lock:
+            if self._full_range is None:
+                self._full_range = BlazeFaceDetector(self._full_range_path, FULL_RANGE, "full_range", self._num_threads)
+        return self._full_range
+
+    def find_faces(self, image: np.ndarray) -> list[FaceDetection]:
+        """All faces, short-range model first, the full-range model when it finds none."""
+        faces = self.short_range.detect(image)
+        if not faces:
+            faces = self.full_range.detect(image)
+        return faces
+
+    def landmarks_in_region(self, image: np.ndarray, region: FaceRegion) -> tuple[np.ndarray, float]:
+        """((468, 3) image-pixel landmarks, face-presence probability) for one crop."""
+        crop = crop_region(image, region)  # (192, 192, 3) uint8
+        tensor = crop.astype(np.float32)[None] * (1.0 / 255.0)
+        with self._landmark_lock:
+            self._landmark_model.set_tensor(self._landmark_input, tensor)
+            self._landmark_model.invoke()
+            raw = self._landmark_model.get_tensor(self._landmark_output).reshape(NUM_LANDMARKS, 3).copy()
+            presence_logit = float(self._landmark_model.get_tensor(self._presence_output).reshape(()))
+        presence = 1.0 / (1.0 + np.exp(-presence_logit))
+        return project_landmarks(raw, region), float(presence)
+
+    def detect(self, image: ImageSource) -> FaceLandmarks:
+        """Landmarks of the largest face. `image`: (H, W, 3) uint8 RGB array (other arrays are
+        converted), or encoded bytes / a path (decoded with `load_image`, so the points are in
+        that decoded image's pixels). Raises NoFaceFound when no face passes both the detector
+        and the landmark model's presence check."""
+        if isinstance(image, np.ndarray):
+            pixels = image if (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3) else array_to_rgb8(image)
+        else:
+            pixels = load_image(image)
+        pixels = np.ascontiguousarray(pixels)
+        height, width = pixels.shape[:2]
+        faces = self.find_faces(pixels)
+        # largest first; a detection the landmark model rejects falls through to the next
+        for detection in sorted(faces, key=lambda face: -face.area):
+            region = region_from_detection(detection)
+            points, presence = self.landmarks_in_region(pixels, region)
+            if presence < FACE_PRESENCE_THRESHOLD:
+                continue
+            if self.refine_roi:
+                refined_region = region_from_landmarks(points)
+                refined_points, refined_presence = self.landmarks_in_region(pixels, refined_region)
+                if refined_presence >= FACE_PRESENCE_THRESHOLD:
+                    points, presence, region = refined_points, refined_presence, refined_region
+            return FaceLandmarks(
+                points=points,
+                face_count=len(faces),
+                box=detection.box,
+                score=detection.score,
+                presence=presence,
+                region=region,
+                detection=detection,
+                image_size=(width, height),
+            )
+        if faces:
+            raise NoFaceFound(
+                f"the detector found {len(faces)} face candidate(s) but the landmark model rejected them all"
+            )
+        raise NoFaceFound(f"no face found in the {width}×{height} image")
