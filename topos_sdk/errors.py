@@ -30,3 +30,37 @@ class InvalidInputError(ToposError):
 
 class NoFaceFound(InvalidInputError):
     """The portrait holds no detectable face."""
+
+
+class EngineUnavailable(InvalidInputError):
+    """The engine name is unknown, or the engine is not served / not installed."""
+
+
+class RemoteError(ToposError):
+    """A TOPOS server answered with an error status. ``code`` is the gRPC status name
+    (``"UNAVAILABLE"``, ...), ``request_id`` the server's id of the request (for its logs)."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN", request_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+class ServerUnavailable(RemoteError):
+    """The server cannot be reached or is shutting down (after the client's retries)."""
+
+
+class Unauthenticated(RemoteError):
+    """The server needs a bearer token and none or a wrong one was given."""
+
+
+class ServerBusy(RemoteError):
+    """The server's queue is full; try again later or lower the concurrency."""
+
+
+class DeadlineExceeded(RemoteError):
+    """The request did not finish within its deadline."""
+
+
+class RequestCancelled(RemoteError):
+    """The request was cancelled (by the caller or the server)."""
