@@ -1,0 +1,3 @@
+"""Fake ``maya`` package (tests only)."""
+
+from . import session  # noqa: F401
