@@ -93,6 +93,19 @@ def test_umeyama_recovers_a_similarity():
     assert np.allclose(sim.rotation, rotation) and np.allclose(sim.apply(source), target)
 
 
+def test_closest_point_queries_match_brute_force_on_the_ict_skin(ict, registration):
+    surface = TriangleSurface(ict.rest_points, corr.skin_triangles(ict))
+    rng = np.random.default_rng(2)
+    queries = registration.fitted[:468:12] + rng.normal(scale=0.3, size=(39, 3))  # near and off the skin
+    hits = surface.closest(queries)
+    corners = surface.points[surface.triangles]  # (T, 3, 3)
+    for chunk in np.array_split(np.arange(len(queries)), 3):
+        bary = closest_point_barycentrics(queries[chunk, None], corners[None, :, 0], corners[None, :, 1], corners[None, :, 2])
+        brute = np.linalg.norm(np.einsum("qtk,tkx->qtx", bary, corners) - queries[chunk, None], axis=-1).min(1)
+        assert np.allclose(hits.distance[chunk], brute, atol=1e-9)
+    assert np.allclose(np.linalg.norm(hits.points - queries, axis=1), hits.distance)
+
+
 def test_ray_cast_hits_the_front_of_a_surface(ict):
     eyeballs = corr.eyeball_triangles(ict)
     surface = TriangleSurface(ict.rest_points, eyeballs)
