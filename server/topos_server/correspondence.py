@@ -40,6 +40,9 @@ from topos_sdk.topology import LandmarkSet, ReferenceTopology
 from .mesh_registration import (FitSchedule, Similarity, TriangleSurface, fit_mesh_to_surface,
                                 inverse_distance_displacement, umeyama)
 
+# bump when the method or its tables change, so that imported asset caches embed the landmarks again
+CORRESPONDENCE_VERSION = "1"
+
 NUM_FACE_POINTS = 468
 NUM_POINTS_WITH_IRIS = 478
 
