@@ -225,7 +225,8 @@ def test_large_image_is_downscaled_and_keeps_its_scale(landmarker, astronaut, re
     assert decoded.pixels.shape == (1024, 1024, 3) and decoded.original_size == (5120, 5120)
     assert decoded.scale == pytest.approx(5.0)
     points = landmarker.detect(decoded.pixels).points
-    in_astronaut_pixels = (points[:, :2] + 0.5) * (decoded.scale / 10.0) - 0.5  # 5120 px = 10 × 512
+    in_file_pixels = decoded.to_original_pixels(points[:, :2])
+    in_astronaut_pixels = (in_file_pixels + 0.5) / 10.0 - 0.5  # 5120 px = 10 × 512
     assert _mean_xy_distance(in_astronaut_pixels, reference) <= 1.5
 
 
@@ -252,6 +253,7 @@ def _bad_inputs(tmp_path: Path, astronaut: np.ndarray) -> dict[str, object]:
         "tiny array": (np.zeros((8, 8, 3), np.uint8), "too small"),
         "directory": (tmp_path, "directory"),
         "missing path": (tmp_path / "nope.png", "no such file"),
+        "eps (would run Ghostscript)": (_encode(astronaut[:64, :64], "EPS"), "not a readable image"),
         "wrong type": (12345, "unsupported image source"),
         "bad array shape": (np.zeros((64, 64, 5), np.uint8), "shape"),
         "nan array": (np.full((64, 64, 3), np.nan, np.float32), "NaN"),

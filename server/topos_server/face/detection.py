@@ -10,6 +10,9 @@ viewer's left), 2 nose tip, 3 mouth centre, 4 right ear tragion, 5 left ear trag
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +140,48 @@ def letterbox_transform(width: int, height: int, size: int) -> tuple[np.ndarray,
     return tensor_to_image, side, origin
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence file descriptor 2 briefly: LiteRT's C++ logger prints an INFO line to stderr when
+    it creates its XNNPACK delegate, noise in a CLI whose stderr is for errors. If the descriptor
+    cannot be redirected (embedded interpreters), nothing is silenced."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, AttributeError, ValueError):
+            yield
+            return
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def create_interpreter(model_path: Path, num_threads: int | None = 1):
+    """A LiteRT interpreter with its tensors allocated (XNNPACK, ~3× the reference kernels)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+    with _native_stderr_silenced():
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 class BlazeFaceDetector:
     """One LiteRT interpreter for one BlazeFace model; `detect` is thread-safe (a lock)."""
 
-    def __init__(self, model_path: Path, spec: DetectorSpec, name: str, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, model_path: Path, spec: DetectorSpec, name: str, num_threads: int | None = 1):
         self.spec = spec
         self.name = name
-        self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-        self._interpreter.allocate_tensors()
+        self._interpreter = create_interpreter(model_path, num_threads)
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         outputs = self._interpreter.get_output_details()
         # the box regressor has 16 values per anchor, the classifier 1

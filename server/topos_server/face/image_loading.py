@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ ImageSource = Union[bytes, bytearray, memoryview, str, Path, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000×10000; larger files are refused unread
 DEFAULT_MAX_SIDE = 4096  # longer images are downscaled to this long side
 MIN_SIDE = 32  # smaller images cannot hold a detectable face
+# Photo formats only: Pillow's other plugins (EPS runs Ghostscript, ...) are no business of a
+# service that decodes untrusted uploads (the JPEG reader also opens cameras' multi-picture MPO).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 
 # Pillow's own bomb guard warns above MAX_IMAGE_PIXELS and fails above twice that. Our explicit,
 # per-call limit replaces it; keep Pillow's threshold at least as high so allowed images decode
@@ -43,6 +47,11 @@ class DecodedImage:
     original_size: tuple[int, int]  # (width, height) of the upright image in the file
     scale: float  # original pixels per returned pixel (1.0 when not downscaled)
     format: str  # "JPEG", "PNG", ..., or "array"
+
+    def to_original_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) positions in the returned image → the file's upright pixels (pixel centres at
+        integer coordinates in both)."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * self.scale - 0.5
 
 
 def load_image(
@@ -93,7 +102,7 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> Dec
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)  # reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         claimed = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "too many pixels"
@@ -103,7 +112,7 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> Dec
         ) from None
     except UnidentifiedImageError:
         raise InvalidInputError(
-            f"{name}: not a readable image ({len(data)} bytes; expected JPEG, PNG, WebP or TIFF)"
+            f"{name}: not a readable image ({len(data)} bytes; expected JPEG, PNG, WebP, TIFF or BMP)"
         ) from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidInputError(f"{name}: corrupt image header ({error})") from None
@@ -111,11 +120,12 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> Dec
     width, height = image.size
     _check_size(width, height, max_pixels, name)
     file_format = image.format or "unknown"
+    orientation = _exif_orientation(image)
     try:
-        orientation = image.getexif().get(0x0112, 1)
-        if image.format == "JPEG" and max(width, height) > max_side:
-            # Decode at 1/2, 1/4 or 1/8 DCT scale, never below max_side.
-            image.draft("RGB", (width * max_side // max(width, height), height * max_side // max(width, height)))
+        long_side = max(width, height)
+        if image.format == "JPEG" and long_side > max_side:
+            # decode at 1/2, 1/4 or 1/8 DCT scale, never below max_side
+            image.draft("RGB", (width * max_side // long_side, height * max_side // long_side))
         image.load()
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
@@ -128,6 +138,16 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> Dec
     # measured against the file's size, so a JPEG draft reduction is included
     scale = upright_size[0] / pixels.shape[1]
     return DecodedImage(pixels, upright_size, float(scale), file_format)
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """EXIF Orientation (1..8); 1 (as stored) when absent or unreadable: bad metadata is no reason
+    to refuse good pixels."""
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except (OSError, ValueError, TypeError, SyntaxError, struct.error):
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
 
 
 def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:

@@ -15,7 +15,6 @@ landmarks 33 → 263, square ×1.5), which is what MediaPipe's video mode tracks
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from topos_sdk.errors import AssetError, NoFaceFound
+from topos_sdk.errors import AssetError, InvalidInputError, NoFaceFound
 
-from .detection import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, FaceDetection
-from .image_loading import ImageSource, array_to_rgb8, load_image
+from .detection import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, FaceDetection, create_interpreter
+from .image_loading import MIN_SIDE, ImageSource, array_to_rgb8, load_image
 
 LANDMARK_MODEL_FILE = "face_landmark.tflite"
 LANDMARK_INPUT_SIZE = 192
@@ -136,25 +135,22 @@ class FaceLandmarker:
         refine_roi: bool = False,
         num_threads: int | None = None,
     ):
-        from ai_edge_litert.interpreter import Interpreter
-
         if num_threads is None:
             num_threads = 1  # measured fastest per image for these small models; scale out with threads
         self.refine_roi = refine_roi
-        self.short_range = BlazeFaceDetector(
-            resolve_model_dir_file(SHORT_RANGE.model_file, cache, model_dir), SHORT_RANGE, "short_range", num_threads
-        )
+        short_range_path = resolve_model_dir_file(SHORT_RANGE.model_file, cache, model_dir)
+        self.short_range = BlazeFaceDetector(short_range_path, SHORT_RANGE, "short_range", num_threads)
         self._full_range_path = resolve_model_dir_file(FULL_RANGE.model_file, cache, model_dir)
         self._full_range: BlazeFaceDetector | None = None  # built on first need (small faces)
         self._num_threads = num_threads
-        self._landmark_model = Interpreter(
-            model_path=str(resolve_model_dir_file(LANDMARK_MODEL_FILE, cache, model_dir)), num_threads=num_threads
+        self._landmark_model = create_interpreter(
+            resolve_model_dir_file(LANDMARK_MODEL_FILE, cache, model_dir), num_threads
         )
-        self._landmark_model.allocate_tensors()
         self._landmark_input = self._landmark_model.get_input_details()[0]["index"]
         outputs = self._landmark_model.get_output_details()
-        self._landmark_output = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == NUM_LANDMARKS * 3)
-        self._presence_output = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
+        sizes = {int(np.prod(output["shape"])): output["index"] for output in outputs}
+        self._landmark_output = sizes[NUM_LANDMARKS * 3]  # (1, 1, 1, 1404) x, y, z in crop pixels
+        self._presence_output = sizes[1]  # (1, 1, 1, 1) face-presence logit
         self._landmark_lock = threading.Lock()
         self._build_lock = threading.Lock()
 
@@ -162,7 +158,9 @@ class FaceLandmarker:
     def full_range(self) -> BlazeFaceDetector:
         with self._build_lock:
             if self._full_range is None:
-                self._full_range = BlazeFaceDetector(self._full_range_path, FULL_RANGE, "full_range", self._num_threads)
+                self._full_range = BlazeFaceDetector(
+                    self._full_range_path, FULL_RANGE, "full_range", self._num_threads
+                )
         return self._full_range
 
     def find_faces(self, image: np.ndarray) -> list[FaceDetection]:
@@ -190,11 +188,15 @@ class FaceLandmarker:
         that decoded image's pixels). Raises NoFaceFound when no face passes both the detector
         and the landmark model's presence check."""
         if isinstance(image, np.ndarray):
-            pixels = image if (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3) else array_to_rgb8(image)
+            is_rgb8 = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            pixels = np.ascontiguousarray(image if is_rgb8 else array_to_rgb8(image))
         else:
             pixels = load_image(image)
-        pixels = np.ascontiguousarray(pixels)
         height, width = pixels.shape[:2]
+        if min(width, height) < MIN_SIDE:
+            raise InvalidInputError(
+                f"a {width}×{height} image is too small to hold a face (at least {MIN_SIDE} px a side)"
+            )
         faces = self.find_faces(pixels)
         # largest first; a detection the landmark model rejects falls through to the next
         for detection in sorted(faces, key=lambda face: -face.area):
