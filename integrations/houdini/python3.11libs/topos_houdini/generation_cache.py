@@ -1,0 +1,57 @@
+"""Generation is cached by what determines the head: (portrait bytes, seed, engine, texture size).
+
+The cache lives on disk: the asset folder name carries the key's digest, so pressing Generate again with the
+same inputs (in this session or the next) finds the existing asset instead of generating it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_image_hashes: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256
+
+
+def image_sha256(path: str) -> str:
+    """sha256 of the portrait file, remembered per (path, mtime, size) so cooks do not re-read it."""
+    st = os.stat(path)
+    memo_key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if memo_key not in _image_hashes:
+        with open(path, "rb") as f:
+            _image_hashes[memo_key] = hashlib.sha256(f.read()).hexdigest()
+    return _image_hashes[memo_key]
+
+
+@dataclass(frozen=True)
+class GenerationKey:
+    image_sha256: str
+    seed: int
+    engine: str
+    texture_size: int
+
+    @classmethod
+    def for_portrait(cls, portrait: str, seed: int, engine: str, texture_size: int) -> "GenerationKey":
+        return cls(image_sha256(portrait), int(seed), str(engine), int(texture_size))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def asset_name(portrait: str, key: GenerationKey) -> str:
+    from topos_sdk.generate import asset_name_for
+
+    return f"{asset_name_for(portrait)}_{key.digest[:10]}"
+
+
+def asset_path(out_dir: str, portrait: str, key: GenerationKey) -> Path:
+    name = asset_name(portrait, key)
+    return Path(out_dir) / name / f"{name}.usda"
+
+
+def cached_asset(out_dir: str, portrait: str, key: GenerationKey) -> Path | None:
+    path = asset_path(out_dir, portrait, key)
+    return path if path.is_file() else None
