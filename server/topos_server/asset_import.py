@@ -27,7 +27,6 @@ import socket
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -111,7 +110,7 @@ def _sources_unchanged(cache: AssetCache, kind: str, version: int, files: dict[s
             return False
         if any(recorded[k].get("sha256") != sha256_file(files[k]) for k in files):
             return False
-    return cache.verify(kind, checksums=False).ok
+    return cache.verify(kind, checksums=True).ok
 
 
 def _write_manifest(folder: Path, kind: str, version: int, source: Path, sources: dict[str, dict],
@@ -137,8 +136,9 @@ def facemesh_source_files(source: str | os.PathLike) -> dict[str, Path]:
     if not source.is_dir():
         raise ToposError(f"{source}: no such folder (expected the MediaPipe files)")
     missing = [name for name in FACEMESH_REQUIRED if not (source / name).is_file()]
-    if len(missing) == len(FACEMESH_REQUIRED):
-        raise ToposError(f"{source}: not a MediaPipe FaceMesh folder (none of {', '.join(FACEMESH_REQUIRED)})")
+    models = [name for name in FACEMESH_REQUIRED if name != "LICENSE"]
+    if set(models) <= set(missing):
+        raise ToposError(f"{source}: not a MediaPipe FaceMesh folder (none of {', '.join(models)})")
     if missing:
         raise ToposError(f"{source}: missing {', '.join(missing)}")
     return {name: source / name for name in FACEMESH_FILES if (source / name).is_file()}
@@ -248,23 +248,53 @@ def _split_vertex_block(raw: bytes) -> tuple[np.ndarray, bytes] | None:
     return values, raw[stop:]
 
 
-def _shape_points(path: Path, neutral_tail_digest: bytes, neutral_mesh) -> np.ndarray:
-    """(N, 3) float64 points of a shape OBJ whose connectivity must equal the neutral's."""
+def _fast_shape_points(path: Path, neutral_tail_digest: bytes, num_points: int) -> np.ndarray | None:
+    """(N, 3) float64 points when the file is laid out like the neutral (same bytes after the ``v``
+    block: same UVs, materials and faces); None otherwise. Runs in worker processes."""
     import hashlib
 
+    split = _split_vertex_block(_read_bytes(path))
+    if split is None:
+        return None
+    points, tail = split
+    if hashlib.sha256(tail).digest() != neutral_tail_digest or len(points) != num_points:
+        return None
+    return points
+
+
+def _shape_points(path: Path, neutral_tail_digest: bytes, neutral_mesh, fast: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3) float64 points of a shape OBJ whose connectivity must equal the neutral's."""
     from topos_sdk.obj_reader import read_obj
 
-    split = _split_vertex_block(_read_bytes(path))
-    if split is not None:
-        points, tail = split
-        if hashlib.sha256(tail).digest() == neutral_tail_digest and len(points) == len(neutral_mesh.points):
-            return points
-    mesh = read_obj(path)  # differently laid out: compare the parsed connectivity
+    if fast is None:
+        fast = _fast_shape_points(path, neutral_tail_digest, len(neutral_mesh.points))
+    if fast is not None:
+        return fast
+    mesh = read_obj(path)  # laid out differently: compare the parsed connectivity
     if not (np.array_equal(mesh.face_vertex_counts, neutral_mesh.face_vertex_counts)
             and np.array_equal(mesh.face_vertex_indices, neutral_mesh.face_vertex_indices)
             and len(mesh.points) == len(neutral_mesh.points)):
         raise ToposError(f"{path}: its vertices or faces differ from generic_neutral_mesh's")
     return mesh.points.astype(np.float64)
+
+
+def _read_shapes(paths: list[Path], neutral_tail_digest: bytes, neutral_mesh) -> list[np.ndarray]:
+    """Shape points in parallel worker processes (decompression and parsing are CPU-bound)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    n = len(neutral_mesh.points)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    fast: list[np.ndarray | None]
+    try:
+        if workers == 1:
+            raise OSError("one CPU")
+        with ProcessPoolExecutor(workers) as pool:
+            fast = list(pool.map(_fast_shape_points, paths, [neutral_tail_digest] * len(paths), [n] * len(paths),
+                                 chunksize=4))
+    except (OSError, BrokenProcessPool, NotImplementedError):
+        fast = [None] * len(paths)
+    return [_shape_points(p, neutral_tail_digest, neutral_mesh, f) for p, f in zip(paths, fast)]
 
 
 def build_ict_outputs(root: Path, files: dict[str, Path], arkit: list[str], extras: list[str], out_dir: Path,
@@ -274,7 +304,6 @@ def build_ict_outputs(root: Path, files: dict[str, Path], arkit: list[str], extr
 
     from topos_sdk.obj_reader import read_obj
 
-    from .head_model import save_head_model_arrays
     from .ict_topology import build_ict_topology, check_ict_mesh, symmetry_mismatch
 
     model = root / "FaceXModel"
@@ -289,12 +318,12 @@ def build_ict_outputs(root: Path, files: dict[str, Path], arkit: list[str], extr
 
     identity_stems = [f"identity{i:03d}" for i in range(NUM_IDENTITY_MODES)]
     stems = identity_stems + arkit + extras
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        shapes = list(pool.map(lambda s: _shape_points(_find_obj(model, s), tail_digest, neutral_mesh), stems))
+    shapes = _read_shapes([_find_obj(model, s) for s in stems], tail_digest, neutral_mesh)
     deltas = np.stack(shapes) - neutral_points[None]  # (S, N, 3) float64
     identity_basis = deltas[:NUM_IDENTITY_MODES]  # (100, N, 3)
     expression_basis = deltas[NUM_IDENTITY_MODES:]  # (E, N, 3)
+
+    from .head_model import save_head_model_arrays
 
     skin = slice(0, topology.submesh("eye_socket_right").vertex_stop)
     mode_rms = np.sqrt((identity_basis[:, skin] ** 2).sum(-1).mean(-1))  # (100,) cm
