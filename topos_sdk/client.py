@@ -112,8 +112,6 @@ class Client:
             result = assembler.result()
             result.topology = self.topology(result.topology_id, timeout=max(deadline - time.monotonic(), 1.0))
             result.topology.require_points(result.points)
-            if on_progress is not None:
-                on_progress("done", 1.0)
             return result
 
         return self._with_retries(attempt, deadline)
