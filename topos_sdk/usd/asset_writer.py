@@ -2,7 +2,9 @@
 
 Textures: a map with one tile 1001 is written as ``textures/<map>.png``; a map with several tiles
 (ICT skin spans 1001 face + 1002 back of head) as UDIM ``textures/<map>.<UDIM>.png`` — one file per
-tile, which UsdUVTexture, MaterialX, Maya and Karma resolve.
+tile, which UsdUVTexture, MaterialX, Maya and Karma resolve. Each material's texture nodes name the
+one tile file its UVs lie in, or the ``<UDIM>`` pattern if they span several (see
+:mod:`topos_sdk.usd.materials`).
 
 The whole folder is built in a temporary sibling and swapped in at the end
 (:func:`topos_sdk.atomic_files.atomic_output_dir`): a failure leaves the previous asset untouched.

@@ -2,7 +2,7 @@
 
 Lens values use a 36 mm-wide film back (USD lens units are tenths of a scene unit: mm for a cm
 stage): ``horizontalAperture = 36``, ``focalLength = f_px · 36 / width``, vertical aperture and
-aperture offsets scaled the same way (pixel y points down, USD's up). The transform is
+aperture offsets (from the principal point) scaled the same way. The transform is
 ``camera_to_world``. The exact pinhole numbers are kept in ``customData["topos:camera"]`` so the
 reader restores the ``Camera`` bit for bit.
 """
@@ -28,8 +28,9 @@ def define_camera(stage: Usd.Stage, path: Sdf.Path, camera: Camera, points: np.n
     usd_cam.CreateFocalLengthAttr(float(camera.focal_length_px * mm_per_px))
     usd_cam.CreateHorizontalApertureAttr(float(width * mm_per_px))
     usd_cam.CreateVerticalApertureAttr(float(height * mm_per_px))
-    usd_cam.CreateHorizontalApertureOffsetAttr(float((cx - width / 2.0) * mm_per_px))
-    usd_cam.CreateVerticalApertureOffsetAttr(float(-(cy - height / 2.0) * mm_per_px))
+    # the film window moves opposite to where the optical axis lands in the picture
+    usd_cam.CreateHorizontalApertureOffsetAttr(float(-(cx - width / 2.0) * mm_per_px))
+    usd_cam.CreateVerticalApertureOffsetAttr(float((cy - height / 2.0) * mm_per_px))
     if points is not None and len(points):
         depth = -camera.to_camera(points.astype(np.float64))[:, 2]
         near = max(float(depth.min()) * 0.5, 0.1)

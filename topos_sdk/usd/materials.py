@@ -10,6 +10,11 @@ Which materials get the textures: a material is textured when the UDIM tiles its
 overlap the map's tiles, and its name does not say it is an eye/teeth/mouth-interior part (ICT's
 sclera and iris reuse the face's [0,1] tile but the face textures are not meant for them). The others
 get constant colours chosen by name (see ``CONSTANT_LOOKS``).
+
+Texture files: a material whose UVs lie in one tile samples that tile's file (``albedo.1002.png``,
+wrap repeat), so every shading network names a concrete file that any renderer and
+``UsdValidation``'s normal-map check can open; only a textured material spanning several tiles gets
+the UDIM pattern ``albedo.<UDIM>.png``.
 """
 
 from __future__ import annotations
@@ -87,14 +92,19 @@ def material_tiles(topology: ReferenceTopology) -> dict[str, set[int]]:
 
 def textured_maps(material_name: str, tiles: set[int], texture_files: dict[str, tuple[str, set[int]]],
                   textured_materials: set[str] | None) -> dict[str, str]:
-    """Standard maps (name → relative file) this material samples."""
+    """Standard maps (name → relative file) this material samples: the one tile file when the
+    material's UVs lie in one tile of the map (sampled with wrap "repeat"), else the UDIM pattern."""
     if textured_materials is not None:
         if material_name not in textured_materials:
             return {}
     elif NOT_SKIN.search(material_name):
         return {}
-    return {name: path for name, (path, map_tiles) in texture_files.items()
-            if name in MAP_WIRING and tiles & map_tiles}
+    out = {}
+    for name, (pattern, map_tiles) in texture_files.items():
+        common = tiles & map_tiles
+        if name in MAP_WIRING and common:
+            out[name] = layout.tile_file(pattern, common.pop()) if len(common) == 1 else pattern
+    return out
 
 
 def define_material(stage: Usd.Stage, looks: Sdf.Path, material_name: str, maps: dict[str, str]) -> UsdShade.Material:
@@ -133,6 +143,8 @@ def _preview_network(stage, material: UsdShade.Material, maps: dict[str, str], l
         tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(Sdf.AssetPath("./" + file))
         tex.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(st_out)
         tex.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set(color_space)
+        tex.CreateInput("wrapS", Sdf.ValueTypeNames.Token).Set("repeat")
+        tex.CreateInput("wrapT", Sdf.ValueTypeNames.Token).Set("repeat")
         if map_name == "normal":
             tex.CreateInput("scale", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(2, 2, 2, 1))
             tex.CreateInput("bias", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(-1, -1, -1, 0))

@@ -5,6 +5,8 @@ and reports each error (warnings too when asked). One exception: USD builds with
 support (the ``usd-core`` wheels) know no ``ND_*`` MaterialX node in their shader registry, so
 ``ShaderSdrCompliance`` flags the MaterialX network as unknown shader ids; those findings are
 dropped only when the registry holds no MaterialX node at all (Maya's and Houdini's USD do).
+Likewise ``NormalMapTextureValidator`` cannot open a UDIM pattern (``normal.<UDIM>.png``) and says
+"InvalidFile"; that finding is dropped and the TOPOS check below verifies each tile exists instead.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def usd_validation_errors(stage: Usd.Stage, include_warnings: bool = False) -> l
             continue
         if skip_mtlx_ids and error.GetName() == "MissingShaderIdInRegistry" and _is_materialx_shader_error(error):
             continue
+        if error.GetName() == "InvalidFile" and layout.UDIM_TOKEN in error.GetMessage():
+            continue  # the normal-map check cannot open UDIM patterns; our own check finds every tile
         lines.append(f"{error.GetValidator().GetMetadata().name}: {error.GetMessage()}")
     return lines
 
