@@ -16,7 +16,6 @@ COMMAND_MODULES = [
     "topos_sdk.cli.inspect_cmd",
     "topos_sdk.cli.generate_cmd",
     "topos_sdk.cli.preview_cmd",
-    "topos_sdk.cli.preview_cmd",
     "topos_sdk.cli.integrations_cmd",
     "topos_sdk.cli.serve_cmd",
 ]
