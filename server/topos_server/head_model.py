@@ -132,6 +132,8 @@ class HeadModel(nn.Module):
                 raise ValueError(f"coefficients must be (B, ≤{basis.shape[0]}), got {tuple(coeffs.shape)}")
             k = coeffs.shape[1]
             out = out + coeffs @ basis[:k].reshape(k, n * 3)  # (B, K) @ (K, N*3)
+        if identity is None and expression is None:
+            out = out.clone()  # never hand out a view of the neutral buffer
         return out.reshape(b, n, 3)
 
     def sample_identity(self, generator: torch.Generator | int | None = None, n: int = 1,
