@@ -232,6 +232,21 @@ def test_import_failure_is_reported_too(maya, monkeypatch, result, portrait, tmp
     assert "could not import" in box["message"] and "mayaUsdPlugin" in box["message"]
 
 
+def test_browse_buttons_fill_the_fields(maya, tmp_path):
+    from topos_maya import dialog
+
+    dialog.show()
+    maya.file_dialog_answer = [str(tmp_path / "face.jpg")]
+    maya.controls[dialog.PORTRAIT]["buttonCommand"]()
+    maya.file_dialog_answer = [str(tmp_path)]
+    maya.controls[dialog.OUTPUT]["buttonCommand"]()
+    picks = maya.calls_to("fileDialog2")
+    assert picks[0]["fileMode"] == 1 and "*.jpg" in picks[0]["fileFilter"]
+    assert picks[1]["fileMode"] == 3 and "fileFilter" not in picks[1]
+    assert dialog.read_settings().portrait == str(tmp_path / "face.jpg")
+    assert dialog.read_settings().output_folder == str(tmp_path)
+
+
 def test_stale_option_vars_fall_back_to_defaults(maya):
     from topos_maya import settings
 

@@ -104,7 +104,7 @@ def _set_running(running: bool) -> None:
 
 
 def _browse(field: str, file_mode: int) -> None:
-    picked = cmds.fileDialog2(fileMode=file_mode, fileFilter=IMAGE_FILTER if file_mode == 1 else None,
-                              dialogStyle=2)
+    flags = {"fileFilter": IMAGE_FILTER} if file_mode == 1 else {}
+    picked = cmds.fileDialog2(fileMode=file_mode, dialogStyle=2, **flags)
     if picked:
         cmds.textFieldButtonGrp(field, e=True, text=picked[0])
