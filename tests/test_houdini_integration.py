@@ -263,6 +263,8 @@ def test_generate_button_writes_the_asset_and_the_cook_references_it(hou, lop, g
 
 
 def test_same_inputs_reuse_the_cached_asset(hou, lop, generator, portrait, tmp_path):
+    from pxr import Usd
+
     press(hou, lop, LOP_DIR, "generate")
     first = lop.parm("asset_file").eval()
     press(hou, lop, LOP_DIR, "generate")
@@ -272,11 +274,14 @@ def test_same_inputs_reuse_the_cached_asset(hou, lop, generator, portrait, tmp_p
     copy.write_bytes(Path(portrait).read_bytes())
     lop.parm("portrait").set(str(copy))
     press(hou, lop, LOP_DIR, "generate")
-    assert len(generator.calls) == 2, "a new name means a new asset folder"
+    assert len(generator.calls) == 1 and lop.parm("asset_file").eval() == first
+    copy.write_bytes(Path(portrait).read_bytes() + b"\0")  # other bytes: another head
+    press(hou, lop, LOP_DIR, "generate")
+    assert len(generator.calls) == 2
 
     lop.parm("portrait").set(str(portrait))
     lop.parm("seed").set(9)
-    lop.stage = __import__("pxr.Usd", fromlist=["Usd"]).Stage.CreateInMemory()
+    lop.stage = Usd.Stage.CreateInMemory()
     with pytest.raises(hou.NodeWarning, match="press Generate"):
         cook(hou, lop, LOP_DIR)  # the referenced head no longer matches the parameters
     press(hou, lop, LOP_DIR, "generate")

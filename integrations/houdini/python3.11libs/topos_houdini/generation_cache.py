@@ -1,7 +1,8 @@
 """Generation is cached by what determines the head: (portrait bytes, seed, engine, texture size).
 
 The cache lives on disk: the asset folder name carries the key's digest, so pressing Generate again with the
-same inputs (in this session or the next) finds the existing asset instead of generating it again.
+same inputs (in this session or the next, even with the portrait renamed) finds the existing asset instead
+of generating it again.
 """
 
 from __future__ import annotations
@@ -53,5 +54,10 @@ def asset_path(out_dir: str, portrait: str, key: GenerationKey) -> Path:
 
 
 def cached_asset(out_dir: str, portrait: str, key: GenerationKey) -> Path | None:
+    """The asset already generated for ``key`` in ``out_dir`` (under any portrait file name), or None."""
     path = asset_path(out_dir, portrait, key)
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    suffix = f"_{key.digest[:10]}"
+    found = sorted(p for p in Path(out_dir).glob(f"*{suffix}/*{suffix}.usda") if p.parent.name == p.stem)
+    return found[0] if found else None
