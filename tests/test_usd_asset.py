@@ -99,7 +99,8 @@ def test_asset_folder_follows_the_usd_conventions(tmp_path, quad_topology):
     assert Usd.ModelAPI(prim).GetKind() == "component"
     assert UsdGeom.GetStageUpAxis(stage) == "Y" and UsdGeom.GetStageMetersPerUnit(stage) == 0.01
     info = Usd.ModelAPI(prim).GetAssetInfo()
-    assert info["name"] == "bob" and info["topos:topologyId"] == quad_topology.topology_id
+    assert info["name"] == "bob" and info["topos"]["topologyId"] == quad_topology.topology_id
+    assert prim.GetAssetInfoByKey("topos:topologyId") == quad_topology.topology_id
     assert info["identifier"].path == "./bob.usda" and info["version"]
     payloads = root_layer.GetPrimAtPath("/bob").payloadList.GetAddedOrExplicitItems()
     assert [p.assetPath for p in payloads] == ["./payload.usda"]

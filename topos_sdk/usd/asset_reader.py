@@ -53,10 +53,14 @@ def open_stage(path: str | os.PathLike):
 
 
 def root_asset_info(stage: Usd.Stage) -> dict:
+    """The default prim's assetInfo with TOPOS entries flattened to ``"topos:<key>"``."""
     prim = stage.GetDefaultPrim()
     if not prim:
         raise AssetError(f"{stage.GetRootLayer().identifier}: no defaultPrim")
-    return dict(Usd.ModelAPI(prim).GetAssetInfo() or {})
+    info = dict(Usd.ModelAPI(prim).GetAssetInfo() or {})
+    for key, value in dict(info.pop("topos", None) or {}).items():  # nested "topos" dictionary → "topos:key"
+        info[f"topos:{key}"] = value
+    return info
 
 
 def read_head_asset(path: str | os.PathLike) -> HeadResult:

@@ -169,10 +169,7 @@ def _write_root(result: HeadResult, folder: Path, name: str, texture_files, has_
     prim = UsdGeom.Xform.Define(stage, root).GetPrim()
     stage.SetDefaultPrim(prim)
     Usd.ModelAPI(prim).SetKind(Kind.Tokens.component)
-    info = {
-        "name": name,
-        "identifier": Sdf.AssetPath(f"./{name}{layout.ROOT_SUFFIX}"),
-        "version": __version__,
+    topos_info = {  # nested: key paths "topos:topologyId" etc. (":" is not allowed inside one key)
         layout.TOPOLOGY_ID_KEY: result.topology_id,
         layout.PROVENANCE_KEY: json.dumps(asdict(result.provenance), sort_keys=True, default=str),
         layout.EXPRESSION_WEIGHTS_KEY: json.dumps(result.expression_weights),
@@ -180,6 +177,12 @@ def _write_root(result: HeadResult, folder: Path, name: str, texture_files, has_
         layout.TEXTURES_KEY: json.dumps({
             k: {"colorSpace": tex.color_space, "file": texture_files[k][0], "tiles": sorted(tex.tiles)}
             for k, tex in result.textures.items()}),
+    }
+    info = {
+        "name": name,
+        "identifier": Sdf.AssetPath(f"./{name}{layout.ROOT_SUFFIX}"),
+        "version": __version__,
+        "topos": {key.split(":", 1)[1]: value for key, value in topos_info.items()},
     }
     if has_thumbnail:
         info["thumbnail"] = Sdf.AssetPath("./" + layout.THUMBNAIL_FILE)
