@@ -25,7 +25,11 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def encode_png(image: np.ndarray, compression: int = 6) -> bytes:
+# zlib level 1: on the 2K benchmark maps 9x faster than the default 6 for files 6 % larger
+DEFAULT_COMPRESSION = 1
+
+
+def encode_png(image: np.ndarray, compression: int = DEFAULT_COMPRESSION) -> bytes:
     """(H, W) or (H, W, C) uint8/uint16 image, C in 1..4 → PNG bytes."""
     img = np.asarray(image)
     if img.ndim == 2:
@@ -45,7 +49,7 @@ def encode_png(image: np.ndarray, compression: int = 6) -> bytes:
                      _chunk(b"IDAT", zlib.compress(filtered.tobytes(), compression)), _chunk(b"IEND", b"")])
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray, compression: int = 6) -> Path:
+def write_png(path: str | os.PathLike, image: np.ndarray, compression: int = DEFAULT_COMPRESSION) -> Path:
     path = Path(path)
     path.write_bytes(encode_png(image, compression))
     return path
