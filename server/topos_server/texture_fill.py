@@ -1,0 +1,150 @@
+"""Fill what the photo did not see, without holes or seams.
+
+Three pieces, used in this order by the baker:
+
+1. :func:`diffuse_vertex_values`: the partly observed texels are gathered onto the mesh vertices
+   (each texel adds its value to its triangle's three vertices with its barycentric weights), then a
+   harmonic fill on the mesh graph (a sparse screened-Laplace solve) gives every skin vertex a value.
+   Because it lives on the 3D vertices it crosses UV seams and UDIM tiles: a texture island that the
+   photo never saw (the back of the head) takes the colour of the skin next to it *in 3D*.
+2. :func:`fill_islands`: inside the UV islands, texels keep their own observation where it is
+   confident; elsewhere they take the vertex field (interpolated with the texel's barycentrics) plus
+   the smoothly filled difference between observations and that field (a push-pull of the residual),
+   so the transition from photo to fill has no step and keeps the local colour.
+3. :func:`extend_beyond_islands`: texels outside the islands take a push-pull extension of the
+   island colours, so bilinear and mip-mapped lookups at island borders never reach background.
+
+Push-pull (Gortler et al. 1996 style): a Gaussian pyramid of weighted values and weights (pyrDown),
+then from coarse to fine each level keeps its own average where its weight is high and the upsampled
+(pyrUp) coarser level where it is low. Every step is a fixed sequence of OpenCV/numpy array ops, so
+the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+PIN_STRENGTH = 10.0  # how firmly a fully observed vertex keeps its value against the smoothness term
+SCREEN = 1e-4  # pull towards the mean where nothing is known (keeps the solve well posed)
+
+
+def gather_to_vertices(num_points: int, corners: np.ndarray, barycentric: np.ndarray,
+                       values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scatter texel values onto vertices.
+
+    corners: (3, K) vertex ids of each texel's triangle; barycentric: (3, K); values: (C, K);
+    weights: (K,). Returns per vertex the weighted sums (C, N), the weight sums (N,) and the sums of
+    the barycentric weights alone (N,) (what the weight sum would be if every texel had weight 1),
+    all float64.
+    """
+    ids = corners.ravel()
+    bary = barycentric.astype(np.float64).ravel()  # (3K,)
+    w = bary * np.tile(weights.astype(np.float64), 3)
+    sums = np.stack([np.bincount(ids, weights=w * np.tile(values[c].astype(np.float64), 3), minlength=num_points)
+                     for c in range(values.shape[0])])
+    return sums, np.bincount(ids, weights=w, minlength=num_points), np.bincount(ids, weights=bary, minlength=num_points)
+
+
+_LAPLACIANS: dict[bytes, tuple] = {}
+
+
+def _graph_laplacian(triangles: np.ndarray, num_points: int):
+    """(used vertex ids, sparse graph Laplacian over them) for the triangles' edges (cached)."""
+    key = hashlib.sha1(np.ascontiguousarray(triangles, np.int64).tobytes()).digest() + num_points.to_bytes(8, "little")
+    if key not in _LAPLACIANS:
+        used = np.unique(triangles)
+        local = np.full(num_points, -1, np.int64)
+        local[used] = np.arange(used.size)
+        t = local[triangles]  # (T, 3) local ids
+        edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])  # (3T, 2)
+        edges = np.unique(np.sort(edges, axis=1), axis=0)
+        n = used.size
+        adjacency = sp.coo_matrix((np.ones(2 * len(edges)), (np.concatenate([edges[:, 0], edges[:, 1]]),
+                                                             np.concatenate([edges[:, 1], edges[:, 0]]))),
+                                  shape=(n, n)).tocsr()
+        laplacian = (sp.diags(np.asarray(adjacency.sum(axis=1)).ravel()) - adjacency).tocsc()
+        if len(_LAPLACIANS) > 4:
+            _LAPLACIANS.clear()
+        _LAPLACIANS[key] = (used, laplacian)
+    return _LAPLACIANS[key]
+
+
+def diffuse_vertex_values(triangles: np.ndarray, num_points: int, values: np.ndarray,
+                          confidence: np.ndarray) -> np.ndarray:
+    """Harmonic fill of per-vertex values over the mesh given by ``triangles``.
+
+    triangles: (T, 3) vertex ids (only these vertices take part); values: (C, N); confidence: (N,)
+    in [0, 1] (0 = unknown). Solves ``(PIN·diag(c) + L + ε I) x = PIN·c·v + ε·mean`` with ``L`` the
+    graph Laplacian of the triangles' edges. Returns (C, N) float64 (vertices outside the triangles
+    keep ``values``).
+    """
+    used, laplacian = _graph_laplacian(triangles, num_points)
+    c = PIN_STRENGTH * np.clip(confidence[used], 0.0, 1.0)  # (n,)
+    v = values[:, used].astype(np.float64)  # (C, n)
+    mean = (v * c).sum(axis=1) / c.sum() if c.sum() > 0 else np.zeros(values.shape[0])
+    system = (sp.diags(c + SCREEN, format="csc") + laplacian).tocsc()  # symmetric positive definite
+    rhs = (c * v + SCREEN * mean[:, None]).T  # (n, C)
+    factor = splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+    solution = factor.solve(np.ascontiguousarray(rhs)).reshape(len(used), -1)
+    out = np.array(values, dtype=np.float64, copy=True)
+    out[:, used] = solution.T
+    return out
+
+
+def push_pull(premultiplied: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Smoothly fill an image from weighted samples.
+
+    premultiplied: (C, H, W) float32 planes, value × weight; weights: (H, W) float32 in [0, 1].
+    Returns (C, H, W) float32: ≈ the value where the weight is 1, a smooth blend elsewhere.
+    Where all weights are 0 the result is 0. (Planes rather than interleaved channels: OpenCV and
+    numpy run several times faster on contiguous single-channel images.)
+    """
+    planes = [np.ascontiguousarray(p, np.float32) for p in premultiplied] + [np.ascontiguousarray(weights, np.float32)]
+    pyramid = [planes]
+    while min(pyramid[-1][0].shape) > 1:
+        pyramid.append([cv2.pyrDown(p) for p in pyramid[-1]])
+    *coarse_values, coarse_weight = pyramid[-1]
+    filled = [np.divide(v, coarse_weight, out=np.zeros_like(v), where=coarse_weight > 1e-8) for v in coarse_values]
+    for *values, weight in reversed(pyramid[:-1]):
+        h, w = weight.shape
+        # weights are ≤ 1, so weight × own average = the premultiplied value itself:
+        # filled = own·weight + up·(1 − weight) = premultiplied + up·(1 − weight)
+        missing = 1.0 - weight
+        next_filled = []
+        for v, f in zip(values, filled):
+            up = cv2.pyrUp(f, dstsize=(w, h))
+            up *= missing
+            up += v
+            next_filled.append(up)
+        filled = next_filled
+    return np.stack(filled)
+
+
+def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, island: np.ndarray) -> np.ndarray:
+    """Blend observations into a base field inside the islands.
+
+    observed: (C, H, W) observation (meaningful where coverage > 0); coverage: (H, W) in [0, 1];
+    base: (C, H, W) the vertex field; island: (H, W) bool. Returns (C, H, W) float32, valid on the
+    islands (0 outside).
+    """
+    a = coverage * island  # (H, W)
+    residual = push_pull((observed - base) * a, a)  # (C, H, W) smooth correction
+    # a·observed + (1 − a)·(base + residual), on the islands only
+    out = base + residual
+    out *= 1.0 - a
+    out += observed * a
+    out *= island
+    return out.astype(np.float32, copy=False)
+
+
+def extend_beyond_islands(image: np.ndarray, island: np.ndarray) -> np.ndarray:
+    """Fill the texels of (C, H, W) ``image`` outside ``island`` (bool (H, W)) from the island
+    texels; those keep their value."""
+    inside = island.astype(np.float32)
+    extended = push_pull(image * inside, inside)
+    return np.where(island, image, extended).astype(np.float32, copy=False)
