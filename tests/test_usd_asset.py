@@ -438,3 +438,36 @@ def test_ict_neutral_keeps_the_obj_connectivity(tmp_path):
     assert back.topology.topology_id == topology.topology_id
     assert [m.name for m in back.topology.materials] == [m.name for m in topology.materials]
     assert validate_asset(root_file) == []
+
+
+def test_ict_topology_with_its_parts_writes_one_mesh_per_part(tmp_path):
+    try:
+        from topos_server.assets import AssetCache
+        topology = AssetCache.default().ict_topology()
+    except Exception as exc:  # the cache is filled by .ci/setup (topos assets import)
+        pytest.skip(f"ICT asset cache not available: {exc}")
+    rng = np.random.default_rng(5)
+    names = ["jawOpen", "eyeBlink_L"]
+    deltas = np.zeros((2, topology.num_points, 3), np.float32)
+    deltas[0, rng.choice(topology.num_points, 500, replace=False)] = 0.3
+    deltas[1, rng.choice(topology.num_points, 50, replace=False)] = -0.2
+    skin_tiles = {t: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for t in (1001, 1002)}
+    head = HeadResult(points=topology.rest_points, topology=topology, blendshape_names=names, blendshape_deltas=deltas,
+                      expression_weights={"jawOpen": 0.5}, textures={"albedo": TextureMap("albedo", skin_tiles, "sRGB")})
+    root_file = write_head_asset(head, tmp_path, name="ict", thumbnail=False)
+    stage = Usd.Stage.Open(str(root_file))
+    meshes = [p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)]
+    assert [m.GetName() for m in meshes] == [p.name for p in topology.mesh_parts()]
+    skin = UsdGeom.Mesh(stage.GetPrimAtPath("/ict/Geom/skin"))
+    parts = [s.GetPrim().GetName() for s in UsdGeom.Subset.GetGeomSubsets(skin, "face", "part")]
+    assert "part_face" in parts and "part_head_neck" in parts
+    looks = {m.GetName(): UsdShade.Material(m).ComputeSurfaceSource()[0] for m in stage.GetPrimAtPath("/ict/Looks").GetChildren()}
+    assert looks["M_Face"].GetInput("diffuseColor").HasConnectedSource()
+    assert looks["M_BackHead"].GetInput("diffuseColor").HasConnectedSource()
+    for constant in ("M_ScleraLeft", "M_IrisLeft", "M_Teeth", "M_GumsTongue", "M_EyeLashes"):
+        assert not looks[constant].GetInput("diffuseColor").HasConnectedSource(), constant
+    assert verify_topology(root_file, topology) == []
+    assert validate_asset(root_file) == []
+    back = read_head_asset(root_file)
+    assert back.differences(head) == [] and back.topology.topology_id == topology.topology_id
+    assert back.topology.submeshes == topology.submeshes
