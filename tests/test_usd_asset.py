@@ -15,7 +15,7 @@ from conftest import make_quad_grid  # noqa: E402
 from topos_sdk import (AssetError, Camera, HeadResult, Provenance, ReferenceTopology, TextureMap,  # noqa: E402
                        TopologyMismatchError)
 from topos_sdk.usd import read_head_asset, validate_asset, verify_topology, write_head_asset  # noqa: E402
-from topos_sdk.usd import layout, png_io  # noqa: E402
+from topos_sdk.usd import png_io  # noqa: E402
 from topos_sdk.usd.camera import projection_through_usd_camera  # noqa: E402
 from topos_sdk.usd.materials import material_tiles  # noqa: E402
 from topos_sdk.usd.validation import sdr_knows_materialx  # noqa: E402

@@ -17,7 +17,16 @@ def register(subparsers) -> None:
     validate.set_defaults(handler=validate_asset_cmd)
 
 
+def _require_usd() -> None:
+    try:
+        import pxr  # noqa: F401
+    except ImportError:
+        from topos_sdk.errors import ToposError
+        raise ToposError("needs OpenUSD's Python module 'pxr': pip install 'topos[usd]' (or run inside Maya/Houdini)") from None
+
+
 def validate_asset_cmd(args) -> int:
+    _require_usd()
     from topos_sdk.usd import validate_asset
 
     problems = validate_asset(args.path, include_warnings=args.warnings)
@@ -29,6 +38,7 @@ def validate_asset_cmd(args) -> int:
 
 
 def inspect_asset(args) -> int:
+    _require_usd()
     from pxr import UsdSkel
 
     from topos_sdk.usd import layout, validate_asset

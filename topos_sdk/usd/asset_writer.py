@@ -28,7 +28,7 @@ from ..head_result import HeadResult
 from . import layout, png_io
 from .blendshapes import bind_mesh_blendshapes, define_skeleton
 from .camera import define_camera
-from .geometry import define_mesh, material_subset_name, mesh_path, uv_owners
+from .geometry import define_mesh, material_subset_name, mesh_path, prim_name, uv_owners
 from .materials import (DEFAULT_MATERIAL, bind, define_material, material_tiles, textured_maps)
 
 
@@ -152,7 +152,6 @@ def _write_layers(result: HeadResult, folder: Path, name: str, texture_files, te
 
 
 def _root_prim_name(name: str) -> str:
-    from .geometry import prim_name
     return prim_name(name)
 
 
