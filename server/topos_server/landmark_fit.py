@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy.optimize import lsq_linear
+from threadpoolctl import threadpool_limits
 
 from topos_sdk import Camera, LandmarkSet
 
@@ -49,6 +50,10 @@ class LandmarkBasis:
 
         return cls(neutral=landmarks.evaluate(neutral.astype(np.float64)),
                    identity=at(identity_basis), expression=at(expression_basis))
+
+    def first(self, count: int) -> "LandmarkBasis":
+        """The first ``count`` landmarks (468 plain FaceMesh points of a 478-point set)."""
+        return LandmarkBasis(self.neutral[:count], self.identity[:count], self.expression[:count])
 
     def points(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
         return self.neutral + self.identity @ identity + self.expression @ expression  # (K, 3)
@@ -101,7 +106,12 @@ def _solve_pose(points3d, points2d, f, c, weights, rvec=None, tvec=None):
 
 
 def _solve_coefficients(basis: LandmarkBasis, rot, trans, f, c, lm2d, lm_depth, w_lm, weights: FitWeights):
-    """Linearised (in px) least squares for [identity, expression] given the pose."""
+    """Linearised (in px) least squares for [identity, expression] given the pose.
+
+    Identity is held by its Gaussian prior (unbounded); expression weights are bounded to [0, 1].
+    The identity block is eliminated in closed form, so the bounded solve runs on the E expression
+    coefficients only.
+    """
     n_id, n_ex = basis.identity.shape[2], basis.expression.shape[2]
     A = np.concatenate([basis.identity, basis.expression], axis=2)  # (K, 3, P)
     cam_neutral = basis.neutral @ rot.T + trans  # (K, 3)
@@ -129,11 +139,18 @@ def _solve_coefficients(basis: LandmarkBasis, rot, trans, f, c, lm2d, lm_depth, 
     prior = np.concatenate([np.full(n_id, weights.identity_prior), np.full(n_ex, weights.expression_prior)])
     blocks.append(np.diag(prior))
     rhs.append(np.zeros(n_id + n_ex))
-    lower = np.concatenate([np.full(n_id, -4.0), np.zeros(n_ex)])
-    upper = np.concatenate([np.full(n_id, 4.0), np.ones(n_ex)])
-    sol = lsq_linear(np.concatenate(blocks), np.concatenate(rhs), bounds=(lower, upper), method="bvls",
-                     lsmr_tol="auto", max_iter=200)
-    return sol.x[:n_id], sol.x[n_id:]
+    M, b = np.concatenate(blocks), np.concatenate(rhs)  # (rows, P), (rows,)
+    N, n = M.T @ M, M.T @ b  # normal equations (P, P), (P,)
+    Nii, Nie, Nee = N[:n_id, :n_id], N[:n_id, n_id:], N[n_id:, n_id:]
+    # identity = Nii⁻¹ (n_i − Nie e) is optimal for any expression e; eliminating it leaves a bounded
+    # problem in e alone with the Schur complement S, solved as least squares ||Lᵀe − L⁻¹s||² (S = L Lᵀ)
+    solve_ii = np.linalg.solve(Nii, np.concatenate([Nie, n[:n_id, None]], axis=1))  # (I, E + 1)
+    S = Nee - Nie.T @ solve_ii[:, :-1]  # (E, E)
+    s = n[n_id:] - Nie.T @ solve_ii[:, -1]
+    L = np.linalg.cholesky(S)
+    expression = lsq_linear(L.T, np.linalg.solve(L, s), bounds=(0.0, 1.0), method="bvls", max_iter=400).x
+    identity = solve_ii[:, -1] - solve_ii[:, :-1] @ expression
+    return identity, expression
 
 
 def _reprojection_rms(basis, identity, expression, rot, trans, f, c, lm2d, w_lm) -> float:
@@ -152,28 +169,45 @@ def landmark_weights(count: int, weights: FitWeights) -> np.ndarray:
 def fit_landmarks(basis: LandmarkBasis, landmarks_px: np.ndarray, image_size: tuple[int, int],
                   focal_length_px: float | None = None, weights: FitWeights | None = None) -> LandmarkFit:
     """Fit pose, identity and expression to (K, 2|3) landmarks in pixels (x, y[, MediaPipe z])."""
+    # the matrices are small: BLAS threads only contend (100× slower on a loaded 2-core box)
+    with threadpool_limits(1, user_api="blas"):
+        return _fit(basis, landmarks_px, image_size, focal_length_px, weights)
+
+
+def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkFit:
     weights = weights or FitWeights()
     lm = np.asarray(landmarks_px, np.float64)
+    if len(lm) > len(basis.neutral):
+        raise ValueError(f"{len(lm)} landmarks given, the model embeds {len(basis.neutral)}")
+    basis = basis.first(len(lm))
     lm2d, lm_depth = lm[:, :2], (lm[:, 2] if lm.shape[1] > 2 else None)
     w, h = image_size
     c = (w / 2.0, h / 2.0)
     w_lm = landmark_weights(len(lm), weights)
     focals = [focal_length_px] if focal_length_px else [s * max(w, h) for s in FOCAL_CANDIDATES]
     n_id, n_ex = basis.identity.shape[2], basis.expression.shape[2]
-    best, per_focal = None, {}
-    for f in focals:
-        identity, expression = np.zeros(n_id), np.zeros(n_ex)
-        rvec = tvec = None
-        for _ in range(weights.iterations):
+
+    def refine(f, iterations, identity, expression, rvec=None, tvec=None):
+        for _ in range(iterations):
             rvec, tvec = _solve_pose(basis.points(identity, expression), lm2d, f, c, w_lm, rvec, tvec)
             rot = cv2.Rodrigues(rvec)[0]
             identity, expression = _solve_coefficients(basis, rot, tvec.ravel(), f, c, lm2d, lm_depth, w_lm, weights)
         rvec, tvec = _solve_pose(basis.points(identity, expression), lm2d, f, c, w_lm, rvec, tvec)
         rot, trans = cv2.Rodrigues(rvec)[0], tvec.ravel()
         rms = _reprojection_rms(basis, identity, expression, rot, trans, f, c, lm2d, w_lm)
-        per_focal[round(f, 2)] = rms
-        if best is None or rms < best[0]:
-            best = (rms, rot, trans, f, identity, expression)
-    rms, rot, trans, f, identity, expression = best
+        return rms, rot, trans, f, identity, expression, rvec, tvec
+
+    # a short fit per focal candidate picks the focal length; the best one is then refined
+    scan = weights.iterations if len(focals) == 1 else 2
+    best, per_focal = None, {}
+    for f in focals:
+        trial = refine(f, scan, np.zeros(n_id), np.zeros(n_ex))
+        per_focal[round(f, 2)] = trial[0]
+        if best is None or trial[0] < best[0]:
+            best = trial
+    if len(focals) > 1:
+        _, _, _, f, identity, expression, rvec, tvec = best
+        best = refine(f, weights.iterations - scan, identity, expression, rvec, tvec)
+    rms, rot, trans, f, identity, expression = best[:6]
     return LandmarkFit(rot, trans, float(f), c, (int(w), int(h)), identity.astype(np.float32),
                        expression.astype(np.float32), rms, per_focal)
