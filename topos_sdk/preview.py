@@ -48,10 +48,24 @@ VIEWS = (("front", 0.0), ("three-quarter", 35.0), ("profile", 90.0))
 def render_head(result: HeadResult, yaw_deg: float = 0.0, size: int = 512, pitch_deg: float = 0.0, *,
                 supersample: int = 2, background=BACKGROUND, alpha: bool = False) -> np.ndarray:
     """One view of the head: (size, size, 3) uint8 sRGB, or (size, size, 4) with ``alpha=True``."""
+    return _render(_Scene.from_result(result), yaw_deg, size, pitch_deg, supersample, background, alpha)
+
+
+def render_views(result: HeadResult, size: int = 512, *, supersample: int = 2, background=BACKGROUND) -> np.ndarray:
+    """Front, three-quarter (yaw 35°) and profile (yaw 90°) side by side: (size, 3·size, 3) uint8."""
+    scene = _Scene.from_result(result)
+    return np.concatenate([_render(scene, yaw, size, 0.0, supersample, background, False) for _, yaw in VIEWS], axis=1)
+
+
+def render_thumbnail(result: HeadResult, size: int = 256, **kwargs) -> np.ndarray:
+    """The three-quarter view: (size, size, 3) uint8."""
+    return render_head(result, dict(VIEWS)["three-quarter"], size, **kwargs)
+
+
+def _render(scene: "_Scene", yaw_deg, size, pitch_deg, supersample, background, alpha) -> np.ndarray:
     size, supersample = int(size), int(supersample)
     if size < 8 or supersample < 1:
         raise ValueError(f"preview size must be ≥ 8 and supersample ≥ 1, got {size}, {supersample}")
-    scene = _Scene.from_result(result)
     full = size * supersample
     rotation = _rotation(yaw_deg, pitch_deg)
     cam_points = (scene.points - scene.centre) @ rotation.T  # (N, 3) camera frame, looking down −Z
@@ -78,22 +92,11 @@ def render_head(result: HeadResult, yaw_deg: float = 0.0, size: int = 512, pitch
     rgb[covered] = lit
     coverage = covered.astype(np.float64)
     if supersample > 1:
-        rgb = rgb.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
-        coverage = coverage.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+        rgb, coverage = _box_downsample(rgb, supersample), _box_downsample(coverage, supersample)
     out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if alpha:
         out = np.concatenate([out, np.clip(np.rint(coverage * 255.0), 0, 255).astype(np.uint8)[..., None]], axis=2)
     return out
-
-
-def render_views(result: HeadResult, size: int = 512, **kwargs) -> np.ndarray:
-    """Front, three-quarter (yaw 35°) and profile (yaw 90°) side by side: (size, 3·size, 3) uint8."""
-    return np.concatenate([render_head(result, yaw, size, **kwargs) for _, yaw in VIEWS], axis=1)
-
-
-def render_thumbnail(result: HeadResult, size: int = 256, **kwargs) -> np.ndarray:
-    """The three-quarter view: (size, size, 3) uint8."""
-    return render_head(result, dict(VIEWS)["three-quarter"], size, **kwargs)
 
 
 # ---- the scene: what is drawn and with which colour ------------------------------------------
@@ -255,37 +258,40 @@ def _sample_udim(texture: TextureMap, uv_values, uv_corners, bary, fallback) -> 
     """Bilinear albedo lookup per pixel: (P, 3) linear colours (``fallback`` where a tile is missing)."""
     uv = _interpolate(uv_values, uv_corners, bary)  # (P, 2)
     # the tile of the triangle (its UV centroid), so texels on a tile border stay in their tile
-    centroid = uv_values[uv_corners].mean(axis=1)  # (P, 2)
-    tile_u, tile_v = np.floor(centroid[:, 0]), np.floor(centroid[:, 1])
-    tile = (1001 + tile_u + 10 * tile_v).astype(np.int64)
-    local = np.clip(uv - np.stack([tile_u, tile_v], axis=1), 0.0, 1.0)
+    centroid = (uv_values[uv_corners[:, 0]] + uv_values[uv_corners[:, 1]] + uv_values[uv_corners[:, 2]]) / 3.0
+    tile_uv = np.floor(centroid)  # (P, 2)
+    tile = (1001 + tile_uv[:, 0] + 10 * tile_uv[:, 1]).astype(np.int64)
+    local = np.clip(uv - tile_uv, 0.0, 1.0)
     out = fallback.copy()
     for tile_id, image in texture.tiles.items():
         here = tile == tile_id
         if here.any():
-            texels = _bilinear(_as_rgb01(image), local[here])
+            texels = _bilinear(image, local[here])
             out[here] = _srgb_to_linear(texels) if texture.color_space == "sRGB" else texels
     return out
 
 
-def _as_rgb01(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) uint8/uint16 → (H, W, 3) float in [0, 1] (grey replicated, alpha dropped)."""
-    scale = 255.0 if image.dtype == np.uint8 else 65535.0
-    rgb = image[:, :, :3] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
-    return rgb.astype(np.float64) / scale
-
-
 def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """image (H, W, C), uv (P, 2) in [0, 1] with v up → (P, C); texel centres at (i + 0.5) / size."""
+    """image (H, W, C) uint8/uint16, uv (P, 2) in [0, 1] with v up → (P, 3) float in [0, 1].
+
+    Texel centres at ``(i + 0.5) / size``; grey is replicated to RGB, alpha dropped.
+    """
     h, w = image.shape[:2]
+    rgb = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, [0, 0, 0]]
     x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
     y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x0, y0 = x.astype(np.int64), y.astype(np.int64)  # floor: both are ≥ 0
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    top = rgb[y0, x0] * (1 - fx) + rgb[y0, x1] * fx
+    bottom = rgb[y1, x0] * (1 - fx) + rgb[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy) / (255.0 if image.dtype == np.uint8 else 65535.0)
+
+
+def _box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """(H·f, W·f, ...) → (H, W, ...) mean of each f×f block."""
+    total = sum(image[i::factor, j::factor] for i in range(factor) for j in range(factor))
+    return total / (factor * factor)
 
 
 def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
