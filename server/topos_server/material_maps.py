@@ -25,7 +25,7 @@ from .face_regions import FaceRegions
 from .skin_lighting import luminance
 from .texture_fill import extend_beyond_islands
 
-DETAIL_DEPTH_CM = 0.015  # height per unit of log-luminance contrast
+DETAIL_DEPTH_CM = 0.05  # height per unit of log-luminance contrast
 DETAIL_SCALE = 1.0 / 256  # × tile size: the Gaussian that separates detail from shading (≈ 4 texels at 1024)
 MAX_TILT_DEGREES = 20.0
 

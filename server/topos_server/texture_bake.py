@@ -15,7 +15,8 @@ Steps (:func:`bake_textures`):
    camera and the photo is sampled there (bilinear, ``cv2.remap``; pixel centres at +½, like the
    rasteriser). *Visibility*: an image-space z-buffer of the whole posed mesh (eyeballs and teeth
    included; thin see-through cards such as eyelashes are not occluders) and a tolerance of
-   ``DEPTH_TOLERANCE`` × the mesh size plus the depth a sloped surface spans over a z-buffer pixel.
+   ``DEPTH_TOLERANCE`` × the mesh size plus the depth a sloped surface spans over a z-buffer pixel;
+   a thin band along the mesh's outline counts as hidden (those pixels mix in the background).
    *Weight*: ``smoothstep`` of the cosine between normal and view direction from ``GRAZING_COS`` to
    ``FULL_WEIGHT_COS``, times a feather of the visibility mask in UV space, so the edge of what the
    photo saw fades out instead of stepping.
@@ -62,6 +63,7 @@ FULL_WEIGHT_COS = 0.5  # full weight from ~60° and closer to frontal
 DEPTH_TOLERANCE = 0.005  # × mesh bounding-box diagonal (0.2 cm on an ICT head) ...
 SLOPE_TOLERANCE = 1.5  # ... + this × (z-buffer pixel footprint) × tan(view angle)
 SEE_THROUGH_MATERIALS = ("lash", "occlusion", "blend", "lacrimal")
+SILHOUETTE_MARGIN = 0.004  # × z-buffer size (2 px on a 512² photo): band along the outline seen as hidden
 MAX_ZBUFFER_SIDE = 1024  # the z-buffer is rendered at most this large (large photos are scaled down)
 VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask in UV space
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
@@ -317,9 +319,10 @@ def occluding_triangles(topology: ReferenceTopology, triangles_face: np.ndarray)
 
 
 def depth_buffer(cam_points: np.ndarray, triangles: np.ndarray, camera: Camera) -> tuple[np.ndarray, float]:
-    """Z-buffer of ``triangles`` seen by ``camera``: ((h, w) float32 view depth, +inf where empty; scale).
+    """Z-buffer of ``triangles`` seen by ``camera``: ((h, w) float32 view depth; scale).
 
-    Rendered at ``scale`` × the camera's image size (≤ ``MAX_ZBUFFER_SIDE`` per side).
+    Rendered at ``scale`` × the camera's image size (≤ ``MAX_ZBUFFER_SIDE`` per side). Pixels off
+    the mesh and within ``SILHOUETTE_MARGIN`` of its outline are −inf (nothing is visible there).
     """
     width, height = camera.image_size
     scale = min(1.0, MAX_ZBUFFER_SIDE / max(width, height))
@@ -332,6 +335,11 @@ def depth_buffer(cam_points: np.ndarray, triangles: np.ndarray, camera: Camera) 
     zmap = np.full((zh, zw), np.inf, np.float32)
     covered = triangle_id >= 0
     zmap[covered] = np.einsum("pc,pc->p", bary[covered], depth[tri[triangle_id[covered]]]).astype(np.float32)
+    # photo pixels along the silhouette mix the head with the background: count them as hidden
+    radius = max(1, int(round(SILHOUETTE_MARGIN * max(zw, zh))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    inner = cv2.erode(covered.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    zmap[inner == 0] = -np.inf
     return zmap, scale
 
 

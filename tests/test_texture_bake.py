@@ -1,0 +1,360 @@
+"""Texture bake on the real ICT topology: synthetic portraits rendered from known textures, and the
+astronaut photo with a roughly placed head."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.data import astronaut
+
+from topos_sdk import Camera, InvalidInputError, ReferenceTopology, TopologyMismatchError
+from topos_sdk.raster import perspective_correct, rasterize
+from topos_server import face_regions as face_regions_module
+from topos_server import texture_bake
+from topos_server.skin_lighting import SkinLighting, linear_to_srgb, srgb_to_linear
+from topos_server.texture_bake import bake_textures, skin_uv_layout, vertex_normals
+from topos_server.texture_fill import push_pull
+
+SIZE = 512
+PHOTO = (512, 512)
+ICT_DIR = Path(__file__).resolve().parents[2] / "shared" / "ict-facekit" / "FaceXModel"
+
+# multipie68 landmark indices used to find places on the face independently of the region code
+LOWER_LIP_CENTRE, BROW_RIGHT_MIDDLE, JAW_RIGHT_3, NOSE_BASE_RIGHT = 57, 19, 3, 31
+
+
+@pytest.fixture(scope="module")
+def ict() -> ReferenceTopology:
+    try:
+        from topos_server.assets import AssetCache
+
+        return AssetCache.default().ict_topology()
+    except Exception:  # cache not imported on this machine: build from the shared ICT files
+        pass
+    if not (ICT_DIR / "generic_neutral_mesh.obj.xz").exists():
+        pytest.skip("ICT-FaceKit data not available")
+    from topos_server.ict_topology import build_ict_topology
+
+    return build_ict_topology(ICT_DIR / "generic_neutral_mesh.obj.xz", ICT_DIR / "vertex_indices.json")
+
+
+def front_camera(yaw_deg: float = 0.0, distance: float = 60.0, focal: float = 1000.0) -> Camera:
+    """Camera on +Z looking at the origin; the head is turned by ``yaw`` (positive: its +X side away)."""
+    yaw = np.radians(yaw_deg)
+    m = np.eye(4)
+    m[:3, :3] = [[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]]
+    m[:3, 3] = [0.0, 0.0, -distance]
+    return Camera(focal, (PHOTO[0] / 2, PHOTO[1] / 2), PHOTO, m)
+
+
+def render_photo(topology, camera, albedo_fn, shading_fn=None, background=(0.05, 0.3, 0.08)) -> np.ndarray:
+    """Our own forward renderer: z-buffered mesh, perspective-correct UVs → ``albedo_fn(uv) (P, 3)``
+    linear colour × ``shading_fn(camera-frame normal (P, 3))`` → (H, W, 3) uint8 sRGB."""
+    w, h = camera.image_size
+    tri, _ = topology.triangles()
+    uv_tri = topology.uv_values[topology.uv_triangles()]
+    cam = camera.to_camera(topology.rest_points.astype(np.float64))
+    depth = -cam[:, 2]
+    triangle_id, bary = rasterize(camera.project(topology.rest_points)[tri], w, h, depth[tri])
+    bary = perspective_correct(bary, triangle_id, depth[tri])
+    covered = triangle_id >= 0
+    t, b = triangle_id[covered], bary[covered].astype(np.float64)
+    colour = albedo_fn(np.einsum("pc,pcx->px", b, uv_tri[t]))
+    if shading_fn is not None:
+        normals = vertex_normals(cam.astype(np.float32), tri)
+        n = np.einsum("pc,pcx->px", b, normals[tri[t]])
+        colour = colour * shading_fn(n / np.linalg.norm(n, axis=1, keepdims=True))[:, None]
+    img = np.empty((h, w, 3))
+    img[:] = background
+    img[covered] = colour
+    return np.clip(np.rint(linear_to_srgb(img) * 255), 0, 255).astype(np.uint8)
+
+
+def texel_uv(tile: int, size: int) -> np.ndarray:
+    """(S, S, 2) UV of every texel centre of a tile."""
+    cols, rows = np.meshgrid(np.arange(size), np.arange(size))
+    return np.stack([(cols + 0.5) / size + (tile - 1001), 1.0 - (rows + 0.5) / size], axis=-1)
+
+
+def checker_albedo(uv: np.ndarray) -> np.ndarray:
+    """Skin tone with a ±8 % checker (16 squares per tile) and a gentle ramp: linear RGB."""
+    base = np.array([0.45, 0.30, 0.22])
+    check = ((np.floor(uv[:, 0] * 16) + np.floor(uv[:, 1] * 16)) % 2)[:, None] * 0.16 - 0.08
+    return base[None] * (1.0 + check) * (1.0 + 0.08 * np.sin(2 * np.pi * uv[:, 0]))[:, None]
+
+
+def vertex_uv(topology: ReferenceTopology, vertex: int) -> np.ndarray:
+    corner = np.flatnonzero(topology.face_vertex_indices == vertex)[0]
+    return topology.uv_values[topology.uv_indices[corner]]
+
+
+def sample_tile(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    size = img.shape[0]
+    col = int(np.clip((uv[0] % 1.0) * size, 0, size - 1))
+    row = int(np.clip((1.0 - uv[1]) * size, 0, size - 1))
+    return img[row, col]
+
+
+@pytest.fixture(scope="module")
+def checker_bake(ict):
+    camera = front_camera(yaw_deg=15)
+    photo = render_photo(ict, camera, checker_albedo)
+    diagnostics = {}
+    maps = bake_textures(photo, ict.rest_points, camera, ict, SIZE, diagnostics=diagnostics)
+    return photo, camera, maps, diagnostics
+
+
+# ---- albedo -------------------------------------------------------------------------------------
+
+def test_baked_albedo_recovers_the_known_texture_where_seen(ict, checker_bake):
+    _, _, maps, diagnostics = checker_bake
+    albedo = maps["albedo"]
+    assert albedo.color_space == "sRGB" and sorted(albedo.tiles) == [1001, 1002]
+    for tile, img in albedo.tiles.items():
+        assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+        truth = linear_to_srgb(checker_albedo(texel_uv(tile, SIZE).reshape(-1, 2))).reshape(SIZE, SIZE, 3)
+        seen = diagnostics["direct_weight"][tile] > 0.99
+        error = np.abs(img / 255.0 - truth)[seen]
+        assert seen.sum() > 2000
+        assert error.mean() < 0.025 and np.percentile(error, 95) < 0.06, (tile, error.mean())
+        # the checker itself comes back (not just the mean colour)
+        baked_lum, true_lum = img[seen].mean(axis=1), truth[seen].mean(axis=1)
+        assert np.corrcoef(baked_lum, true_lum)[0, 1] > 0.8
+    # a 15° view sees most of the face tile directly
+    island = skin_uv_layout(ict, SIZE).tiles[0].island
+    assert (diagnostics["direct_weight"][1001] > 0.5).sum() > 0.4 * island.sum()
+
+
+def test_no_texel_is_left_unfilled(checker_bake):
+    """Every texel of every tile (islands and the background between them) holds a colour of the
+    skin texture: none at the fill value, none black, none NaN."""
+    _, _, maps, diagnostics = checker_bake
+    lo = linear_to_srgb(np.array([0.45, 0.30, 0.22]) * 0.92 * 0.92) * 255
+    hi = linear_to_srgb(np.array([0.45, 0.30, 0.22]) * 1.08 * 1.08) * 255
+    for tile, img in maps["albedo"].tiles.items():
+        # (± a little for de-lighting: the checker's ramp looks a bit like light to the fit)
+        assert (img >= np.floor(lo) - 15).all() and (img <= np.ceil(hi) + 15).all(), tile
+        assert np.isfinite(diagnostics["albedo_linear"][tile]).all()
+        # the back of the head is unseen in a frontal photo and still filled
+        unseen = diagnostics["coverage"][tile] == 0
+        assert unseen.any()
+
+
+def test_unseen_side_is_filled_from_its_mirror(ict):
+    """Left half of the face tile red, right half blue; turn the head so its right (+X, u > 0.5)
+    side is hidden: those texels come back red, from the seen mirror side, not filled with a blend."""
+    red, blue = np.array([0.6, 0.15, 0.12]), np.array([0.12, 0.15, 0.6])
+
+    def sided(uv):
+        return np.where((uv[:, 0] < 0.5)[:, None], red, blue) * (uv[:, 0] < 1.0)[:, None] + \
+            np.array([0.3, 0.3, 0.3]) * (uv[:, 0] >= 1.0)[:, None]
+
+    camera = front_camera(yaw_deg=35)
+    photo = render_photo(ict, camera, sided)
+    diagnostics = {}
+    maps = bake_textures(photo, ict.rest_points, camera, ict, SIZE, diagnostics=diagnostics)
+    img = maps["albedo"].tiles[1001].astype(int)
+    u = texel_uv(1001, SIZE)[..., 0]
+    mirrored = (u > 0.55) & (diagnostics["direct_weight"][1001] == 0) & (diagnostics["coverage"][1001] > 0.99)
+    assert mirrored.sum() > 0.03 * SIZE * SIZE
+    assert (img[mirrored][:, 0] > img[mirrored][:, 2] + 60).mean() > 0.98  # red, the mirror's colour
+    # what the photo did see of the blue side stays blue
+    seen_blue = (u > 0.55) & (diagnostics["direct_weight"][1001] > 0.99)
+    assert seen_blue.sum() > 500
+    assert (img[seen_blue][:, 2] > img[seen_blue][:, 0] + 60).mean() > 0.9
+
+
+# ---- lighting -----------------------------------------------------------------------------------
+
+def key_light(n: np.ndarray) -> np.ndarray:
+    """Known smooth lighting (camera frame): key from the right (+X), some from above and the front."""
+    return np.maximum(0.15, 0.55 + 0.45 * n[:, 0] + 0.2 * n[:, 1] + 0.25 * n[:, 2])
+
+
+@pytest.fixture(scope="module")
+def shaded_bake(ict):
+    skin = np.array([0.55, 0.38, 0.30])
+    camera = front_camera(yaw_deg=0)
+    photo = render_photo(ict, camera, lambda uv: np.repeat(skin[None], len(uv), axis=0), key_light)
+    diagnostics = {}
+    maps = bake_textures(photo, ict.rest_points, camera, ict, SIZE, diagnostics=diagnostics)
+    return photo, camera, maps, diagnostics, skin
+
+
+def test_lighting_removal_flattens_a_shading_gradient(ict, shaded_bake, monkeypatch):
+    photo, camera, maps, diagnostics, skin = shaded_bake
+    lighting = diagnostics["lighting"]
+    c = lighting.coefficients
+    assert lighting.order == 2 and c[1] > 0.2 and c[1] > c[2] > 0  # key from +X, fill from above
+
+    monkeypatch.setattr(texture_bake, "fit_skin_lighting", lambda *a, **k: SkinLighting.flat())
+    flat_diag = {}
+    bake_textures(photo, ict.rest_points, camera, ict, SIZE, diagnostics=flat_diag)
+
+    seen = (diagnostics["direct_weight"][1001] > 0.99) & (flat_diag["direct_weight"][1001] > 0.99)
+    delit = diagnostics["albedo_linear"][1001][:, seen]  # (3, P)
+    shaded = flat_diag["albedo_linear"][1001][:, seen]
+    spread = lambda x: np.std(x.mean(axis=0)) / np.mean(x.mean(axis=0))  # noqa: E731
+    assert spread(delit) < 0.4 * spread(shaded), (spread(delit), spread(shaded))
+    # colour balance kept: the albedo's chromaticity is the skin's
+    chroma = delit.mean(axis=1) / delit.mean(axis=1).sum()
+    np.testing.assert_allclose(chroma, skin / skin.sum(), atol=0.01)
+
+
+# ---- normal and roughness maps ------------------------------------------------------------------
+
+def decode_normals(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float64) / 127.5 - 1.0
+
+
+def tilt_degrees(n: np.ndarray) -> np.ndarray:
+    """Angle from the flat (0, 0, 1) normal (from x, y: z is too coarsely quantised near 1)."""
+    return np.degrees(np.arctan2(np.hypot(n[..., 0], n[..., 1]), n[..., 2]))
+
+
+def test_normal_map_is_unit_length_and_flat_without_detail(ict, shaded_bake, checker_bake):
+    layout = skin_uv_layout(ict, SIZE)
+    for name, bake in (("shaded", shaded_bake), ("checker", checker_bake)):
+        normal = bake[2]["normal"]
+        assert normal.color_space == "raw" and sorted(normal.tiles) == [1001, 1002]
+        for tt in layout.tiles:
+            img = normal.tiles[tt.tile]
+            assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+            n = decode_normals(img)
+            np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=0.015)
+            assert (img[~tt.island] == (128, 128, 255)).all()  # background: flat
+            tilt = tilt_degrees(n)
+            assert tilt.max() < 21.5  # gentle: at most MAX_TILT_DEGREES (+ quantisation)
+            if name == "shaded":  # a constant albedo has no detail: flat (smooth shading is not detail)
+                assert (tilt[tt.island] < 3.0).mean() > 0.98, tt.tile
+    # the checker's edges show up as gentle detail where the photo saw them
+    tilt = tilt_degrees(decode_normals(checker_bake[2]["normal"].tiles[1001]))
+    assert (tilt > 1.0).sum() > 1000
+
+
+def test_roughness_follows_region_priors(ict, checker_bake):
+    roughness = checker_bake[2]["roughness"]
+    assert roughness.color_space == "raw" and sorted(roughness.tiles) == [1001, 1002]
+    face = roughness.tiles[1001]
+    assert face.shape == (SIZE, SIZE, 1) and face.dtype == np.uint8
+    values = np.concatenate([t.ravel() for t in roughness.tiles.values()]) / 255.0
+    assert values.min() >= 0.3 and values.max() <= 0.75
+    lm = ict.landmarks["multipie68"].vertices[:, 0]
+    rest = ict.rest_points
+    cheek_point = 0.5 * (rest[lm[JAW_RIGHT_3]] + rest[lm[NOSE_BASE_RIGHT]])
+    cheek = int(np.argmin(np.linalg.norm(rest[:9409] - cheek_point, axis=1)))
+    lip = sample_tile(face, vertex_uv(ict, lm[LOWER_LIP_CENTRE]))[0] / 255.0
+    brow = sample_tile(face, vertex_uv(ict, lm[BROW_RIGHT_MIDDLE]))[0] / 255.0
+    skin = sample_tile(face, vertex_uv(ict, cheek))[0] / 255.0
+    assert lip < skin - 0.1 < brow - 0.15, (lip, skin, brow)
+    assert 0.5 <= skin <= 0.6
+
+
+# ---- determinism, other topologies, bad input ---------------------------------------------------
+
+def test_bake_is_deterministic(ict, checker_bake):
+    photo, camera, maps, _ = checker_bake
+    texture_bake._LAYOUTS.clear()  # recompute everything, caches included
+    face_regions_module._CACHE.clear()
+    again = bake_textures(photo, ict.rest_points, camera, ict, SIZE)
+    assert again.keys() == maps.keys()
+    for name in maps:
+        assert again[name] == maps[name], name
+
+
+def test_any_topology_with_named_materials(quad_topology):
+    """The procedural quad grid (no landmarks, no symmetry): its own materials, one tile, no holes."""
+    m = np.eye(4)
+    m[:3, 3] = [0.0, 0.0, -6.0]
+    camera = Camera(300.0, (64, 64), (128, 128), m)
+    ramp = np.zeros((128, 128, 3), np.uint8)
+    ramp[..., 0] = np.linspace(60, 200, 128).astype(np.uint8)[None, :]
+    ramp[..., 1] = 120
+    ramp[..., 2] = np.linspace(200, 60, 128).astype(np.uint8)[:, None]
+    maps = bake_textures(ramp, quad_topology.rest_points, camera, quad_topology, 64, materials=("M_Left", "M_Right"))
+    albedo = maps["albedo"].tiles
+    assert sorted(albedo) == [1001]
+    img = albedo[1001].astype(int)
+    assert img.shape == (64, 64, 3)
+    assert (img[..., 0] >= 50).all() and (img[..., 0] <= 210).all() and (img[..., 2] >= 50).all()
+    assert img[..., 0].std() > 10  # the ramp came through
+    assert (maps["roughness"].tiles[1001] == np.rint(0.55 * 255)).all()  # no landmarks: plain skin
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(image=np.zeros((64, 64), np.uint8)), InvalidInputError),
+    (dict(image=np.zeros((64, 64, 3), np.float32)), InvalidInputError),
+    (dict(points=np.zeros((10, 3), np.float32)), TopologyMismatchError),
+    (dict(points="nan"), InvalidInputError),
+    (dict(size=8), InvalidInputError),
+    (dict(size=1024.0), InvalidInputError),
+    (dict(size=True), InvalidInputError),
+    (dict(camera="not a camera"), InvalidInputError),
+    (dict(materials=("M_Nope",)), InvalidInputError),
+])
+def test_bad_input_gives_one_clear_error(ict, bad, error):
+    args = dict(image=np.zeros((64, 64, 3), np.uint8), points=ict.rest_points, camera=front_camera(),
+                topology=ict, size=64)
+    args.update(bad)
+    if isinstance(args["points"], str):
+        args["points"] = ict.rest_points.copy()
+        args["points"][5, 1] = np.nan
+    with pytest.raises(error) as info:
+        bake_textures(**args)
+    assert "\n" not in str(info.value)
+
+
+# ---- real photo ---------------------------------------------------------------------------------
+
+def test_astronaut_with_a_roughly_placed_head(ict):
+    """The neutral head placed over the face box (~x 180–300, y 60–230 px) of the astronaut."""
+    image = astronaut()
+    focal, distance = 1000.0, 1000.0 * 14.7 / 120  # ~120 px between the jaw corners
+    m = np.eye(4)
+    m[:3, 3] = [(240 - 256) * distance / focal, (256 - 145) * distance / focal, -distance]
+    camera = Camera(focal, (256, 256), (512, 512), m)
+    xy = camera.project(ict.landmarks["multipie68"].evaluate(ict.rest_points))
+    assert 170 < xy[:, 0].min() and xy[:, 0].max() < 310 and 60 < xy[:, 1].min() and xy[:, 1].max() < 230
+
+    diagnostics = {}
+    maps = bake_textures(image, ict.rest_points, camera, ict, SIZE, diagnostics=diagnostics)
+    assert set(maps) == {"albedo", "normal", "roughness"}
+    for name, texture in maps.items():
+        assert sorted(texture.tiles) == [1001, 1002], name
+    layout = skin_uv_layout(ict, SIZE)
+    for tt in layout.tiles:
+        albedo = maps["albedo"].tiles[tt.tile]
+        assert np.isfinite(diagnostics["albedo_linear"][tt.tile]).all()
+        assert albedo.std() > 10  # not constant
+        assert albedo[~tt.island].std() > 2  # the background between islands is extended, not one colour
+        # no hole: no texel far from all its neighbours (a left-over fill value would be)
+        blurred = np.stack([np.median(np.stack([np.roll(albedo[..., c], s, axis=a) for a in (0, 1) for s in (-2, 2)]), axis=0)
+                            for c in range(3)], axis=-1)
+        assert (np.abs(albedo.astype(int) - blurred).max(axis=-1) > 120).mean() < 1e-3
+    face = maps["albedo"].tiles[1001]
+    seen = diagnostics["direct_weight"][1001] > 0.99
+    assert seen.sum() > 0.2 * SIZE * SIZE
+    # the face skin in the photo is warm: so is what was baked from it
+    assert face[seen][:, 0].mean() > face[seen][:, 2].mean() + 20
+
+
+# ---- fill primitive -----------------------------------------------------------------------------
+
+def test_push_pull_fills_holes_smoothly():
+    rows, cols = np.mgrid[0:64, 0:64].astype(np.float32)
+    ramp = np.stack([cols / 63.0, rows / 63.0])  # (2, 64, 64)
+    weight = ((rows - 30) ** 2 + (cols - 34) ** 2 > 12 ** 2).astype(np.float32)  # a round hole
+    filled = push_pull(ramp * weight, weight)
+    np.testing.assert_allclose(filled[:, weight == 1], ramp[:, weight == 1], atol=1e-5)
+    hole = weight == 0
+    assert (filled[:, hole] >= -1e-6).all() and (filled[:, hole] <= 1 + 1e-6).all()
+    assert np.abs(filled - ramp)[:, hole].max() < 0.12  # close to the ramp it interrupts
+    assert np.abs(np.diff(filled, axis=2)).max() < 0.1 and np.abs(np.diff(filled, axis=1)).max() < 0.1
+    constant = push_pull(np.full((3, 40, 50), 0.3, np.float32) * weight[:40, :50], weight[:40, :50])
+    np.testing.assert_allclose(constant, 0.3, atol=1e-5)
+    assert push_pull(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.float32)).max() == 0.0
+
+
+def test_srgb_round_trip():
+    x = np.linspace(0, 1, 1001, dtype=np.float32)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)
