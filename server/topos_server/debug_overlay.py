@@ -13,14 +13,9 @@ from topos_sdk import HeadResult
 from topos_sdk.atomic_files import atomic_output_path
 
 from .face import FaceLandmarker, load_image
+from .fit_quality import projected_landmarks
 
 WIRE_MESHES = ("skin",)
-
-
-def fitted_landmarks_px(result: HeadResult, landmark_set: str = "mediapipe") -> np.ndarray:
-    """(K, 2) embedded landmarks of the posed head projected through the result's camera."""
-    posed = result.posed_points()
-    return result.camera.project(result.topology.landmarks[landmark_set].evaluate(posed))
 
 
 def draw_overlay(image: np.ndarray, result: HeadResult, detected_px: np.ndarray | None = None) -> np.ndarray:
@@ -48,7 +43,7 @@ def draw_overlay(image: np.ndarray, result: HeadResult, detected_px: np.ndarray 
         for x, y in np.round(detected_px[:, :2]).astype(int):
             cv2.circle(canvas, (int(x), int(y)), 1, (255, 60, 60), -1, cv2.LINE_AA)
     if "mediapipe" in topo.landmarks:
-        for x, y in np.round(fitted_landmarks_px(result)).astype(int):
+        for x, y in np.round(projected_landmarks(result)).astype(int):
             cv2.circle(canvas, (int(x), int(y)), 1, (60, 255, 60), -1, cv2.LINE_AA)
     return canvas
 
@@ -64,6 +59,6 @@ def write_debug_files(folder: Path, image_bytes: bytes, result: HeadResult) -> N
         tmp.write_bytes(png.tobytes())
     payload = {"units": "pixels, origin top-left",
                "detected": np.round(detected, 3).tolist(),
-               "fitted": np.round(fitted_landmarks_px(result), 3).tolist()}
+               "fitted": np.round(projected_landmarks(result)[:len(detected)], 3).tolist()}
     with atomic_output_path(folder / "landmarks.json") as tmp:
         tmp.write_text(json.dumps(payload))

@@ -16,6 +16,12 @@ def interocular_px(points: np.ndarray) -> float:
     return float(np.linalg.norm(left - right))
 
 
+def projected_landmarks(result: HeadResult, landmark_set: str = "mediapipe") -> np.ndarray:
+    """(K, 2) landmarks of the posed head (expression applied) projected through the result's camera."""
+    posed = result.posed_points()
+    return result.camera.project(result.topology.landmarks[landmark_set].evaluate(posed))
+
+
 def landmark_errors(result: HeadResult, detected: np.ndarray) -> dict[str, float]:
     """Mean errors of the posed head's landmarks projected through its camera vs the detected ones.
 
@@ -24,12 +30,10 @@ def landmark_errors(result: HeadResult, detected: np.ndarray) -> dict[str, float
     """
     from .correspondence import MEDIAPIPE_TO_MULTIPIE68
 
-    topo = result.topology
-    posed = result.posed_points()
     iod = interocular_px(detected)
-    mp = result.camera.project(topo.landmarks["mediapipe"].evaluate(posed))
+    mp = projected_landmarks(result, "mediapipe")
     n = min(len(mp), len(detected))
-    ict = result.camera.project(topo.landmarks["multipie68"].evaluate(posed))[MULTIPIE_INNER]
+    ict = projected_landmarks(result, "multipie68")[MULTIPIE_INNER]
     mp_inner = detected[np.asarray(MEDIAPIPE_TO_MULTIPIE68)[MULTIPIE_INNER], :2]
     return {
         "interocular_px": iod,

@@ -149,6 +149,7 @@ def _solve_coefficients(basis: LandmarkBasis, rot, trans, f, c, lm2d, lm_depth, 
     s = n[n_id:] - Nie.T @ solve_ii[:, -1]
     L = np.linalg.cholesky(S)
     expression = lsq_linear(L.T, np.linalg.solve(L, s), bounds=(0.0, 1.0), method="bvls", max_iter=400).x
+    expression = np.clip(expression, 0.0, 1.0)  # bvls may overshoot a bound by rounding
     identity = solve_ii[:, -1] - solve_ii[:, :-1] @ expression
     return identity, expression
 
