@@ -9,7 +9,16 @@ from .topology import LandmarkSet, MaterialRange, MeshPart, ReferenceTopology, S
 __version__ = "0.1.0"
 
 __all__ = [
-    "AssetError", "Camera", "HeadResult", "InvalidInputError", "LandmarkSet", "MaterialRange", "MeshPart",
+    "AssetError", "Camera", "Client", "HeadResult", "InvalidInputError", "LandmarkSet", "MaterialRange", "MeshPart",
     "NoFaceFound", "ObjFormatError", "Provenance", "ReferenceTopology", "SubMesh", "TextureMap",
     "ToposError", "TopologyMismatchError",
 ]
+
+
+def __getattr__(name: str):
+    # the gRPC client loads grpcio and the generated stubs only when it is used
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module 'topos_sdk' has no attribute {name!r}")

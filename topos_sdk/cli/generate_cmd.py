@@ -35,7 +35,7 @@ def _progress_bar(index: int, total: int, name: str):
         line = f"[{bar:<30}] {index + 1}/{total} {name}: {stage}"
         if interactive:
             print(f"\r{line:<100}", end="", file=sys.stderr, flush=True)
-        elif stage in ("done",):
+        elif fraction >= 1.0:  # no carriage returns in logs: one line per finished image
             print(line, file=sys.stderr)
 
     return show
