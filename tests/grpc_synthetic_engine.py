@@ -28,6 +28,7 @@ class SyntheticEngine:
         self.calls: list[int] = []  # batch size of every generate() call
         self.stages_run: list[str] = []
         self.started = threading.Event()  # set when a generate() call begins
+        self.fail_with: Exception | None = None  # raised by the next generate() call
 
     @staticmethod
     def decode(image) -> np.ndarray:
@@ -44,6 +45,9 @@ class SyntheticEngine:
     def generate(self, images, options, progress=None):
         self.calls.append(len(images))
         self.started.set()
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
         decoded = []
         for i, image in enumerate(images):
             pixels = self.decode(image)

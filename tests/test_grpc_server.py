@@ -19,11 +19,11 @@ from skimage import data as skimage_data
 
 from conftest import make_quad_grid
 from grpc_synthetic_engine import SyntheticEngine
-from topos_sdk import InvalidInputError, LandmarkSet, NoFaceFound, ReferenceTopology, wire
+from topos_sdk import AssetError, InvalidInputError, LandmarkSet, NoFaceFound, ReferenceTopology, wire
 from topos_sdk._proto.v1 import topos_pb2 as pb
 from topos_sdk._proto.v1 import topos_pb2_grpc as pb_grpc
 from topos_sdk.client import Client
-from topos_sdk.errors import (DeadlineExceeded, EngineUnavailable, RequestCancelled, ServerBusy, ServerUnavailable,
+from topos_sdk.errors import (DeadlineExceeded, EngineUnavailable, RemoteError, ServerBusy, ServerUnavailable,
                               Unauthenticated)
 from topos_server.engines.base import GenerateOptions
 from topos_server.service import Limits
@@ -210,6 +210,16 @@ def test_bad_seed_type_and_range(server, client):
         client.generate(PORTRAIT, seed="7")
     with pytest.raises(InvalidInputError, match="texture size must be one of"):
         client.generate(PORTRAIT, texture_size=300)
+    assert_healthy(server, client)
+
+
+@pytest.mark.parametrize("failure, code", [(RuntimeError("engine bug"), "INTERNAL"),
+                                           (AssetError("head model file is gone"), "FAILED_PRECONDITION")])
+def test_engine_failures_keep_the_server_serving(engine, server, client, failure, code):
+    engine.fail_with = failure
+    with pytest.raises(RemoteError, match=str(failure)) as caught:
+        client.generate(PORTRAIT, seed=1, texture_size=512)
+    assert caught.value.code == code
     assert_healthy(server, client)
 
 

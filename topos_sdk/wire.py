@@ -297,7 +297,7 @@ def topology_from_parts(parts: Iterable[pb.TopologyPart]) -> ReferenceTopology:
 # ---- errors ↔ statuses --------------------------------------------------------------------------
 # NoFaceFound is INVALID_ARGUMENT (the portrait itself is unusable, whatever the server's state), told
 # apart from other bad input by the `topos-error` trailing metadata. An engine the server does not
-# serve is NOT_FOUND.
+# serve is NOT_FOUND; other TOPOS errors on the server (missing assets) FAILED_PRECONDITION; bugs INTERNAL.
 
 def status_for_exception(exc: BaseException) -> grpc.StatusCode:
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -305,6 +305,8 @@ def status_for_exception(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if "InvalidInputError" in names:
         return grpc.StatusCode.INVALID_ARGUMENT
+    if "ToposError" in names:  # e.g. the server's assets went missing: its state, not the request
+        return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 
 

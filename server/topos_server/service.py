@@ -17,6 +17,7 @@ missing / wrong bearer token (interceptor)      UNAUTHENTICATED        Unauthent
 deadline passed                                 DEADLINE_EXCEEDED      (gRPC's own)
 call cancelled                                  CANCELLED              (gRPC's own)
 server draining                                 UNAVAILABLE            ServerUnavailable
+other TOPOS error on the server (assets gone)   FAILED_PRECONDITION    RemoteError
 engine bug                                      INTERNAL               RemoteError
 ==============================================  =====================  ====================
 """

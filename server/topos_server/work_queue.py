@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from topos_sdk import HeadResult, ToposError
+from topos_sdk import ToposError
 
 from .engines.base import Engine, GenerateOptions
 
