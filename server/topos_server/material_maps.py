@@ -101,12 +101,12 @@ def normal_tiles(layout, points: np.ndarray, albedo_linear: dict[int, np.ndarray
         slope_t *= limit
         slope_b *= limit
         inv_len = 1.0 / np.sqrt(1.0 + slope_t * slope_t + slope_b * slope_b)
-        encoded = np.empty((size * size, 3), np.uint8)
-        encoded[:] = (128, 128, 255)
-        encoded[k, 0] = _encode(-slope_t * inv_len)
-        encoded[k, 1] = _encode(-slope_b * inv_len)
-        encoded[k, 2] = _encode(inv_len)
-        out[tt.tile] = encoded.reshape(size, size, 3)
+        planes = np.empty((3, size * size), np.uint8)  # channel planes: contiguous writes
+        planes[0], planes[1], planes[2] = 128, 128, 255  # flat
+        planes[0, k] = _encode(-slope_t * inv_len)
+        planes[1, k] = _encode(-slope_b * inv_len)
+        planes[2, k] = _encode(inv_len)
+        out[tt.tile] = np.ascontiguousarray(planes.reshape(3, size, size).transpose(1, 2, 0))
     return out
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ from topos_sdk.topology import ReferenceTopology
 
 from . import material_maps
 from .face_regions import face_regions
-from .skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear
+from .skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear  # noqa: F401
 from .texture_fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 
 SKIN_MATERIALS = ("M_Face", "M_BackHead")
@@ -92,9 +93,9 @@ class TileTexels:
     def count(self) -> int:
         return int(self.texel.size)
 
-    @property
+    @cached_property
     def island(self) -> np.ndarray:
-        """(size, size) bool: texels covered by a skin triangle."""
+        """(size, size) bool: texels covered by a skin triangle (do not modify: cached)."""
         mask = np.zeros(self.size * self.size, bool)
         mask[self.texel] = True
         return mask.reshape(self.size, self.size)
@@ -221,19 +222,18 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         direct.weight = _feather(tt, direct.weight)
         # the mirror side only matters where the texel itself is not fully seen
         need = np.flatnonzero(direct.weight < 1.0)
-        partial = observer.observe(np.ascontiguousarray(mirror[tt.corners[:, need]]),
-                                   np.ascontiguousarray(tt.barycentric[:, need]))
-        mirrored = _Observation(np.zeros_like(direct.colour), direct.normal.copy(), np.ones_like(direct.weight))
-        mirrored.colour[:, need] = partial.colour
-        mirrored.normal[:, need] = partial.normal
-        mirrored.weight[need] = partial.weight
+        mirrored = observer.observe(np.ascontiguousarray(mirror[tt.corners[:, need]]),
+                                    np.ascontiguousarray(tt.barycentric[:, need]))
         # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
-        mirrored.weight = _feather(tt, mirrored.weight)
+        full_weight = np.ones(tt.count, np.float32)
+        full_weight[need] = mirrored.weight
+        mirrored.weight = _feather(tt, full_weight)[need]
         direct_obs.append(direct)
-        mirror_obs.append(mirrored)
+        mirror_obs.append((need, mirrored))
     lap("observe")
 
-    lighting = _fit_lighting(layout, direct_obs, fit_region)
+    lighting = _fit_lighting(layout, direct_obs, cam_normals, fit_region)
+    vertex_shading = lighting.shading(np.ascontiguousarray(cam_normals.T))[None, :]  # (1, N)
     if diagnostics is not None:
         diagnostics["lighting"] = lighting
         diagnostics["direct_weight"] = {tt.tile: tt.image(d.weight) for tt, d in zip(layout.tiles, direct_obs)}
@@ -241,16 +241,17 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
 
     # albedo observations per tile: direct where seen, the mirror side where not
     observed = []
-    for direct, mirrored in zip(direct_obs, mirror_obs):
-        albedo_direct = _delight(direct, lighting)  # (3, K)
-        albedo_mirror = _delight(mirrored, lighting)
-        a_direct = direct.weight
-        a_mirror = (1.0 - direct.weight) * mirrored.weight
-        coverage = a_direct + a_mirror  # (K,)
-        albedo = a_direct * albedo_direct + a_mirror * albedo_mirror
+    for direct, (need, mirrored) in zip(direct_obs, mirror_obs):
+        albedo = _delight(direct, vertex_shading)  # (3, K)
+        albedo *= direct.weight
+        coverage = direct.weight.copy()  # (K,)
+        a_mirror = (1.0 - direct.weight[need]) * mirrored.weight  # (k,)
+        albedo[:, need] += a_mirror * _delight(mirrored, vertex_shading)
+        coverage[need] += a_mirror
         np.divide(albedo, coverage, out=albedo, where=coverage > 1e-6)
         observed.append((albedo, coverage))
     del direct_obs, mirror_obs
+    lap("delight")
 
     # vertex field over the whole skin (crosses UV seams and tiles)
     sums = np.zeros((3, num_points))
@@ -375,35 +376,46 @@ def _pixels(cam_points: np.ndarray, camera: Camera) -> np.ndarray:
     """(3, K) camera-frame points → (2, K) pixel coordinates (the formula of ``Camera.project``)."""
     cx, cy = camera.principal_point_px
     f = camera.focal_length_px
+    out = np.empty((2, cam_points.shape[1]), cam_points.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv_depth = -1.0 / cam_points[2]
-        return np.stack([cx + f * cam_points[0] * inv_depth, cy - f * cam_points[1] * inv_depth])
+        scale = (-f) / cam_points[2]  # f / depth
+        np.multiply(cam_points[0], scale, out=out[0])
+        out[0] += cx
+        np.multiply(cam_points[1], -scale, out=out[1])
+        out[1] += cy
+    return out
 
 
 # ---- observation ---------------------------------------------------------------------------------
 
 @dataclass
 class _Observation:
+    corners: np.ndarray  # (3, K) vertex ids of the observed points' triangles
+    barycentric: np.ndarray  # (3, K)
     colour: np.ndarray  # (3, K) float32 linear RGB
-    normal: np.ndarray  # (3, K) float32 unit normal of the observed point (camera frame)
     weight: np.ndarray  # (K,) float32 in [0, 1]
 
 
 class _Observer:
+    """Looks at surface points (barycentric points on the posed mesh) through the camera.
+
+    What only depends on the surface (pixel position, view depth, cosine to the view direction) is
+    computed per vertex and interpolated with the barycentrics: over a triangle of a few millimetres
+    the perspective error of interpolating pixel positions is far below a pixel, and it is several
+    times cheaper than projecting every texel.
+    """
+
     def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance):
-        self.points = np.ascontiguousarray(cam_points.T)  # (3, N)
-        self.normals = np.ascontiguousarray(cam_normals.T)  # (3, N)
+        points = cam_points.T.astype(np.float64)  # (3, N)
+        distance = np.maximum(np.linalg.norm(points, axis=0), 1e-12)
+        cos_view = -np.einsum("cn,cn->n", cam_normals.T.astype(np.float64), points) / distance  # view dir = −point
+        self.geometry = np.vstack([_pixels(points, camera), -points[2:3], cos_view[None]]).astype(np.float32)  # (4, N)
         self.camera, self.photo_planes = camera, photo_planes
         self.depth_map, self.depth_scale, self.tolerance = depth_map, depth_scale, tolerance
 
     def observe(self, corners: np.ndarray, barycentric: np.ndarray) -> _Observation:
-        position = interpolate(self.points, corners, barycentric)  # (3, K)
-        normal = interpolate(self.normals, corners, barycentric)
-        normal /= np.maximum(np.sqrt(np.einsum("ck,ck->k", normal, normal)), 1e-12)
-        distance = np.maximum(np.sqrt(np.einsum("ck,ck->k", position, position)), 1e-12)
-        cos_view = -np.einsum("ck,ck->k", normal, position) / distance  # view direction = −position
-        xy = _pixels(position, self.camera).astype(np.float32)  # (2, K) in the camera's image size
-        depth = -position[2]
+        geometry = interpolate(self.geometry, corners, barycentric)  # (4, K)
+        xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
             inside = (depth > 0) & (xy[0] >= 0) & (xy[0] <= cam_w) & (xy[1] >= 0) & (xy[1] <= cam_h)
@@ -413,9 +425,9 @@ class _Observer:
         zy = np.minimum((xy[1] * self.depth_scale).astype(np.int32), zh - 1)
         # the nearest z-buffer pixel centre is up to ~0.7 px away: allow the depth change of a
         # surface that slopes away from the camera over that distance
-        footprint = depth / (self.camera.focal_length_px * self.depth_scale)  # world size of a z-buffer pixel
+        footprint = depth / np.float32(self.camera.focal_length_px * self.depth_scale)  # world size of a z-buffer pixel
         cos_clamped = np.clip(cos_view, GRAZING_COS, 1.0)
-        tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * np.sqrt(1.0 - cos_clamped ** 2) / cos_clamped
+        tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * np.sqrt(1.0 - cos_clamped * cos_clamped) / cos_clamped
         visible = inside & (depth <= self.depth_map[zy, zx] + tolerance)
         angle = np.clip((cos_view - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
         weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)
@@ -423,8 +435,7 @@ class _Observer:
         height, width = self.photo_planes[0].shape
         xy[0] *= width / cam_w
         xy[1] *= height / cam_h
-        colour = _sample_bilinear(self.photo_planes, xy)
-        return _Observation(colour, normal, weight)
+        return _Observation(corners, barycentric, _sample_bilinear(self.photo_planes, xy), weight)
 
 
 def _sample_bilinear(planes: list[np.ndarray], xy: np.ndarray) -> np.ndarray:
@@ -432,44 +443,62 @@ def _sample_bilinear(planes: list[np.ndarray], xy: np.ndarray) -> np.ndarray:
     k = xy.shape[1]
     cols = 4096  # cv2.remap needs map sides below 32767
     rows = max(1, -(-k // cols))
-    pad = rows * cols - k
-    map_x = np.pad(xy[0] - 0.5, (0, pad)).reshape(rows, cols)
-    map_y = np.pad(xy[1] - 0.5, (0, pad)).reshape(rows, cols)
-    map_1, map_2 = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-    return np.stack([cv2.remap(p, map_1, map_2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1)[:k]
-                     for p in planes])
+    maps = np.zeros((2, rows * cols), np.float32)
+    np.subtract(xy, 0.5, out=maps[:, :k])
+    map_1, map_2 = cv2.convertMaps(maps[0].reshape(rows, cols), maps[1].reshape(rows, cols), cv2.CV_16SC2)
+    out = np.empty((len(planes), rows * cols), np.float32)
+    for plane, dst in zip(planes, out):
+        cv2.remap(plane, map_1, map_2, cv2.INTER_LINEAR, dst=dst.reshape(rows, cols), borderMode=cv2.BORDER_REPLICATE)
+    return out[:, :k]
 
 
 def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
-    """Soften the edges of the observed set in UV space: weight × (blurred visibility mask)."""
-    sigma = max(0.5, VISIBILITY_FEATHER * tt.size)
+    """Soften the edges of the observed set in UV space: weight × (blurred visibility mask).
+
+    The blur runs on a copy reduced to at most 512² (it is smooth; the cost stays flat with size).
+    """
+    factor = max(1, tt.size // 512)
+    small = tt.size // factor
+    sigma = max(0.5, VISIBILITY_FEATHER * small)
     seen = tt.image((weight > 0).astype(np.float32))  # (S, S)
     island = tt.island.astype(np.float32)
+    if factor > 1:
+        seen = cv2.resize(seen, (small, small), interpolation=cv2.INTER_AREA)
+        island = cv2.resize(island, (small, small), interpolation=cv2.INTER_AREA)
     # normalised blur inside the island: the island border itself does not count as unseen
     blurred = cv2.GaussianBlur(seen, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(island, (0, 0), sigma), 1e-6)
+    if factor > 1:
+        blurred = cv2.resize(blurred, (tt.size, tt.size), interpolation=cv2.INTER_LINEAR)
     soft = np.clip(2.0 * blurred.reshape(-1)[tt.texel] - 1.0, 0.0, 1.0)  # 1 well inside, 0 at half-seen
     return (weight * soft).astype(np.float32)
 
 
 # ---- lighting ------------------------------------------------------------------------------------
 
-def _fit_lighting(layout: SkinUVLayout, direct_obs: list[_Observation], fit_region: np.ndarray | None) -> SkinLighting:
+def _fit_lighting(layout: SkinUVLayout, direct_obs: list[_Observation], cam_normals: np.ndarray,
+                  fit_region: np.ndarray | None) -> SkinLighting:
+    """Fit the SH shading to the directly seen plain-skin texels (a regular subset of them)."""
+    normals_by_vertex = np.ascontiguousarray(cam_normals.T)  # (3, N)
     normals, colours, weights = [], [], []
     for tt, direct in zip(layout.tiles, direct_obs):
-        w = direct.weight
+        k = tt.vertex_sample
+        corners, bary = tt.corners[:, k], tt.barycentric[:, k]
+        w = direct.weight[k]
         if fit_region is not None:
-            w = w * tt.interpolate(fit_region)[0]
+            w = w * interpolate(fit_region, corners, bary)[0]
         # else no landmarks: every skin texel that faces the camera
         keep = np.flatnonzero(w > 0.05)
-        normals.append(direct.normal[:, keep])
-        colours.append(direct.colour[:, keep])
+        n = interpolate(normals_by_vertex, corners[:, keep], bary[:, keep])
+        n /= np.maximum(np.sqrt(np.einsum("ck,ck->k", n, n)), 1e-12)
+        normals.append(n)
+        colours.append(direct.colour[:, k[keep]])
         weights.append(w[keep])
     return fit_skin_lighting(np.concatenate(normals, axis=1), np.concatenate(colours, axis=1), np.concatenate(weights))
 
 
-def _delight(obs: _Observation, lighting: SkinLighting) -> np.ndarray:
-    """(3, K) linear albedo = colour / shading, clamped to [0, 1]."""
-    albedo = obs.colour / lighting.shading(obs.normal)
+def _delight(obs: _Observation, vertex_shading: np.ndarray) -> np.ndarray:
+    """(3, K) linear albedo = colour / shading (interpolated from the vertices), clamped to [0, 1]."""
+    albedo = obs.colour / interpolate(vertex_shading, obs.corners, obs.barycentric)
     return np.clip(albedo, 0.0, 1.0, out=albedo)
 
 

@@ -80,17 +80,27 @@ def diffuse_vertex_values(triangles: np.ndarray, num_points: int, values: np.nda
 
     triangles: (T, 3) vertex ids (only these vertices take part); values: (C, N); confidence: (N,)
     in [0, 1] (0 = unknown). Solves ``(PIN·diag(c) + L + ε I) x = PIN·c·v + ε·mean`` with ``L`` the
-    graph Laplacian of the triangles' edges. Returns (C, N) float64 (vertices outside the triangles
-    keep ``values``).
+    graph Laplacian of the triangles' edges, for the vertices not fully observed (``c = 1`` keep
+    their value). Returns (C, N) float64 (vertices outside the triangles keep ``values``).
     """
     used, laplacian = _graph_laplacian(triangles, num_points)
-    c = PIN_STRENGTH * np.clip(confidence[used], 0.0, 1.0)  # (n,)
+    confidence_used = np.clip(confidence[used], 0.0, 1.0)
+    c = PIN_STRENGTH * confidence_used  # (n,)
     v = values[:, used].astype(np.float64)  # (C, n)
     mean = (v * c).sum(axis=1) / c.sum() if c.sum() > 0 else np.zeros(values.shape[0])
-    system = (sp.diags(c + SCREEN, format="csc") + laplacian).tocsc()  # symmetric positive definite
-    rhs = (c * v + SCREEN * mean[:, None]).T  # (n, C)
-    factor = splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
-    solution = factor.solve(np.ascontiguousarray(rhs)).reshape(len(used), -1)
+    # fully observed vertices keep their value exactly: only the others are unknowns (a smaller solve)
+    fixed = confidence_used >= 1.0 - 1e-6
+    free = np.flatnonzero(~fixed)
+    solution = v.T.copy()  # (n, C)
+    if free.size:
+        fixed_ids = np.flatnonzero(fixed)
+        lap_free = laplacian[free][:, free]
+        system = (sp.diags(c[free] + SCREEN, format="csc") + lap_free).tocsc()  # symmetric positive definite
+        rhs = (c[free] * v[:, free] + SCREEN * mean[:, None]).T  # (f, C)
+        if fixed_ids.size:
+            rhs -= laplacian[free][:, fixed_ids] @ v[:, fixed_ids].T
+        factor = splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        solution[free] = factor.solve(np.ascontiguousarray(rhs)).reshape(free.size, -1)
     out = np.array(values, dtype=np.float64, copy=True)
     out[:, used] = solution.T
     return out
