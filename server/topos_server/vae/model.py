@@ -1,0 +1,205 @@
+"""TOPOS-VAE: a head surface of any topology (as a point cloud) → the reference topology.
+
+    points (B, P, 3) + normals (B, P, 3)            canonical frame, cm
+      │  Fourier features ‖ normal → Linear            (B, P, W)
+      │  Perceiver Resampler: L learned queries cross-attend to the points, then self-attention
+      ▼
+    diagonal Gaussian posterior over the latent set    z (B, L, C)      KL to N(0, I)
+      │  Linear → self-attention over the latents      (B, L, W)
+      │  one query per reference vertex (Fourier features of its template position ‖ template
+      │  normal → MLP) cross-attends to the latents
+      ▼
+    offset from the template (zero-initialised head)   (B, Q, 3) → template[q] + offset
+
+The decoder's queries are independent of each other, so training decodes a random subset of
+vertices per step and inference decodes all of them (or any subset). The template (the mean head
+in the reference topology) is a buffer of the model, so a checkpoint is self-contained; its
+topology is named by ``topology_id`` in the config.
+
+Style after facebookresearch/DiT ``models.py`` (one file, shape comments, named sizes, zero-init
+output layer) and 3DShape2VecSet (point-cloud encoder → latent set → decoder queried at points).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+# Named sizes: width, heads, latents L × channels C, encoder / decoder self-attention depth, points in.
+VAE_CONFIGS: dict[str, dict] = {
+    "tiny": dict(width=64, num_heads=4, num_latents=16, latent_channels=8, encoder_depth=1, decoder_depth=1,
+                 num_points=512),
+    "small": dict(width=128, num_heads=4, num_latents=32, latent_channels=16, encoder_depth=2, decoder_depth=2,
+                  num_points=2048),
+    "base": dict(width=256, num_heads=8, num_latents=128, latent_channels=32, encoder_depth=6, decoder_depth=6,
+                 num_points=4096),
+    "large": dict(width=512, num_heads=8, num_latents=256, latent_channels=64, encoder_depth=12, decoder_depth=12,
+                  num_points=8192),
+}
+
+
+class FourierFeatures(nn.Module):
+    """x (…, 3) → [x, sin(2^k π x / scale), cos(2^k π x / scale)] for k < num_bands: (…, 3 + 6·num_bands)."""
+
+    def __init__(self, num_bands: int, scale: float):
+        super().__init__()
+        self.register_buffer("frequencies", (2.0 ** torch.arange(num_bands)) * math.pi / scale, persistent=False)
+        self.out_dim = 3 + 6 * num_bands
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = (x[..., None] * self.frequencies).flatten(-2)  # (…, 3·num_bands)
+        return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries x (B, Q, W) over context (B, K, W) (self-attention when context is None)."""
+
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(width, width)
+        self.to_kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, q, w = x.shape
+        h = self.num_heads
+        query = self.to_q(x).view(b, q, h, w // h).transpose(1, 2)  # (B, H, Q, W/H)
+        key, value = self.to_kv(context).view(b, context.shape[1], 2, h, w // h).permute(2, 0, 3, 1, 4)  # (B, H, K, W/H)
+        out = F.scaled_dot_product_attention(query, key, value)  # (B, H, Q, W/H)
+        return self.out(out.transpose(1, 2).reshape(b, q, w))
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, width: int, hidden: int, out: int | None = None):
+        super().__init__(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out or width))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: (cross- or self-)attention + MLP, both residual."""
+
+    def __init__(self, width: int, num_heads: int, cross: bool = False, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm_x = nn.LayerNorm(width)
+        self.norm_context = nn.LayerNorm(width) if cross else None
+        self.attention = Attention(width, num_heads)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = None if self.norm_context is None else self.norm_context(context)
+        x = x + self.attention(self.norm_x(x), ctx)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class DiagonalGaussian:
+    """Posterior N(mean, exp(logvar)) over the latent set; ``kl`` to N(0, I), averaged per element."""
+
+    def __init__(self, moments: torch.Tensor):
+        self.mean, logvar = moments.chunk(2, dim=-1)  # (B, L, C) each
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        return 0.5 * (self.mean ** 2 + self.logvar.exp() - 1.0 - self.logvar).mean()
+
+
+class ToposVAE(ModelMixin, ConfigMixin):
+    """Point-cloud encoder → L × C Gaussian latent set → decoder queried at the reference vertices."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, num_vertices: int, width: int = 128, num_heads: int = 4, num_latents: int = 32,
+                 latent_channels: int = 16, encoder_depth: int = 2, decoder_depth: int = 2, num_points: int = 2048,
+                 point_bands: int = 8, query_bands: int = 10, position_scale_cm: float = 32.0,
+                 topology_id: str = "", size_name: str = ""):
+        super().__init__()
+        self.point_features = FourierFeatures(point_bands, position_scale_cm)
+        self.point_in = nn.Linear(self.point_features.out_dim + 3, width)
+        self.latent_queries = nn.Parameter(torch.randn(num_latents, width) * 0.02)  # (L, W)
+        self.encoder_cross = Block(width, num_heads, cross=True)
+        self.encoder_blocks = nn.ModuleList(Block(width, num_heads) for _ in range(encoder_depth))
+        self.encoder_out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * latent_channels))
+
+        self.latent_in = nn.Linear(latent_channels, width)
+        self.latent_positions = nn.Parameter(torch.randn(num_latents, width) * 0.02)
+        self.decoder_blocks = nn.ModuleList(Block(width, num_heads) for _ in range(decoder_depth))
+        self.query_features = FourierFeatures(query_bands, position_scale_cm)
+        self.query_in = Mlp(self.query_features.out_dim + 3, width, width)
+        self.decoder_cross = Block(width, num_heads, cross=True)
+        self.decoder_out = nn.Sequential(nn.LayerNorm(width), Mlp(width, width, 3))
+
+        self.register_buffer("template_points", torch.zeros(num_vertices, 3))  # (N, 3) mean head, cm
+        self.register_buffer("template_normals", torch.zeros(num_vertices, 3))  # (N, 3) unit
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def basic_init(module):
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+        # the decoder starts as the template: zero offsets (DiT's zero-init of the last layer)
+        nn.init.zeros_(self.decoder_out[-1][-1].weight)
+        nn.init.zeros_(self.decoder_out[-1][-1].bias)
+
+    def set_template(self, points: torch.Tensor, normals: torch.Tensor) -> None:
+        self.template_points.copy_(torch.as_tensor(points, dtype=torch.float32))
+        self.template_normals.copy_(torch.as_tensor(normals, dtype=torch.float32))
+
+    @classmethod
+    def from_size(cls, size: str, num_vertices: int, **overrides) -> "ToposVAE":
+        try:
+            config = dict(VAE_CONFIGS[size])
+        except KeyError:
+            raise ValueError(f"unknown VAE size {size!r}; choose from {', '.join(VAE_CONFIGS)}") from None
+        config.update(overrides)
+        return cls(num_vertices=num_vertices, size_name=size, **config)
+
+    # ---- encoder ---------------------------------------------------------------------------------
+    def encode(self, points: torch.Tensor, normals: torch.Tensor) -> DiagonalGaussian:
+        """points, normals (B, P, 3) in the canonical frame → posterior over (B, L, C)."""
+        x = self.point_in(torch.cat([self.point_features(points), normals], dim=-1))  # (B, P, W)
+        latents = self.latent_queries.expand(points.shape[0], -1, -1)  # (B, L, W)
+        latents = self.encoder_cross(latents, x)
+        for block in self.encoder_blocks:
+            latents = block(latents)
+        return DiagonalGaussian(self.encoder_out(latents))  # moments (B, L, 2C)
+
+    # ---- decoder ---------------------------------------------------------------------------------
+    def decode(self, z: torch.Tensor, vertex_ids: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
+        """z (B, L, C) → points (B, Q, 3) of the reference vertices ``vertex_ids`` (Q,) (None: all N)."""
+        h = self.latent_in(z) + self.latent_positions  # (B, L, W)
+        for block in self.decoder_blocks:
+            h = block(h)
+        ids = torch.arange(self.config.num_vertices, device=z.device) if vertex_ids is None else vertex_ids
+        outputs = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            template = self.template_points[part]  # (Q, 3)
+            query = self.query_in(torch.cat([self.query_features(template), self.template_normals[part]], dim=-1))
+            query = self.decoder_cross(query.expand(z.shape[0], -1, -1), h)  # (B, Q, W)
+            outputs.append(template + self.decoder_out(query).float())
+        return torch.cat(outputs, dim=1)
+
+    def forward(self, points: torch.Tensor, normals: torch.Tensor, vertex_ids: torch.Tensor | None = None,
+                sample_posterior: bool = True, generator: torch.Generator | None = None):
+        """Returns (decoded points (B, Q, 3), posterior)."""
+        posterior = self.encode(points, normals)
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return self.decode(z, vertex_ids), posterior

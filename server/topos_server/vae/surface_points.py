@@ -1,0 +1,34 @@
+"""Points with normals drawn uniformly by area from a triangle surface — the encoder's view of a mesh.
+
+Uniform-by-area sampling is what makes the encoder topology-blind: two triangulations of one
+surface give the same distribution of points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def face_normals_and_areas(points: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 3) unit normals (right-handed winding) and (T,) areas."""
+    corners = np.asarray(points, np.float64)[np.asarray(triangles)]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    double_area = np.linalg.norm(cross, axis=1)
+    return cross / np.maximum(double_area, 1e-20)[:, None], 0.5 * double_area
+
+
+def sample_surface(points: np.ndarray, triangles: np.ndarray, count: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` points uniformly by area: (count, 3) points, (count, 3) face normals, (count,) triangle ids."""
+    points = np.asarray(points, np.float64)
+    triangles = np.asarray(triangles, np.int64)
+    normals, areas = face_normals_and_areas(points, triangles)
+    total = areas.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("the surface has no area to sample")
+    tri = rng.choice(len(triangles), count, p=areas / total)
+    u, v = rng.random(count), rng.random(count)
+    flip = u + v > 1
+    u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+    a, b, c = (points[triangles[tri, k]] for k in range(3))
+    return a + u[:, None] * (b - a) + v[:, None] * (c - a), normals[tri], tri
