@@ -68,8 +68,7 @@ def sigterm_during_request(proc: subprocess.Popen, address: str, image: bytes, t
     return outcome, code, proc.stderr.read()
 
 
-def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path):
-    port = free_port()
+def launch_synthetic(tmp_path, port: int, delay_s: float) -> subprocess.Popen:
     launcher = tmp_path / "launch.py"
     launcher.write_text(textwrap.dedent(f"""
         import logging, sys
@@ -78,10 +77,15 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path):
         from grpc_synthetic_engine import SyntheticEngine
         from topos_server.serving import ServerConfig, serve
         logging.basicConfig(level=logging.INFO)
-        engine = SyntheticEngine(make_quad_grid(), delay_s=0.5)
+        engine = SyntheticEngine(make_quad_grid(), delay_s={delay_s})
         sys.exit(serve(ServerConfig(host="127.0.0.1", port={port}, engines=[], grace_s=30), {{"synthetic": engine}}))
     """))
-    proc = subprocess.Popen([sys.executable, str(launcher)], stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(launcher)], stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path):
+    port = free_port()
+    proc = launch_synthetic(tmp_path, port, delay_s=0.5)
     try:
         address = f"127.0.0.1:{port}"
         wait_serving(address, proc)
@@ -96,6 +100,40 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path):
     assert code == 0, log
     assert "shutting down: NOT_SERVING, 1 request(s) in flight" in log and "finished status=OK" in log
     assert "stopped" in log
+
+
+def test_a_second_sigterm_cancels_the_request_and_exits_1(tmp_path):
+    from test_grpc_server import PORTRAIT
+
+    port = free_port()
+    proc = launch_synthetic(tmp_path, port, delay_s=3.0)
+    try:
+        address = f"127.0.0.1:{port}"
+        wait_serving(address, proc)
+        outcome, progressed = {}, threading.Event()
+
+        def run():
+            try:
+                with Client(address, retries=0) as client:
+                    client.generate(PORTRAIT, on_progress=lambda s, f: s != "queued" and progressed.set())
+            except Exception as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert progressed.wait(30)  # one 3 s stage done, three to go
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        worker.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1 and time.monotonic() - t < 6  # did not wait for the remaining 9 s of work
+    assert outcome["error"].code in ("CANCELLED", "UNAVAILABLE")
+    assert "second signal: cancelling 1 request(s) in flight" in proc.stderr.read()
 
 
 def _classic_present() -> bool:

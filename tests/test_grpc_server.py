@@ -104,6 +104,13 @@ def test_result_over_the_wire_equals_the_in_process_result(engine, client):
 
 
 def test_topology_arrives_whole_and_is_cached_by_id(engine, client, monkeypatch):
+    import topos_sdk.client as client_module
+
+    monkeypatch.setattr(client_module, "_topology_cache", {})
+    # the first result brings its topology in the same stream: no second call (none could be made
+    # once a draining server has finished the request)
+    get_topology = client._stub.GetTopology
+    monkeypatch.setattr(client._stub, "GetTopology", None)
     result = client.generate(PORTRAIT, seed=2, texture_size=512)
     topo, ref = result.topology, engine.topology
     assert topo.topology_id == ref.topology_id
@@ -114,9 +121,18 @@ def test_topology_arrives_whole_and_is_cached_by_id(engine, client, monkeypatch)
     np.testing.assert_array_equal(topo.vertex_groups["fitting"], ref.vertex_groups["fitting"])
     np.testing.assert_array_equal(topo.landmarks["test"].weights, ref.landmarks["test"].weights)
     assert topo.landmarks["test"].names == ["a", "b"]
-    # a second result reuses the cached topology without asking the server again
-    monkeypatch.setattr(client._stub, "GetTopology", None)
+    # a second result reuses the cached topology; the server is told and sends none
     assert client.generate(PORTRAIT, seed=3, texture_size=512).topology is topo
+    with grpc.insecure_channel(client.address) as channel:
+        stub = pb_grpc.HeadGeneratorStub(channel)
+        cached = pb.GenerateRequest(encoded_image=PORTRAIT, cached_topology_ids=[ref.topology_id])
+        assert "topology" not in [e.WhichOneof("event") for e in stub.Generate(cached, timeout=30)]
+    # GetTopology serves it on its own too
+    monkeypatch.setattr(client._stub, "GetTopology", get_topology)
+    monkeypatch.setattr(client_module, "_topology_cache", {})
+    fetched = client.topology(ref.topology_id)
+    assert fetched.topology_id == ref.topology_id and fetched is not topo
+    assert client.topology(ref.topology_id) is fetched
 
 
 def test_raw_array_and_encoded_image_give_the_same_head(client):
@@ -144,7 +160,7 @@ def test_every_message_stays_small(engine, server):
         parts = list(stub.GetTopology(pb.GetTopologyRequest(topology_id=engine.topology.topology_id), timeout=30))
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "queued" and kinds[-1] == "done" and kinds.count("geometry") == 1
-    assert kinds.index("geometry") < kinds.index("blendshape") < kinds.index("texture")
+    assert kinds.index("geometry") < kinds.index("topology") < kinds.index("blendshape") < kinds.index("texture")
     assert kinds.count("texture") > 3  # tiles split into pieces
     biggest = max(e.ByteSize() for e in events if e.WhichOneof("event") != "geometry")
     assert biggest <= 8192 + 256

@@ -9,7 +9,8 @@ Thin on purpose (numpy + grpcio + protobuf; never torch), so it runs inside Maya
 Failures raise typed SDK exceptions carrying the server's message: ``InvalidInputError`` /
 ``NoFaceFound`` / ``EngineUnavailable`` (bad input), ``Unauthenticated``, ``ServerBusy`` (queue full),
 ``DeadlineExceeded``, ``RequestCancelled``, ``ServerUnavailable`` (after retries with backoff —
-UNAVAILABLE is the only status retried). Topologies are fetched once per id and cached in-process.
+UNAVAILABLE is the only status retried). A result's topology comes with the first result that uses
+it and is cached in-process by id; later requests tell the server which ids are cached.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Client:
         """One portrait (encoded bytes, an image file path, or an (H, W, 3) uint8 RGB array) → HeadResult
         with its topology attached. Deterministic for a given image, engine and seed."""
         request = self._request(image, seed, engine, texture_size, focal_length_px, request_id)
+        with _topology_lock:
+            request.cached_topology_ids.extend(_topology_cache)
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
 
@@ -110,7 +113,12 @@ class Client:
                 call.cancel()
                 raise
             result = assembler.result()
-            result.topology = self.topology(result.topology_id, timeout=max(deadline - time.monotonic(), 1.0))
+            streamed = assembler.streamed_topology()
+            if streamed is not None:
+                with _topology_lock:
+                    result.topology = _topology_cache.setdefault(streamed.topology_id, streamed)
+            else:  # cached here (the usual case), or an old server that does not stream it
+                result.topology = self.topology(result.topology_id, timeout=max(deadline - time.monotonic(), 1.0))
             result.topology.require_points(result.points)
             return result
 

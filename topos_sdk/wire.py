@@ -80,8 +80,10 @@ def provenance_from_pb(msg: pb.Provenance) -> Provenance:
                       extra=json.loads(msg.extra_json) if msg.extra_json else {})
 
 
-def result_events(result: HeadResult, piece_bytes: int = PIECE_BYTES) -> Iterator[pb.GenerateEvent]:
-    """Geometry, then one Blendshape per shape, then the texture tiles in pieces (no Done)."""
+def result_events(result: HeadResult, piece_bytes: int = PIECE_BYTES,
+                  topology: ReferenceTopology | None = None) -> Iterator[pb.GenerateEvent]:
+    """Geometry, then ``topology``'s parts (when given: the client lacks it), one Blendshape per shape,
+    then the texture tiles in pieces (no Done)."""
     if result.topology_id is None:
         raise ValueError("a result sent over the wire needs a topology_id")
     geometry = pb.Geometry(
@@ -92,6 +94,9 @@ def result_events(result: HeadResult, piece_bytes: int = PIECE_BYTES) -> Iterato
     if result.camera is not None:
         geometry.camera.CopyFrom(camera_to_pb(result.camera))
     yield pb.GenerateEvent(geometry=geometry)
+    if topology is not None:
+        for part in topology_parts(topology, piece_bytes):
+            yield pb.GenerateEvent(topology=part)
 
     for k, name in enumerate(result.blendshape_names):
         deltas = result.blendshape_deltas[k]  # (N, 3)
@@ -130,6 +135,7 @@ class ResultAssembler:
     shapes_seen: int = 0
     tiles: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     color_spaces: dict[str, str] = field(default_factory=dict)
+    topology_parts: list[pb.TopologyPart] = field(default_factory=list)
     done: pb.Done | None = None
     _partial: pb.TexturePiece | None = None
     _buffer: bytearray = field(default_factory=bytearray)
@@ -154,7 +160,9 @@ class ResultAssembler:
             return
         if self.geometry is None:
             self._fail(f"{kind} before geometry")
-        if kind == "blendshape":
+        if kind == "topology":
+            self.topology_parts.append(event.topology)
+        elif kind == "blendshape":
             self._add_blendshape(event.blendshape)
         elif kind == "texture":
             self._add_texture_piece(event.texture)
@@ -197,6 +205,15 @@ class ResultAssembler:
         pixels = np.frombuffer(raw, dtype).reshape(head.height, head.width, head.channels)  # (H, W, C)
         self.tiles.setdefault(head.name, {})[head.udim_tile] = pixels.astype(pixels.dtype.newbyteorder("="))
         self.color_spaces[head.name] = _COLOR_SPACE_NAMES.get(head.color_space, "raw")
+
+    def streamed_topology(self) -> ReferenceTopology | None:
+        """The topology the stream carried (None when the client had it cached)."""
+        if not self.topology_parts:
+            return None
+        topology = topology_from_parts(self.topology_parts)
+        if topology.topology_id != self.geometry.topology_id:
+            self._fail(f"streamed topology {topology.topology_id} is not the result's {self.geometry.topology_id}")
+        return topology
 
     def result(self, topology: ReferenceTopology | None = None) -> HeadResult:
         """The HeadResult; raises WireFormatError when the stream ended early or pieces are missing."""

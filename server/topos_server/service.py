@@ -130,7 +130,9 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
                     result = payload[0]
                     if result.topology is not None:
                         self.topologies.setdefault(result.topology_id, result.topology)
-                    for event in wire.result_events(result, self.limits.piece_bytes):
+                    missing = None if result.topology_id in request.cached_topology_ids \
+                        else self.topologies.get(result.topology_id)
+                    for event in wire.result_events(result, self.limits.piece_bytes, topology=missing):
                         yield event
                     yield wire.done_event(result, time.monotonic() - started)
                     break

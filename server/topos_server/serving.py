@@ -4,7 +4,7 @@ metrics, TLS, graceful shutdown. ``topos serve`` calls :func:`serve`; tests and 
 
 Shutdown (SIGTERM / SIGINT, or :meth:`ToposServer.shutdown`): health turns NOT_SERVING, new
 Generate calls get UNAVAILABLE, calls in flight get up to ``grace_s`` to finish, then the server
-stops and the process exits 0.
+stops and the process exits 0 (1 when the grace period ran out or a second signal cut them off).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ class ToposServer:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
+        self._forced = False
         self.service: HeadGeneratorService | None = None
 
     async def start(self) -> int:
@@ -202,7 +203,7 @@ class ToposServer:
         log.info("shutting down: NOT_SERVING, %d request(s) in flight, grace %.1f s", self.service.in_flight, grace_s)
         self.service.draining = True
         await self.health.enter_graceful_shutdown()  # every service → NOT_SERVING
-        drained = await self.service.wait_idle(grace_s)
+        drained = await self.service.wait_idle(grace_s) and not self._forced
         if not drained:
             log.warning("grace period over with %d request(s) still running; cancelling them", self.service.in_flight)
         await self._server.stop(grace=0.5)
@@ -212,25 +213,38 @@ class ToposServer:
         log.info("stopped")
         return drained
 
+    async def force_stop(self) -> None:
+        """Cancel every call now (a shutdown in progress then completes at once, reporting not drained)."""
+        self._forced = True
+        await self._server.stop(grace=0)
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
 
-async def _serve_until_signal(server: ToposServer) -> None:
+async def _serve_until_signal(server: ToposServer) -> bool:
     await server.start()
-    stop = asyncio.Event()
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.shutdown()
+        loop.add_signal_handler(sig, signalled.set)
+    await signalled.wait()
+    signalled.clear()
+    shutdown = asyncio.create_task(server.shutdown())
+    second = asyncio.create_task(signalled.wait())
+    await asyncio.wait({shutdown, second}, return_when=asyncio.FIRST_COMPLETED)
+    if not shutdown.done():  # a second signal: stop waiting for the requests in flight
+        log.warning("second signal: cancelling %d request(s) in flight", server.service.in_flight)
+        await server.force_stop()
+    second.cancel()
+    return await shutdown
 
 
 def serve(config: ServerConfig, engines: dict[str, Engine] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then shut down gracefully; returns the exit code (0)."""
+    """Run until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code: 0 when every
+    request in flight finished, 1 when the grace period ran out or a second signal cut them off."""
     server = ToposServer(config, engines)
-    asyncio.run(_serve_until_signal(server))
-    return 0
+    return 0 if asyncio.run(_serve_until_signal(server)) else 1
 
 
 class RunningServer:

@@ -35,7 +35,7 @@ DTYPE_FLOAT32: DType
 DTYPE_INT32: DType
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id")
+    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id", "cached_topology_ids")
     ENCODED_IMAGE_FIELD_NUMBER: _ClassVar[int]
     RAW_IMAGE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class GenerateRequest(_message.Message):
     TEXTURE_SIZE_FIELD_NUMBER: _ClassVar[int]
     FOCAL_LENGTH_PX_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOPOLOGY_IDS_FIELD_NUMBER: _ClassVar[int]
     encoded_image: bytes
     raw_image: RawImage
     engine: str
@@ -50,7 +51,8 @@ class GenerateRequest(_message.Message):
     texture_size: int
     focal_length_px: float
     request_id: str
-    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+    cached_topology_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ..., cached_topology_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RawImage(_message.Message):
     __slots__ = ("width", "height", "rgb")
@@ -63,20 +65,22 @@ class RawImage(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., rgb: _Optional[bytes] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
-    __slots__ = ("queued", "progress", "geometry", "blendshape", "texture", "done")
+    __slots__ = ("queued", "progress", "geometry", "blendshape", "texture", "done", "topology")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     BLENDSHAPE_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     queued: Queued
     progress: Progress
     geometry: Geometry
     blendshape: Blendshape
     texture: TexturePiece
     done: Done
-    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., blendshape: _Optional[_Union[Blendshape, _Mapping]] = ..., texture: _Optional[_Union[TexturePiece, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    topology: TopologyPart
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., blendshape: _Optional[_Union[Blendshape, _Mapping]] = ..., texture: _Optional[_Union[TexturePiece, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., topology: _Optional[_Union[TopologyPart, _Mapping]] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("request_id", "position")

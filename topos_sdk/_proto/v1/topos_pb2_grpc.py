@@ -56,8 +56,8 @@ class HeadGeneratorServicer:
 
     def Generate(self, request, context):
         """One portrait → one head. Server-streaming: a `queued` event, `progress` events, then the result
-        in pieces (`geometry`, one `blendshape` per expression shape, `texture` pieces per map and UDIM
-        tile) and finally `done`. Needs `authorization: Bearer <token>` metadata when the server has a
+        in pieces (`geometry`, the topology's parts unless the client already holds it, one `blendshape`
+        per expression shape, `texture` pieces per map and UDIM tile) and finally `done`. Needs `authorization: Bearer <token>` metadata when the server has a
         token. Deadlines are honoured; cancelling the call stops the work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
