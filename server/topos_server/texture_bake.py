@@ -19,7 +19,9 @@ Steps (:func:`bake_textures`):
    a thin band along the mesh's outline counts as hidden (those pixels mix in the background).
    *Weight*: ``smoothstep`` of the cosine between normal and view direction from ``GRAZING_COS`` to
    ``FULL_WEIGHT_COS``, times a feather of the visibility mask in UV space, so the edge of what the
-   photo saw fades out instead of stepping.
+   photo saw fades out instead of stepping. Texels seen obliquely whose colour is far from the
+   skin's (:mod:`skin_colour`: background or collar where the mesh is wider than the face) lose
+   their weight.
 3. **Symmetric observation**: the same texel's mirror point — its triangle's corners mapped through
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
    texel itself is unseen or seen at a grazing angle.
@@ -27,7 +29,9 @@ Steps (:func:`bake_textures`):
    (regions from :mod:`face_regions`), divided out of both observations, each with the normal of the
    point it actually saw (so the mirrored side does not carry the other side's shading).
 5. **Fill** (:mod:`texture_fill`): per-vertex harmonic fill of the albedo over the skin mesh, then
-   per tile the blend of observations, that field and a push-pull of the residual; finally the
+   per tile the blend of observations, that field and a push-pull of the residual (only skin-like
+   observations spread into the unseen parts: a collar seen by the neck stays where it was seen);
+   finally the
    texels outside the islands are extended from the islands (no background under bilinear/mip
    lookups, no texel left at a fill value).
 6. **Material maps** (:mod:`material_maps`): a tangent-space normal map with gentle detail from the
@@ -54,6 +58,7 @@ from topos_sdk.topology import ReferenceTopology
 
 from . import material_maps
 from .face_regions import face_regions
+from .skin_colour import TRUST_COS, fit_skin_colour
 from .skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear  # noqa: F401
 from .texture_fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 
@@ -216,19 +221,23 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
                          DEPTH_TOLERANCE * extent)
-    direct_obs, mirror_obs = [], []
-    for tt in layout.tiles:
-        direct = observer.observe(tt.corners, tt.barycentric)
+    direct_obs = [observer.observe(tt.corners, tt.barycentric) for tt in layout.tiles]
+    skin_colour = _fit_skin_colour(layout, direct_obs, fit_region)
+    mirror_obs = []
+    for tt, direct in zip(layout.tiles, direct_obs):
+        if skin_colour is not None:  # grazing texels that do not look like skin: background, collar
+            direct.weight *= skin_colour.oblique_weight(direct.colour, direct.cos_view)
         direct.weight = _feather(tt, direct.weight)
         # the mirror side only matters where the texel itself is not fully seen
         need = np.flatnonzero(direct.weight < 1.0)
         mirrored = observer.observe(np.ascontiguousarray(mirror[tt.corners[:, need]]),
                                     np.ascontiguousarray(tt.barycentric[:, need]))
+        if skin_colour is not None:
+            mirrored.weight *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view)
         # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
         full_weight = np.ones(tt.count, np.float32)
         full_weight[need] = mirrored.weight
         mirrored.weight = _feather(tt, full_weight)[need]
-        direct_obs.append(direct)
         mirror_obs.append((need, mirrored))
     lap("observe")
 
@@ -249,7 +258,12 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         albedo[:, need] += a_mirror * _delight(mirrored, vertex_shading)
         coverage[need] += a_mirror
         np.divide(albedo, coverage, out=albedo, where=coverage > 1e-6)
-        observed.append((albedo, coverage))
+        # how far this texel's colour may spread into what nobody saw: only skin-like colours do
+        trust = coverage.copy()
+        if skin_colour is not None:
+            covered = np.flatnonzero(coverage > 0)
+            trust[covered] *= skin_colour.likelihood(albedo[:, covered])
+        observed.append((albedo, coverage, trust))
     del direct_obs, mirror_obs
     lap("delight")
 
@@ -257,9 +271,9 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     sums = np.zeros((3, num_points))
     weight_sums = np.zeros(num_points)
     support = np.zeros(num_points)
-    for tt, (albedo, coverage) in zip(layout.tiles, observed):
+    for tt, (albedo, _, trust) in zip(layout.tiles, observed):
         k = tt.vertex_sample
-        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], albedo[:, k], coverage[k])
+        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], albedo[:, k], trust[k])
         sums += s
         weight_sums += w
         support += all_w
@@ -270,10 +284,11 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     lap("vertex_fill")
 
     albedo_tiles, coverage_tiles = {}, {}
-    for tt, (albedo, coverage) in zip(layout.tiles, observed):
+    for tt, (albedo, coverage, trust) in zip(layout.tiles, observed):
         island = tt.island
         coverage_img = tt.image(coverage)
-        filled = fill_islands(tt.image(albedo), coverage_img, tt.image(tt.interpolate(vertex_albedo)), island)
+        filled = fill_islands(tt.image(albedo), coverage_img, tt.image(tt.interpolate(vertex_albedo)), island,
+                              trust=tt.image(trust))
         albedo_tiles[tt.tile] = extend_beyond_islands(np.clip(filled, 0.0, 1.0), island)
         coverage_tiles[tt.tile] = coverage_img
     if diagnostics is not None:
@@ -394,6 +409,7 @@ class _Observation:
     barycentric: np.ndarray  # (3, K)
     colour: np.ndarray  # (3, K) float32 linear RGB
     weight: np.ndarray  # (K,) float32 in [0, 1]
+    cos_view: np.ndarray  # (K,) float32 cosine between the normal and the direction to the camera
 
 
 class _Observer:
@@ -435,7 +451,7 @@ class _Observer:
         height, width = self.photo_planes[0].shape
         xy[0] *= width / cam_w
         xy[1] *= height / cam_h
-        return _Observation(corners, barycentric, _sample_bilinear(self.photo_planes, xy), weight)
+        return _Observation(corners, barycentric, _sample_bilinear(self.photo_planes, xy), weight, cos_view)
 
 
 def _sample_bilinear(planes: list[np.ndarray], xy: np.ndarray) -> np.ndarray:
@@ -474,6 +490,19 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
 
 
 # ---- lighting ------------------------------------------------------------------------------------
+
+def _fit_skin_colour(layout: SkinUVLayout, direct_obs: list[_Observation], fit_region: np.ndarray | None):
+    """Skin colour model from plain-skin texels seen face-on (a regular subset of them)."""
+    colours, weights = [], []
+    for tt, direct in zip(layout.tiles, direct_obs):
+        k = tt.vertex_sample
+        w = direct.weight[k] * (direct.cos_view[k] > TRUST_COS)
+        if fit_region is not None:
+            w = w * interpolate(fit_region, tt.corners[:, k], tt.barycentric[:, k])[0]
+        colours.append(direct.colour[:, k])
+        weights.append(w)
+    return fit_skin_colour(np.concatenate(colours, axis=1), np.concatenate(weights))
+
 
 def _fit_lighting(layout: SkinUVLayout, direct_obs: list[_Observation], cam_normals: np.ndarray,
                   fit_region: np.ndarray | None) -> SkinLighting:

@@ -135,15 +135,18 @@ def push_pull(premultiplied: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.stack(filled)
 
 
-def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, island: np.ndarray) -> np.ndarray:
+def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, island: np.ndarray,
+                 trust: np.ndarray | None = None) -> np.ndarray:
     """Blend observations into a base field inside the islands.
 
     observed: (C, H, W) observation (meaningful where coverage > 0); coverage: (H, W) in [0, 1];
-    base: (C, H, W) the vertex field; island: (H, W) bool. Returns (C, H, W) float32, valid on the
-    islands (0 outside).
+    base: (C, H, W) the vertex field; island: (H, W) bool; trust: (H, W) in [0, coverage], how much
+    each observation may spread into its unobserved surroundings (default: coverage). Returns
+    (C, H, W) float32, valid on the islands (0 outside).
     """
     a = coverage * island  # (H, W)
-    residual = push_pull((observed - base) * a, a)  # (C, H, W) smooth correction
+    spread = a if trust is None else trust * island
+    residual = push_pull((observed - base) * spread, spread)  # (C, H, W) smooth correction
     # a·observed + (1 − a)·(base + residual), on the islands only
     out = base + residual
     out *= 1.0 - a

@@ -1,0 +1,72 @@
+"""A robust colour model of the portrait's skin, to keep background out of the texture.
+
+Where the fitted mesh is a little wider than the face in the photo (cheeks near the jaw, the sides
+of the forehead), texels seen at a grazing angle project onto background, collar or hair. Those
+texels are recognised by colour: the model is the median chromaticity ``(r, g) / (r + g + b)`` and
+median log-luminance of the plain-skin texels seen face-on, with spreads from their median
+absolute deviation; a texel's skin likelihood is a Gaussian of its normalised distance. The baker
+applies it only to texels seen obliquely (``cos`` below ``TRUST_COS``), so lips, eyes and brows —
+which face the camera — keep their colour, while grazing texels that do not look like skin give way
+to the symmetric side or the fill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_CHROMA_SPREAD = 0.015  # floor of the chromaticity spread (uniformly lit, uniform skin)
+MIN_LOG_LUMINANCE_SPREAD = 0.4  # shading alone moves the luminance this much (×1.5)
+TOLERANCE = 3.0  # distance (in spreads) up to which a colour counts as skin; a Gaussian fall-off beyond
+TRUST_COS = 0.75  # texels seen closer to face-on than this are always trusted
+DOUBT_COS = 0.4  # at and below this, the colour test applies in full
+
+
+@dataclass
+class SkinColour:
+    chroma: np.ndarray  # (2,) median (r, g) chromaticity
+    log_luminance: float
+    chroma_spread: float
+    log_luminance_spread: float
+
+    def likelihood(self, linear_rgb: np.ndarray) -> np.ndarray:
+        """(3, K) linear colours → (K,) float32 in (0, 1]: 1 at the skin colour, → 0 far from it."""
+        chroma, log_lum = _features(linear_rgb)
+        d_chroma = np.hypot(chroma[0] - self.chroma[0], chroma[1] - self.chroma[1]) / self.chroma_spread
+        d_lum = (log_lum - self.log_luminance) / self.log_luminance_spread
+        distance2 = d_chroma * d_chroma + d_lum * d_lum  # (K,)
+        # flat (= 1) within TOLERANCE spreads, then a Gaussian fall-off
+        excess = np.maximum(np.sqrt(distance2) - TOLERANCE, 0.0)
+        return np.exp(-0.5 * excess * excess).astype(np.float32)
+
+    def oblique_weight(self, linear_rgb: np.ndarray, cos_view: np.ndarray) -> np.ndarray:
+        """(K,) factor for the observation weights: 1 face-on, the skin likelihood when grazing."""
+        doubt = np.clip((TRUST_COS - cos_view) / (TRUST_COS - DOUBT_COS), 0.0, 1.0)
+        active = np.flatnonzero(doubt > 0)
+        factor = np.ones(cos_view.shape, np.float32)
+        if active.size:
+            factor[active] = 1.0 - doubt[active] * (1.0 - self.likelihood(linear_rgb[:, active]))
+        return factor
+
+
+def fit_skin_colour(linear_rgb: np.ndarray, weights: np.ndarray) -> SkinColour | None:
+    """Robust skin colour from (3, K) samples with (K,) weights; ``None`` with too few samples."""
+    keep = np.flatnonzero(weights > 0.5)
+    if keep.size < 50:
+        return None
+    chroma, log_lum = _features(linear_rgb[:, keep])
+    centre = np.median(chroma, axis=1)
+    lum_centre = float(np.median(log_lum))
+    chroma_mad = float(np.median(np.hypot(chroma[0] - centre[0], chroma[1] - centre[1])))
+    lum_mad = float(np.median(np.abs(log_lum - lum_centre)))
+    return SkinColour(centre, lum_centre, max(1.4826 * chroma_mad, MIN_CHROMA_SPREAD),
+                      max(1.4826 * lum_mad, MIN_LOG_LUMINANCE_SPREAD))
+
+
+def _features(linear_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3, K) → chromaticity (2, K) and log-luminance (K,)."""
+    total = linear_rgb.sum(axis=0) + 1e-4
+    chroma = linear_rgb[:2] / total
+    log_lum = np.log(0.2126 * linear_rgb[0] + 0.7152 * linear_rgb[1] + 0.0722 * linear_rgb[2] + 1e-3)
+    return chroma, log_lum
