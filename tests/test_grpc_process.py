@@ -85,7 +85,7 @@ def launch_synthetic(tmp_path, port: int, delay_s: float) -> subprocess.Popen:
 
 def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path):
     port = free_port()
-    proc = launch_synthetic(tmp_path, port, delay_s=0.5)
+    proc = launch_synthetic(tmp_path, port, delay_s=0.75)
     try:
         address = f"127.0.0.1:{port}"
         wait_serving(address, proc)

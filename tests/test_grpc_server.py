@@ -289,7 +289,7 @@ def test_cancelled_call_stops_the_work():
 
 
 def test_full_queue_is_resource_exhausted_and_the_queued_work_still_finishes():
-    slow = SyntheticEngine(make_quad_grid(), delay_s=0.15)
+    slow = SyntheticEngine(make_quad_grid(), delay_s=0.4)
     with start_in_thread(config(max_queue=1, max_batch=1), {"synthetic": slow}) as srv, \
             grpc.insecure_channel(srv.address) as channel, Client(srv.address, retries=0) as client:
         stub = pb_grpc.HeadGeneratorStub(channel)
@@ -347,7 +347,7 @@ def test_dynamic_batching_groups_compatible_requests_and_isolates_a_bad_image():
 
 
 def test_graceful_drain_finishes_in_flight_and_refuses_new_work():
-    slow = SyntheticEngine(make_quad_grid(), delay_s=0.3)
+    slow = SyntheticEngine(make_quad_grid(), delay_s=0.5)
     srv = start_in_thread(config(), {"synthetic": slow})
     try:
         outcome = {}
