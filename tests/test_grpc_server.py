@@ -172,7 +172,8 @@ def test_server_info_lists_engines_limits_and_topologies(engine, client):
     assert info["default_engine"] == "synthetic"
     assert info["engines"][0]["topology_ids"] == [engine.topology.topology_id]
     assert info["engines"][0]["texture_sizes"] == [512, 1024, 2048]
-    assert int(info["limits"]["max_image_bytes"]) == 1 << 20 and info["auth_required"] is False
+    assert info["limits"]["max_image_bytes"] == 1 << 20 and info["limits"]["max_piece_bytes"] == 8192
+    assert info["limits"]["max_queue"] == 32 and info["auth_required"] is False
     assert info["devices"] == ["cpu"] and info["versions"]["grpcio"] == grpc.__version__
 
 

@@ -154,14 +154,13 @@ class Client:
             return _topology_cache.setdefault(topology_id, topology)
 
     def server_info(self, timeout: float = 30.0) -> dict:
-        """Engines, devices, versions, topology ids and limits of the server, as a plain dict."""
-        from google.protobuf.json_format import MessageToDict
-
+        """Engines, devices, versions, topology ids and limits of the server, as a plain dict
+        (field names as in ``ServerInfo`` of the proto; numbers stay numbers)."""
         info = self._with_retries(
             lambda remaining: self._stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=remaining,
                                                        metadata=self._metadata),
             time.monotonic() + timeout)
-        return MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        return _plain(info)
 
     # ---- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -206,6 +205,20 @@ class Client:
                     raise wire.exception_from_rpc_error(error) from None
                 time.sleep(pause)
         raise AssertionError("unreachable")
+
+
+def _plain(message) -> dict:
+    """A protobuf message as nested dicts / lists / scalars (every field, defaults included)."""
+    out = {}
+    for f in message.DESCRIPTOR.fields:
+        value = getattr(message, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            out[f.name] = dict(value)
+        elif f.message_type is not None:
+            out[f.name] = [_plain(v) for v in value] if f.is_repeated else _plain(value)
+        else:
+            out[f.name] = list(value) if f.is_repeated else value
+    return out
 
 
 class _Expired(grpc.RpcError):
