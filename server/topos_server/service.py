@@ -101,7 +101,7 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
         try:
             if self.draining:
                 await self._abort(context, request_id, grpc.StatusCode.UNAVAILABLE,
-                                           "the server is shutting down; retry on another server", "ServerUnavailable")
+                                  "the server is shutting down; retry on another server", "ServerUnavailable")
             try:
                 engine_name, image, options = self._parse(request)
             except InvalidInputError as exc:
@@ -132,7 +132,10 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
                         self.topologies.setdefault(result.topology_id, result.topology)
                     missing = None if result.topology_id in request.cached_topology_ids \
                         else self.topologies.get(result.topology_id)
-                    for event in wire.result_events(result, self.limits.piece_bytes, topology=missing):
+                    # encoding (zlib on every texture tile) runs off the event loop
+                    events = await asyncio.to_thread(
+                        lambda: list(wire.result_events(result, self.limits.piece_bytes, topology=missing)))
+                    for event in events:
                         yield event
                     yield wire.done_event(result, time.monotonic() - started)
                     break
