@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "topos_sdk.cli.preview_cmd",
     "topos_sdk.cli.integrations_cmd",
     "topos_sdk.cli.serve_cmd",
+    "topos_sdk.cli.train_cmd",
+    "topos_sdk.cli.convert_cmd",
 ]
 
 

@@ -7,9 +7,15 @@
     diagonal Gaussian posterior over the latent set    z (B, L, C)      KL to N(0, I)
       │  Linear → self-attention over the latents      (B, L, W)
       │  one query per reference vertex (Fourier features of its template position ‖ template
-      │  normal → MLP) cross-attends to the latents
+      │  normal ‖ its row of the low-rank deformation basis → MLP) cross-attends to the latents
       ▼
-    offset from the template (zero-initialised head)   (B, Q, 3) → template[q] + offset
+    offset from the template (zero-initialised heads)  (B, Q, 3) → template[q] + offset
+
+The offset has two zero-initialised parts: the cross-attention branch's output MLP, and a linear
+path ``Σ_k a_k(z) · basis[q, k]`` through a low-rank per-vertex deformation basis (the top
+``basis_modes`` principal modes of the head model's identity + expression shapes, a buffer). The
+basis makes the head model's span cheap to learn on a CPU; the attention branch learns the rest
+(out-of-span shapes are part of the training data).
 
 The decoder's queries are independent of each other, so training decodes a random subset of
 vertices per step and inference decodes all of them (or any subset). The template (the mean head
@@ -126,7 +132,7 @@ class ToposVAE(ModelMixin, ConfigMixin):
     def __init__(self, num_vertices: int, width: int = 128, num_heads: int = 4, num_latents: int = 32,
                  latent_channels: int = 16, encoder_depth: int = 2, decoder_depth: int = 2, num_points: int = 2048,
                  point_bands: int = 8, query_bands: int = 10, position_scale_cm: float = 32.0,
-                 topology_id: str = "", size_name: str = ""):
+                 basis_modes: int = 32, topology_id: str = "", size_name: str = ""):
         super().__init__()
         self.point_features = FourierFeatures(point_bands, position_scale_cm)
         self.point_in = nn.Linear(self.point_features.out_dim + 3, width)
@@ -139,12 +145,15 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self.latent_positions = nn.Parameter(torch.randn(num_latents, width) * 0.02)
         self.decoder_blocks = nn.ModuleList(Block(width, num_heads) for _ in range(decoder_depth))
         self.query_features = FourierFeatures(query_bands, position_scale_cm)
-        self.query_in = Mlp(self.query_features.out_dim + 3, width, width)
+        self.query_in = Mlp(self.query_features.out_dim + 3 + 3 * basis_modes, width, width)
         self.decoder_cross = Block(width, num_heads, cross=True)
         self.decoder_out = nn.Sequential(nn.LayerNorm(width), Mlp(width, width, 3))
+        self.basis_coefficients = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, basis_modes))
 
         self.register_buffer("template_points", torch.zeros(num_vertices, 3))  # (N, 3) mean head, cm
         self.register_buffer("template_normals", torch.zeros(num_vertices, 3))  # (N, 3) unit
+        self.register_buffer("deformation_basis", torch.zeros(num_vertices, basis_modes, 3))  # (N, K, 3) cm
+        self._query_cache: torch.Tensor | None = None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -157,10 +166,26 @@ class ToposVAE(ModelMixin, ConfigMixin):
         # the decoder starts as the template: zero offsets (DiT's zero-init of the last layer)
         nn.init.zeros_(self.decoder_out[-1][-1].weight)
         nn.init.zeros_(self.decoder_out[-1][-1].bias)
+        nn.init.zeros_(self.basis_coefficients[-1].weight)
+        nn.init.zeros_(self.basis_coefficients[-1].bias)
 
-    def set_template(self, points: torch.Tensor, normals: torch.Tensor) -> None:
+    def set_template(self, points: torch.Tensor, normals: torch.Tensor, basis: torch.Tensor | None = None) -> None:
+        """Mean head (N, 3), its unit normals (N, 3) and the deformation basis (N, K, 3) (None: zeros)."""
         self.template_points.copy_(torch.as_tensor(points, dtype=torch.float32))
         self.template_normals.copy_(torch.as_tensor(normals, dtype=torch.float32))
+        if basis is not None:
+            self.deformation_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
+        self._query_cache = None
+
+    def train(self, mode: bool = True):
+        self._query_cache = None  # weights may change while training
+        return super().train(mode)
+
+    def _queries(self, ids: torch.Tensor) -> torch.Tensor:
+        """(Q, W) query embeddings of reference vertices ``ids``."""
+        features = [self.query_features(self.template_points[ids]), self.template_normals[ids],
+                    self.deformation_basis[ids].flatten(1)]
+        return self.query_in(torch.cat(features, dim=-1))
 
     @classmethod
     def from_size(cls, size: str, num_vertices: int, **overrides) -> "ToposVAE":
@@ -187,14 +212,19 @@ class ToposVAE(ModelMixin, ConfigMixin):
         h = self.latent_in(z) + self.latent_positions  # (B, L, W)
         for block in self.decoder_blocks:
             h = block(h)
+        coefficients = self.basis_coefficients(h.mean(1))  # (B, K)
         ids = torch.arange(self.config.num_vertices, device=z.device) if vertex_ids is None else vertex_ids
+        if vertex_ids is None and not self.training:
+            if self._query_cache is None or self._query_cache.device != z.device:
+                self._query_cache = torch.cat([self._queries(ids[i:i + chunk]) for i in range(0, len(ids), chunk)])
+            all_queries = self._query_cache  # (N, W): they depend on the weights only
         outputs = []
         for start in range(0, len(ids), chunk):
             part = ids[start:start + chunk]
-            template = self.template_points[part]  # (Q, 3)
-            query = self.query_in(torch.cat([self.query_features(template), self.template_normals[part]], dim=-1))
+            query = all_queries[start:start + chunk] if vertex_ids is None and not self.training else self._queries(part)
             query = self.decoder_cross(query.expand(z.shape[0], -1, -1), h)  # (B, Q, W)
-            outputs.append(template + self.decoder_out(query).float())
+            linear = torch.einsum("bk,qkx->bqx", coefficients, self.deformation_basis[part])  # (B, Q, 3)
+            outputs.append(self.template_points[part] + linear.float() + self.decoder_out(query).float())
         return torch.cat(outputs, dim=1)
 
     def forward(self, points: torch.Tensor, normals: torch.Tensor, vertex_ids: torch.Tensor | None = None,

@@ -67,13 +67,25 @@ def template_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return vertex_normals(np.asarray(points, np.float64), triangles).astype(np.float32)
 
 
+def deformation_basis(head_model, modes: int) -> torch.Tensor:
+    """(N, K, 3) the top ``modes`` principal deformation modes of the head model's identity + ARKit
+    expression shapes, each scaled by its singular value: a head drawn from the model has coefficients of order one."""
+    n = head_model.num_vertices
+    arkit = len(head_model.arkit_expression_names)
+    shapes = torch.cat([head_model.identity_basis, head_model.expression_basis[:arkit]]).reshape(-1, n * 3).double()
+    _, sigma, vt = torch.linalg.svd(shapes, full_matrices=False)  # shapes = U Σ Vᵀ
+    basis = sigma[:modes, None] * vt[:modes]  # (K, N*3)
+    return basis.reshape(modes, n, 3).permute(1, 0, 2).float().contiguous()
+
+
 def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
     overrides = dict(config.model_overrides)
     if config.num_points is not None:
         overrides["num_points"] = config.num_points
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
-    model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))))
+    model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
+                       deformation_basis(head_model, model.config.basis_modes))
     return model
 
 
@@ -164,7 +176,7 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
 
     start_step = 0
     if resume and (out_dir / CHECKPOINT_DIR / STATE_FILE).exists():
-        model = ToposVAE.from_pretrained(out_dir / CHECKPOINT_DIR)
+        model = ToposVAE.from_pretrained(out_dir / CHECKPOINT_DIR, low_cpu_mem_usage=False)
         state = torch.load(out_dir / CHECKPOINT_DIR / STATE_FILE, map_location="cpu", weights_only=False)
         start_step = int(state["step"])
     elif resume:
