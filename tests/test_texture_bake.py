@@ -284,6 +284,25 @@ def test_bake_is_deterministic(ict, checker_bake):
         assert again[name] == maps[name], name
 
 
+def test_uv_layout_disk_cache_reads_back_identically(ict, tmp_path, monkeypatch):
+    monkeypatch.setattr(texture_bake, "_layout_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(texture_bake, "_LAYOUTS", type(texture_bake._LAYOUTS)())
+    fresh = skin_uv_layout(ict, 128)  # rasterised, then written
+    files = list(tmp_path.glob("uv-layout-128-*.npz"))
+    assert len(files) == 1
+    texture_bake._LAYOUTS.clear()
+    from_disk = skin_uv_layout(ict, 128)
+    files[0].write_bytes(b"not an npz")  # a damaged cache file is rebuilt, not trusted
+    texture_bake._LAYOUTS.clear()
+    rebuilt = skin_uv_layout(ict, 128)
+    for other in (from_disk, rebuilt):
+        assert other is not fresh
+        for a, b in zip(fresh.tiles, other.tiles):
+            for field in ("texel", "triangle", "corners", "barycentric", "vertex_sample"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert files[0].read_bytes()[:2] == b"PK"  # rewritten
+
+
 def test_any_topology_with_named_materials(quad_topology):
     """The procedural quad grid (no landmarks, no symmetry): its own materials, one tile, no holes."""
     m = np.eye(4)

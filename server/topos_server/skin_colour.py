@@ -33,12 +33,19 @@ class SkinColour:
     def likelihood(self, linear_rgb: np.ndarray) -> np.ndarray:
         """(3, K) linear colours → (K,) float32 in (0, 1]: 1 at the skin colour, → 0 far from it."""
         chroma, log_lum = _features(linear_rgb)
-        d_chroma = np.hypot(chroma[0] - self.chroma[0], chroma[1] - self.chroma[1]) / self.chroma_spread
-        d_lum = (log_lum - self.log_luminance) / self.log_luminance_spread
-        distance2 = d_chroma * d_chroma + d_lum * d_lum  # (K,)
+        chroma[0] -= self.chroma[0]
+        chroma[1] -= self.chroma[1]
+        distance2 = (chroma[0] * chroma[0] + chroma[1] * chroma[1]) * np.float32(1.0 / self.chroma_spread ** 2)
+        log_lum -= self.log_luminance
+        log_lum *= np.float32(1.0 / self.log_luminance_spread)
+        distance2 += log_lum * log_lum
         # flat (= 1) within TOLERANCE spreads, then a Gaussian fall-off
-        excess = np.maximum(np.sqrt(distance2) - TOLERANCE, 0.0)
-        return np.exp(-0.5 * excess * excess).astype(np.float32)
+        excess = np.sqrt(distance2, out=distance2)
+        excess -= TOLERANCE
+        np.maximum(excess, 0.0, out=excess)
+        excess *= excess
+        excess *= -0.5
+        return np.exp(excess, out=excess)
 
     def oblique_weight(self, linear_rgb: np.ndarray, cos_view: np.ndarray) -> np.ndarray:
         """(K,) factor for the observation weights: 1 face-on, the skin likelihood when grazing."""
@@ -65,8 +72,14 @@ def fit_skin_colour(linear_rgb: np.ndarray, weights: np.ndarray) -> SkinColour |
 
 
 def _features(linear_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(3, K) → chromaticity (2, K) and log-luminance (K,)."""
-    total = linear_rgb.sum(axis=0) + 1e-4
-    chroma = linear_rgb[:2] / total
-    log_lum = np.log(0.2126 * linear_rgb[0] + 0.7152 * linear_rgb[1] + 0.0722 * linear_rgb[2] + 1e-3)
-    return chroma, log_lum
+    """(3, K) → chromaticity (2, K) and log-luminance (K,), float32."""
+    rgb = np.asarray(linear_rgb, np.float32)
+    total = rgb[0] + rgb[1]
+    total += rgb[2]
+    total += 1e-4
+    chroma = rgb[:2] / total
+    lum = 0.2126 * rgb[0]
+    lum += 0.7152 * rgb[1]
+    lum += 0.0722 * rgb[2]
+    lum += 1e-3
+    return chroma, np.log(lum, out=lum)

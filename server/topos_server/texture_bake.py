@@ -6,8 +6,8 @@ the USD writer.
 
 Steps (:func:`bake_textures`):
 
-1. **UV layout** (:func:`skin_uv_layout`, cached per topology and size: it does not depend on the
-   head): the skin triangles are rasterised in UV space per tile; each covered texel knows its
+1. **UV layout** (:func:`skin_uv_layout`, cached per topology and size in memory and, for the
+   rasterised triangle ids, on disk under ``$TOPOS_HOME/bake/``: it does not depend on the head): the skin triangles are rasterised in UV space per tile; each covered texel knows its
    triangle and barycentrics. Texel ``(row, col)`` samples ``u = col + ½``, ``v = 1 − (row + ½)``
    (over ``size``), the usual image orientation of a texture.
 2. **Observation**: each texel's surface point and smooth normal (barycentric interpolation of the
@@ -43,14 +43,19 @@ no randomness).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from topos_sdk.atomic_files import atomic_output_path
 from topos_sdk.errors import InvalidInputError
 from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.raster import rasterize
@@ -75,6 +80,7 @@ VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask i
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
 _LAYOUT_CACHE_SIZE = 4
+LAYOUT_CACHE_VERSION = "uv-layout/1"  # bump when the raster conventions change
 
 
 @dataclass(frozen=True)
@@ -154,27 +160,92 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
     centre = uv[skin].mean(axis=1)  # (S, 2)
     tile_u, tile_v = np.floor(centre[:, 0]).astype(np.int64), np.floor(centre[:, 1]).astype(np.int64)
     tile_of = np.where((tile_u >= 0) & (tile_u < 10) & (tile_v >= 0), 1001 + tile_u + 10 * tile_v, -1)
-    tiles = []
-    for tile in np.unique(tile_of[(tile_of >= 1001) & (tile_of <= 1100)]):
+    tile_numbers = [int(t) for t in np.unique(tile_of[(tile_of >= 1001) & (tile_of <= 1100)])]
+    tile_xy = {}
+    for tile in tile_numbers:
         ids = skin[tile_of == tile]
         offset_u, offset_v = (tile - 1001) % 10, (tile - 1001) // 10
         tri_uv = uv[ids].astype(np.float64)
-        tri_xy = np.stack([(tri_uv[..., 0] - offset_u) * size, (1.0 - (tri_uv[..., 1] - offset_v)) * size], axis=-1)
-        triangle_id, bary = rasterize(tri_xy, size, size)
-        flat_id = triangle_id.reshape(-1)
+        tile_xy[tile] = (ids, np.stack([(tri_uv[..., 0] - offset_u) * size,
+                                        (1.0 - (tri_uv[..., 1] - offset_v)) * size], axis=-1))  # (t, 3, 2) px
+    triangle_ids = _cached_triangle_ids(key, tile_xy, size)  # tile → (size², ) int32 triangle or −1
+    tiles = []
+    for tile in tile_numbers:
+        ids, tri_xy = tile_xy[tile]
+        flat_id = triangle_ids[tile]
         texel = np.flatnonzero(flat_id >= 0)
-        triangle = ids[flat_id[texel]].astype(np.int32)
+        local = flat_id[texel]
+        triangle = ids[local].astype(np.int32)
+        # barycentrics recomputed here (not taken from the rasteriser) so that a layout read back from
+        # the disk cache is bit-identical to a freshly rasterised one
+        bary = _barycentrics_at_texels(tri_xy, local, texel % size, texel // size)
         stride = max(1, size // VERTEX_SAMPLE_GRID)
         on_grid = ((texel // size) % stride == 0) & ((texel % size) % stride == 0)
-        tiles.append(TileTexels(int(tile), int(size), texel, triangle,
-                                np.ascontiguousarray(triangles[triangle].T.astype(np.int32)),
-                                np.ascontiguousarray(bary.reshape(-1, 3)[texel].T),
+        tiles.append(TileTexels(tile, int(size), texel, triangle,
+                                np.ascontiguousarray(triangles[triangle].T.astype(np.int32)), bary,
                                 np.flatnonzero(on_grid)))
     layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tuple(tiles))
     _LAYOUTS[key] = layout
     while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
         _LAYOUTS.popitem(last=False)
     return layout
+
+
+def _cached_triangle_ids(key: tuple, tile_xy: dict, size: int) -> dict[int, np.ndarray]:
+    """Per tile, the (size²,) int32 local triangle index covering each texel centre (−1: none).
+
+    Rasterising 2048² UV tiles takes seconds, and the result only depends on the topology's UVs:
+    it is kept on disk under ``$TOPOS_HOME/bake/`` (written atomically; a missing, unreadable or
+    stale file is simply rebuilt, an unwritable folder only costs the time).
+    """
+    digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
+    path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
+    counts = {tile: len(ids) for tile, (ids, _) in tile_xy.items()}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            loaded = {tile: data[f"tile_{tile}"] for tile in tile_xy}
+        if all(a.shape == (size * size,) and a.dtype == np.int32 and a.max() < counts[t] and a.min() >= -1
+               for t, a in loaded.items()):
+            return loaded
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    ids = {tile: rasterize(xy, size, size)[0].reshape(-1).astype(np.int32) for tile, (_, xy) in tile_xy.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f"tile_{tile}": a for tile, a in ids.items()})
+    except OSError:
+        pass
+    return ids
+
+
+def _layout_cache_dir() -> Path:
+    root = os.environ.get("TOPOS_HOME") or Path.home() / ".cache" / "topos"
+    return Path(root).expanduser() / "bake"
+
+
+def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Barycentrics of texel centres in their triangles → (3, K) float32.
+
+    tri_xy: (t, 3, 2) triangle corners in pixels; local: (K,) each texel's triangle; cols, rows: (K,).
+    Each weight is an affine function of the texel centre per triangle (coefficients relative to the
+    triangle's first corner, in float64): a few gathers per texel instead of per-texel geometry.
+    """
+    corners = tri_xy.astype(np.float64) - tri_xy[:, :1].astype(np.float64)  # (t, 3, 2) relative to corner 0
+    x, y = corners[..., 0], corners[..., 1]
+    area2 = x[:, 1] * y[:, 2] - y[:, 1] * x[:, 2]  # (t,)
+    area2 = np.where(area2 != 0, area2, 1.0)
+    px = cols + 0.5 - np.take(tri_xy[:, 0, 0].astype(np.float64), local)  # (K,)
+    py = rows + 0.5 - np.take(tri_xy[:, 0, 1].astype(np.float64), local)
+    out = np.empty((3, len(local)), np.float32)
+    for i, (u, v) in enumerate(((1, 2), (2, 0), (0, 1))):  # weight of corner i: area opposite it
+        constant = (x[:, u] * y[:, v] - y[:, u] * x[:, v]) / area2
+        along_x = (y[:, u] - y[:, v]) / area2
+        along_y = (x[:, v] - x[:, u]) / area2
+        w = np.take(constant, local) + np.take(along_x, local) * px + np.take(along_y, local) * py
+        out[i] = np.clip(w, 0.0, 1.0)
+    return out
 
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
@@ -259,10 +330,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         coverage[need] += a_mirror
         np.divide(albedo, coverage, out=albedo, where=coverage > 1e-6)
         # how far this texel's colour may spread into what nobody saw: only skin-like colours do
-        trust = coverage.copy()
-        if skin_colour is not None:
-            covered = np.flatnonzero(coverage > 0)
-            trust[covered] *= skin_colour.likelihood(albedo[:, covered])
+        trust = coverage * skin_colour.likelihood(albedo) if skin_colour is not None else coverage
         observed.append((albedo, coverage, trust))
     del direct_obs, mirror_obs
     lap("delight")
