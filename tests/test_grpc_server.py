@@ -202,6 +202,26 @@ def test_bad_images_get_invalid_argument_with_a_message(server, client, image, e
     assert_healthy(server, client)
 
 
+def test_request_ids_reach_the_caller(server, client):
+    with pytest.raises(InvalidInputError) as caught:
+        client.generate(b"", request_id="shot-042_take-3")
+    assert caught.value.request_id == "shot-042_take-3"  # the id the server logged the request under
+    with grpc.insecure_channel(server.address) as channel:  # an unusable id is replaced, not trusted
+        call = pb_grpc.HeadGeneratorStub(channel).Generate(
+            pb.GenerateRequest(encoded_image=PORTRAIT, request_id="bad id; rm -rf"), timeout=30)
+        first = next(call)
+        assert dict(call.initial_metadata())["x-request-id"] == first.queued.request_id
+        assert first.queued.request_id != "bad id; rm -rf" and len(first.queued.request_id) == 16
+        assert [e.WhichOneof("event") for e in call][-1] == "done"
+    with grpc.insecure_channel(server.address) as channel:  # a raw image whose size lies
+        call = pb_grpc.HeadGeneratorStub(channel).Generate(
+            pb.GenerateRequest(raw_image=pb.RawImage(width=10, height=10, rgb=bytes(299))), timeout=30)
+        with pytest.raises(grpc.RpcError) as raw_error:
+            list(call)
+    assert raw_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "299 bytes do not make a 10×10 RGB image" in raw_error.value.details()
+
+
 def test_unknown_engine_is_not_found(server, client):
     with pytest.raises(EngineUnavailable, match="'nope' is not served here; available: synthetic") as caught:
         client.generate(PORTRAIT, engine="nope")
