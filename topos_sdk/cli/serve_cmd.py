@@ -9,7 +9,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve head generation over gRPC",
         description="Serve topos.v1.HeadGenerator over gRPC. SIGTERM/SIGINT drain gracefully: health goes "
-                    "NOT_SERVING, new requests are refused, requests in flight get --grace seconds, exit 0.")
+                    "NOT_SERVING, new requests are refused, requests in flight get --grace seconds, exit 0 "
+                    "(1 when the grace ran out or a second signal cancelled them).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="port (default 50051; 0 = any free port)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
