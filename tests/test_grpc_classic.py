@@ -1,4 +1,5 @@
-"""Server path vs in-process path with the real classic engine on a real portrait."""
+"""Server path vs in-process path with the real classic engine on a real portrait: the HeadResult
+and the USD asset `topos generate --server` writes."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ def test_same_portrait_and_seed_give_the_same_head_over_the_wire(server):
     np.testing.assert_array_equal(remote.topology.face_vertex_indices, local.topology.face_vertex_indices)
     np.testing.assert_array_equal(remote.topology.uv_values, local.topology.uv_values)
     assert remote.topology.submeshes == local.topology.submeshes
+
+
+def test_topos_generate_with_server_writes_the_in_process_asset(server, tmp_path):
+    from test_grpc_server import PORTRAIT
+    from topos_sdk.cli import main
+    from topos_sdk.usd import read_head_asset
+
+    (tmp_path / "astronaut.png").write_bytes(PORTRAIT)
+    common = [str(tmp_path / "astronaut.png"), "--seed", "3", "--texture-size", "512"]
+    assert main(["generate", *common, "-o", str(tmp_path / "remote"), "--server", server.address]) == 0
+    assert main(["generate", *common, "-o", str(tmp_path / "local")]) == 0
+    remote = read_head_asset(tmp_path / "remote" / "astronaut" / "astronaut.usda")
+    local = read_head_asset(tmp_path / "local" / "astronaut" / "astronaut.usda")
+    assert remote.differences(local, atol=1e-5) == []
+    remote_files = sorted(p.relative_to(tmp_path / "remote") for p in (tmp_path / "remote").rglob("*"))
+    assert remote_files == sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*"))
