@@ -214,7 +214,8 @@ def test_background_seen_past_a_too_wide_mesh_stays_out(ict, monkeypatch):
     wide = ict.rest_points * np.array([1.08, 1.0, 1.0], np.float32)
 
     def blue_fraction(maps):
-        return {tile: float((img[..., 2].astype(int) > img[..., 0]).mean()) for tile, img in maps["albedo"].tiles.items()}
+        return {tile: float((img[..., 2].astype(int) > img[..., 0]).mean())
+                for tile, img in maps["albedo"].tiles.items()}
 
     checked = blue_fraction(bake_textures(photo, wide, camera, ict, SIZE))
     assert max(checked.values()) < 0.01, checked
@@ -369,8 +370,8 @@ def test_astronaut_with_a_roughly_placed_head(ict):
         assert albedo.std() > 10  # not constant
         assert albedo[~tt.island].std() > 2  # the background between islands is extended, not one colour
         # no hole: no texel far from all its neighbours (a left-over fill value would be)
-        blurred = np.stack([np.median(np.stack([np.roll(albedo[..., c], s, axis=a) for a in (0, 1) for s in (-2, 2)]), axis=0)
-                            for c in range(3)], axis=-1)
+        neighbours = np.stack([np.roll(albedo, s, axis=a) for a in (0, 1) for s in (-2, 2)])  # (4, S, S, 3)
+        blurred = np.median(neighbours, axis=0)
         assert (np.abs(albedo.astype(int) - blurred).max(axis=-1) > 120).mean() < 1e-3
     face = maps["albedo"].tiles[1001]
     seen = diagnostics["direct_weight"][1001] > 0.99

@@ -56,7 +56,8 @@ def roughness_tiles(layout, regions: FaceRegions, num_points: int) -> dict[int, 
     return out
 
 
-def uv_texel_lengths(points: np.ndarray, triangles: np.ndarray, uv_triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def uv_texel_lengths(points: np.ndarray, triangles: np.ndarray,
+                     uv_triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per triangle |∂P/∂u| and |∂P/∂v| (world units per unit of u, v): (T,), (T,) float32.
 
     From ``P(u, v)`` linear over the triangle: ``[e1 e2] = [∂P/∂u ∂P/∂v] [d1 d2]`` with the world

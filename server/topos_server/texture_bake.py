@@ -7,13 +7,15 @@ the USD writer.
 Steps (:func:`bake_textures`):
 
 1. **UV layout** (:func:`skin_uv_layout`, cached per topology and size in memory and, for the
-   rasterised triangle ids, on disk under ``$TOPOS_HOME/bake/``: it does not depend on the head): the skin triangles are rasterised in UV space per tile; each covered texel knows its
+   rasterised triangle ids, on disk under ``$TOPOS_HOME/bake/``: it does not depend on the head):
+   the skin triangles are rasterised in UV space per tile; each covered texel knows its
    triangle and barycentrics. Texel ``(row, col)`` samples ``u = col + ½``, ``v = 1 − (row + ½)``
    (over ``size``), the usual image orientation of a texture.
-2. **Observation**: each texel's surface point and smooth normal (barycentric interpolation of the
-   posed points and area-weighted vertex normals, in the camera frame) are projected through the
-   camera and the photo is sampled there (bilinear, ``cv2.remap``; pixel centres at +½, like the
-   rasteriser). *Visibility*: an image-space z-buffer of the whole posed mesh (eyeballs and teeth
+2. **Observation**: each texel's surface point (barycentric on the posed mesh) is projected through
+   the camera and the photo is sampled there (bilinear, ``cv2.remap``; pixel centres at +½, like
+   the rasteriser). Pixel position, view depth and the cosine between the smooth (area-weighted)
+   vertex normal and the view direction are computed per vertex in the camera frame and
+   interpolated with the texel's barycentrics (sub-pixel exact on millimetre triangles, and cheap). *Visibility*: an image-space z-buffer of the whole posed mesh (eyeballs and teeth
    included; thin see-through cards such as eyelashes are not occluders) and a tolerance of
    ``DEPTH_TOLERANCE`` × the mesh size plus the depth a sloped surface spans over a z-buffer pixel;
    a thin band along the mesh's outline counts as hidden (those pixels mix in the background).
@@ -26,14 +28,14 @@ Steps (:func:`bake_textures`):
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
    texel itself is unseen or seen at a grazing angle.
 4. **Lighting** (:mod:`skin_lighting`): SH shading fitted to the directly observed plain-skin texels
-   (regions from :mod:`face_regions`), divided out of both observations, each with the normal of the
-   point it actually saw (so the mirrored side does not carry the other side's shading).
+   (regions from :mod:`face_regions`, a regular subset of texels), evaluated per vertex normal and
+   divided out of both observations, each with the shading of the point it actually saw (so the
+   mirrored side does not carry the other side's shading). Colours are linear (sRGB decoded).
 5. **Fill** (:mod:`texture_fill`): per-vertex harmonic fill of the albedo over the skin mesh, then
    per tile the blend of observations, that field and a push-pull of the residual (only skin-like
    observations spread into the unseen parts: a collar seen by the neck stays where it was seen);
-   finally the
-   texels outside the islands are extended from the islands (no background under bilinear/mip
-   lookups, no texel left at a fill value).
+   finally the texels outside the islands are extended from the islands (no background under
+   bilinear/mip lookups, no texel left at a fill value).
 6. **Material maps** (:mod:`material_maps`): a tangent-space normal map with gentle detail from the
    albedo's high-frequency luminance, and a roughness map from region priors.
 
@@ -64,7 +66,7 @@ from topos_sdk.topology import ReferenceTopology
 from . import material_maps
 from .face_regions import face_regions
 from .skin_colour import TRUST_COS, fit_skin_colour
-from .skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear  # noqa: F401
+from .skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear
 from .texture_fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 
 SKIN_MATERIALS = ("M_Face", "M_BackHead")
@@ -511,7 +513,8 @@ class _Observer:
         # surface that slopes away from the camera over that distance
         footprint = depth / np.float32(self.camera.focal_length_px * self.depth_scale)  # world size of a z-buffer pixel
         cos_clamped = np.clip(cos_view, GRAZING_COS, 1.0)
-        tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * np.sqrt(1.0 - cos_clamped * cos_clamped) / cos_clamped
+        slope = np.sqrt(1.0 - cos_clamped * cos_clamped) / cos_clamped  # tan of the view angle
+        tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * slope
         visible = inside & (depth <= self.depth_map[zy, zx] + tolerance)
         angle = np.clip((cos_view - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
         weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)
