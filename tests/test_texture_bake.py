@@ -346,6 +346,25 @@ def test_bad_input_gives_one_clear_error(ict, bad, error):
     assert "\n" not in str(info.value)
 
 
+def test_head_out_of_view_is_a_clear_error(ict):
+    m = np.eye(4)
+    m[:3, 3] = [0.0, 0.0, 60.0]  # the head is behind the camera
+    with pytest.raises(InvalidInputError, match="no skin texel is visible"):
+        bake_textures(np.full((64, 64, 3), 128, np.uint8), ict.rest_points, Camera(100.0, (32, 32), (64, 64), m), ict, 64)
+
+
+def test_photo_at_another_resolution_than_the_camera(ict, checker_bake):
+    """The camera was fitted on a 512² image; baking from the same photo at 1024² gives the same albedo."""
+    photo, camera, maps, diagnostics = checker_bake
+    import cv2
+
+    large = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    again = bake_textures(large, ict.rest_points, camera, ict, SIZE)
+    seen = diagnostics["direct_weight"][1001] > 0.99
+    difference = np.abs(again["albedo"].tiles[1001].astype(int) - maps["albedo"].tiles[1001])[seen]
+    assert difference.mean() < 3
+
+
 # ---- real photo ---------------------------------------------------------------------------------
 
 def test_astronaut_with_a_roughly_placed_head(ict):

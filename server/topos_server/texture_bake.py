@@ -295,6 +295,9 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
                          DEPTH_TOLERANCE * extent)
     direct_obs = [observer.observe(tt.corners, tt.barycentric) for tt in layout.tiles]
+    if not any((d.weight > 0).any() for d in direct_obs):
+        raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
+                                "(the head is outside the frame, behind the camera or facing away)")
     skin_colour = _fit_skin_colour(layout, direct_obs, fit_region)
     mirror_obs = []
     for tt, direct in zip(layout.tiles, direct_obs):
