@@ -96,7 +96,9 @@ class HeadConverter:
         flipped = float(((samples - samples.mean(0)) * normals).sum(1).mean()) < 0
         if flipped:
             normals = -normals
-        canonical = self.canonicalizer.align(samples, seed=seed)
+        # the pose from more points than the encoder needs: less sampling noise in the canonical frame
+        pose_samples, _, _ = sample_surface(points, triangles, max(4096, len(samples)), rng)
+        canonical = self.canonicalizer.align(pose_samples, seed=seed)
         timings["canonicalize_s"] = time.perf_counter() - start
         start = time.perf_counter()
         decoded = self.decode_canonical(canonical.apply(samples), normals @ canonical.rotation.T)  # (N, 3)

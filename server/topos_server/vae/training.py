@@ -73,8 +73,10 @@ def deformation_basis(head_model, modes: int) -> torch.Tensor:
     n = head_model.num_vertices
     arkit = len(head_model.arkit_expression_names)
     shapes = torch.cat([head_model.identity_basis, head_model.expression_basis[:arkit]]).reshape(-1, n * 3).double()
-    _, sigma, vt = torch.linalg.svd(shapes, full_matrices=False)  # shapes = U Σ Vᵀ
-    basis = sigma[:modes, None] * vt[:modes]  # (K, N*3)
+    # shapes = U Σ Vᵀ through the small Gram matrix (S × S) rather than an SVD of the (S, 3N) matrix
+    eigenvalues, u = torch.linalg.eigh(shapes @ shapes.T)
+    order = torch.argsort(eigenvalues, descending=True)[:modes]
+    basis = u[:, order].T @ shapes  # (K, N*3) = Σ_k V_kᵀ: each mode scaled by its singular value
     return basis.reshape(modes, n, 3).permute(1, 0, 2).float().contiguous()
 
 
@@ -232,8 +234,8 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
             optimizer.step()
 
             done = step + 1
-            record = {"step": done, "loss": float(loss), "kl": float(kl), "lr": learning_rate(config, step),
-                      "elapsed_s": round(time.monotonic() - started, 1), **{k: float(v) for k, v in losses.items()}}
+            record = {"step": done, "loss": float(loss.detach()), "kl": float(kl.detach()), "lr": learning_rate(config, step),
+                      "elapsed_s": round(time.monotonic() - started, 1), **{k: float(v.detach()) for k, v in losses.items()}}
             out_of_time = config.time_limit_s is not None and time.monotonic() - started > config.time_limit_s
             if done % config.eval_every == 0 or done == config.steps or out_of_time:
                 record.update(evaluate(model, eval_batch, surface_vertex_count, device))
