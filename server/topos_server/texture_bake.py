@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -138,15 +139,18 @@ class SkinUVLayout:
 
 _LAYOUTS: OrderedDict[tuple, SkinUVLayout] = OrderedDict()
 _MIRRORS: dict[str, np.ndarray] = {}
+_LAYOUT_LOCK = threading.Lock()
 
 
 def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str, ...] = SKIN_MATERIALS) -> SkinUVLayout:
     """The UV raster of ``materials`` per UDIM tile at ``size``² (cached, a few per process)."""
     key = (topology.topology_id, int(size), tuple(materials),
            tuple((m.name, m.face_start, m.face_stop) for m in topology.materials))
-    if key in _LAYOUTS:
-        _LAYOUTS.move_to_end(key)
-        return _LAYOUTS[key]
+    with _LAYOUT_LOCK:  # the server bakes in several threads
+        cached = _LAYOUTS.get(key)
+        if cached is not None:
+            _LAYOUTS.move_to_end(key)
+            return cached
     if topology.uv_values is None:
         raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
     triangles, face_of = topology.triangles()
@@ -187,9 +191,10 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
                                 np.ascontiguousarray(triangles[triangle].T.astype(np.int32)), bary,
                                 np.flatnonzero(on_grid)))
     layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tuple(tiles))
-    _LAYOUTS[key] = layout
-    while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
-        _LAYOUTS.popitem(last=False)
+    with _LAYOUT_LOCK:
+        _LAYOUTS[key] = layout
+        while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
+            _LAYOUTS.popitem(last=False)
     return layout
 
 
