@@ -2,8 +2,8 @@
 
     python bench/generate_e2e.py [--sizes 1024 2048] [--repeat 3]
 
-Stages: decode, landmarks, fit, bake (from the engine's provenance timings), USD write, preview
-(thumbnail, inside the write; measured separately too). Peak memory is the process's max RSS.
+Stages: decode, landmarks + fit, texture bake, USD write, preview (thumbnail), each with its wall time
+and its tracemalloc peak.
 """
 
 from __future__ import annotations
@@ -15,10 +15,28 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_description  # noqa: E402
+
+
+class StageMeter:
+    """Wall time and tracemalloc peak (numpy buffers included) of each stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+
+    def run(self, stage, fn, *args, **kwargs):
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[stage] = time.perf_counter() - t
+        self.peak_mb[stage] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+        return out
 
 
 def main() -> None:
@@ -32,7 +50,9 @@ def main() -> None:
 
     from topos_sdk.preview import render_thumbnail
     from topos_sdk.usd import write_head_asset
-    from topos_server.engines import GenerateOptions, shared_engine
+    from topos_server.engines import shared_engine
+    from topos_server.face import load_image
+    from topos_server.texture_bake import bake_textures
 
     buf = io.BytesIO()
     Image.fromarray(astronaut()).save(buf, format="PNG")
@@ -40,33 +60,36 @@ def main() -> None:
     t = time.perf_counter()
     engine = shared_engine("classic", "cpu")
     load_s = time.perf_counter() - t
+    tracemalloc.start()
+    order = ["decode", "landmarks+fit", "bake", "usd_write", "preview"]
     rows = []
     for size in args.sizes:
         runs = []
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            result = engine.generate([data], GenerateOptions(texture_size=size))[0]
-            t1 = time.perf_counter()
+            m = StageMeter()
+            image = m.run("decode", load_image, data)
+            result, _ = m.run("landmarks+fit", engine.fit_portrait, image)
+            result.textures = m.run("bake", bake_textures, image, result.posed_points(), result.camera,
+                                    engine.topology, size=size)
             with tempfile.TemporaryDirectory() as tmp:
-                write_head_asset(result, tmp, name="bench", thumbnail=False)
-                t2 = time.perf_counter()
-                render_thumbnail(result)
-                t3 = time.perf_counter()
-            stages = dict(result.provenance.timings_s)
-            stages.update({"usd_write": t2 - t1, "preview": t3 - t2, "total": (t1 - t0) + (t3 - t1)})
-            runs.append(stages)
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        rows.append((size, med))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    order = ["decode", "landmarks", "fit", "bake", "usd_write", "preview", "total"]
+                m.run("usd_write", write_head_asset, result, tmp, name="bench", thumbnail=False)
+            m.run("preview", render_thumbnail, result)
+            runs.append(m)
+        med_s = {k: statistics.median(r.seconds[k] for r in runs) for k in order}
+        peak = {k: max(r.peak_mb[k] for r in runs) for k in order}
+        rows.append((size, med_s, peak))
+    tracemalloc.stop()
+    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Machine: {machine_description()}")
-    print(f"Engine load (model, topology, interpreters): {load_s:.2f} s; median of {args.repeat} runs; "
-          f"peak RSS of the whole run {peak_mb:.0f} MB")
+    print(f"Engine load (head model, topology, interpreters): {load_s:.2f} s. Median of {args.repeat} runs; "
+          f"memory = tracemalloc peak above the stage's start (numpy buffers included); "
+          f"max RSS of the whole process {max_rss_mb:.0f} MB")
     print()
-    print("| texture | " + " | ".join(order) + " |")
-    print("|---|" + "---|" * len(order))
-    for size, med in rows:
-        print(f"| {size}² ×2 tiles | " + " | ".join(f"{med[k] * 1000:.0f} ms" for k in order) + " |")
+    print("| texture | " + " | ".join(order) + " | total |")
+    print("|---|" + "---|" * (len(order) + 1))
+    for size, med_s, peak in rows:
+        cells = [f"{med_s[k] * 1000:.0f} ms / {peak[k]:.0f} MB" for k in order]
+        print(f"| {size}² ×2 tiles | " + " | ".join(cells) + f" | {sum(med_s.values()) * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def main() -> None:
     from skimage.data import lfw_subset
 
     from topos_sdk import NoFaceFound
-    from topos_server.engines import GenerateOptions, shared_engine
+    from topos_server.engines import shared_engine
     from topos_server.fit_quality import landmark_errors
 
     engine = shared_engine("classic", "cpu")
@@ -33,13 +33,12 @@ def main() -> None:
         img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_CUBIC)
         rgb = np.repeat(img[:, :, None], 3, axis=2)
         try:
-            detected = engine.landmarker.detect(rgb).points
+            result, face = engine.fit_portrait(rgb)
         except NoFaceFound:
             missed += 1
             continue
-        result = engine.generate([rgb], GenerateOptions(texture_size=512))[0]
         fit_ms.append(result.provenance.timings_s["fit"] * 1000)
-        errors = landmark_errors(result, detected)
+        errors = landmark_errors(result, face.points)
         mp.append(errors["mediapipe"])
         inner.append(errors["ict_inner"])
     mp, inner = np.array(mp) * 100, np.array(inner) * 100

@@ -73,7 +73,8 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
     if (out / name).exists() and not overwrite:
         raise InvalidInputError(f"{out / name} already exists (use --overwrite to replace it)")
     data = read_image_source(image)
-    report = (lambda stage, frac: on_progress(stage, frac)) if on_progress else None
+    # generation is the first 90 % of the job, writing the asset the rest
+    report = (lambda stage, frac: on_progress(stage, 0.9 * frac)) if on_progress else None
     if server is None:
         result = _generate_in_process(data, engine, seed, texture_size, device, report)
     else:
@@ -82,15 +83,15 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
         with Client(server, token=token) as client:
             result = client.generate(data, seed=seed, engine=engine, texture_size=texture_size,
                                      on_progress=report)
-    if report:
-        report("writing", 0.95)
+    if on_progress:
+        on_progress("writing", 0.95)
     usda = write_head_asset(result, out, name=name, usdz=usdz, overwrite=overwrite)
     if debug:
         from topos_server.debug_overlay import write_debug_files
 
         write_debug_files(usda.parent / "debug", data, result)
-    if report:
-        report("done", 1.0)
+    if on_progress:
+        on_progress("done", 1.0)
     return usda
 
 
@@ -99,6 +100,6 @@ def _generate_in_process(data, engine_name, seed, texture_size, device, report):
 
     engine = shared_engine(engine_name, device)
     options = GenerateOptions(seed=seed, texture_size=texture_size)
-    progress = (lambda stage, frac, index=None: report(stage, 0.9 * frac)) if report else None
+    progress = (lambda stage, frac, index=None: report(stage, frac)) if report else None
     result = engine.generate([data], options, progress=progress)[0]
     return result

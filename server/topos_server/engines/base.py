@@ -10,6 +10,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from topos_sdk import HeadResult, InvalidInputError
+from topos_sdk.errors import EngineUnavailable
 
 # progress(stage, fraction in [0, 1] of the whole request, image index or None for the batch)
 ProgressCallback = Callable[[str, float, "int | None"], None]
@@ -44,10 +45,6 @@ class Engine(Protocol):
         Deterministic for a given ``options.seed``.
         """
         ...
-
-
-class EngineUnavailable(InvalidInputError):
-    """The engine name is unknown or its weights/assets are not installed."""
 
 
 # name → "module:factory"; the factory takes (cache, device) and returns an Engine

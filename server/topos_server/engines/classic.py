@@ -16,7 +16,7 @@ import numpy as np
 from topos_sdk import HeadResult, Provenance
 
 from ..assets import AssetCache
-from ..face import FaceLandmarker, load_image
+from ..face import FaceLandmarker, FaceLandmarks, load_image
 from ..head_model import HeadModel
 from ..landmark_fit import LandmarkBasis, fit_landmarks
 from ..texture_bake import bake_textures
@@ -62,13 +62,10 @@ class ClassicEngine:
         """(I,) coefficients → (N, 3) float32 neutral-expression head."""
         return (self.neutral + np.tensordot(identity, self.identity_basis, axes=1)).astype(np.float32)
 
-    def _generate_one(self, source, options: GenerateOptions, report) -> HeadResult:
+    def fit_portrait(self, image: np.ndarray, focal_length_px: float | None = None,
+                     report=lambda stage, fraction: None) -> tuple[HeadResult, FaceLandmarks]:
+        """Landmarks and model fit of a decoded (H, W, 3) portrait: an untextured result + the landmarks."""
         timings = {}
-        t = time.perf_counter()
-        report("decoding", 0.0)
-        image = source if isinstance(source, np.ndarray) else load_image(source)
-        timings["decode"] = time.perf_counter() - t
-
         t = time.perf_counter()
         report("landmarks", 0.1)
         with self._lock:
@@ -78,27 +75,33 @@ class ClassicEngine:
         t = time.perf_counter()
         report("fitting", 0.3)
         height, width = image.shape[:2]
-        fit = fit_landmarks(self.basis, face.points, (width, height), options.focal_length_px)
-        camera = fit.to_camera()
-        points = self.identity_points(fit.identity)
-        posed = points + np.tensordot(fit.expression, self.expression_basis, axes=1).astype(np.float32)
+        fit = fit_landmarks(self.basis, face.points, (width, height), focal_length_px)
         timings["fit"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        report("texturing", 0.4)
-        textures = bake_textures(image, posed, camera, self.topology, size=options.texture_size)
-        timings["bake"] = time.perf_counter() - t
-
-        provenance = Provenance(
-            engine=self.name, seed=int(options.seed),
-            source_image_sha256=Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes()),
-            timings_s={k: round(v, 4) for k, v in timings.items()},
-            extra={"fit_rms_px": round(fit.rms_px, 3), "faces_found": int(face.face_count),
-                   "focal_length_px": round(fit.focal_length_px, 2)},
-        )
-        report("done", 1.0)
-        return HeadResult(
-            points=points, topology=self.topology, textures=textures,
+        result = HeadResult(
+            points=self.identity_points(fit.identity), topology=self.topology,
             expression_weights=dict(zip(self.expression_names, fit.expression.tolist())),
             blendshape_names=self.expression_names, blendshape_deltas=self.expression_basis,
-            camera=camera, provenance=provenance)
+            camera=fit.to_camera(),
+            provenance=Provenance(engine=self.name, timings_s=timings, extra={
+                "fit_rms_px": round(fit.rms_px, 3), "faces_found": int(face.face_count),
+                "focal_length_px": round(fit.focal_length_px, 2)}))
+        return result, face
+
+    def _generate_one(self, source, options: GenerateOptions, report) -> HeadResult:
+        t = time.perf_counter()
+        report("decoding", 0.0)
+        image = source if isinstance(source, np.ndarray) else load_image(source)
+        decode_s = time.perf_counter() - t
+
+        result, _ = self.fit_portrait(image, options.focal_length_px, report)
+        t = time.perf_counter()
+        report("texturing", 0.4)
+        result.textures = bake_textures(image, result.posed_points(), result.camera, self.topology,
+                                        size=options.texture_size)
+        timings = {"decode": decode_s, **result.provenance.timings_s, "bake": time.perf_counter() - t}
+        result.provenance.timings_s = {k: round(v, 4) for k, v in timings.items()}
+        result.provenance.seed = int(options.seed)
+        result.provenance.source_image_sha256 = Provenance.hash_image_bytes(
+            source if isinstance(source, bytes) else image.tobytes())
+        report("done", 1.0)
+        return result
