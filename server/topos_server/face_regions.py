@@ -34,7 +34,8 @@ NOSE_BRIDGE, NOSE_BASE = list(range(27, 31)), list(range(31, 36))
 EYE_RIGHT, EYE_LEFT = list(range(36, 42)), list(range(42, 48))
 LIPS_OUTER = list(range(48, 60))
 
-REGION_NAMES = ("face", "lips", "eyes", "brows", "nose", "forehead", "t_zone", "lighting_fit")
+REGION_NAMES = ("face", "lips", "eyes", "brows", "nose", "forehead", "t_zone", "lighting_fit", "neck")
+CHIN = 8
 
 
 @dataclass
@@ -129,6 +130,10 @@ def _compute_regions(topology: ReferenceTopology) -> FaceRegions:
     for name, img in soft.items():
         sampled = _sample(img, vertex_xy)
         weights[name] = np.clip(sampled * frontal, 0.0, 1.0).astype(np.float32)
+    # below the chin, where collars and scarves cover the neck in portraits: not gated to the front
+    # (the sides of the neck are covered just as often); 0 at the chin → 1 half an IOD lower
+    world_iod = iod / scale
+    weights["neck"] = np.clip((lm[CHIN, 1] - rest[:, 1]) / (0.5 * world_iod), 0.0, 1.0).astype(np.float32)
     return FaceRegions(weights)
 
 

@@ -47,9 +47,16 @@ class SkinColour:
         excess *= -0.5
         return np.exp(excess, out=excess)
 
-    def oblique_weight(self, linear_rgb: np.ndarray, cos_view: np.ndarray) -> np.ndarray:
-        """(K,) factor for the observation weights: 1 face-on, the skin likelihood when grazing."""
+    def oblique_weight(self, linear_rgb: np.ndarray, cos_view: np.ndarray,
+                       doubt_floor: np.ndarray | None = None) -> np.ndarray:
+        """(K,) factor for the observation weights: 1 face-on, the skin likelihood when grazing.
+
+        ``doubt_floor`` (K,) in [0, 1] applies the colour test there whatever the view angle (the neck,
+        which clothing covers face-on as often as not).
+        """
         doubt = np.clip((TRUST_COS - cos_view) / (TRUST_COS - DOUBT_COS), 0.0, 1.0)
+        if doubt_floor is not None:
+            doubt = np.maximum(doubt, doubt_floor)
         active = np.flatnonzero(doubt > 0)
         factor = np.ones(cos_view.shape, np.float32)
         if active.size:

@@ -295,6 +295,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     mirror = mirror_vertex_map(topology)
     regions = face_regions(topology)
     fit_region = regions.get("lighting_fit", num_points)[None, :] if regions.available else None
+    neck = regions.get("neck", num_points)[None, :] if regions.available else None  # (1, N)
     lap("setup")
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
@@ -306,15 +307,17 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     skin_colour = _fit_skin_colour(layout, direct_obs, fit_region)
     mirror_obs = []
     for tt, direct in zip(layout.tiles, direct_obs):
-        if skin_colour is not None:  # grazing texels that do not look like skin: background, collar
-            direct.weight *= skin_colour.oblique_weight(direct.colour, direct.cos_view)
+        if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
+            neck_doubt = tt.interpolate(neck)[0] if neck is not None else None
+            direct.weight *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
         direct.weight = _feather(tt, direct.weight)
         # the mirror side only matters where the texel itself is not fully seen
         need = np.flatnonzero(direct.weight < 1.0)
         mirrored = observer.observe(np.ascontiguousarray(mirror[tt.corners[:, need]]),
                                     np.ascontiguousarray(tt.barycentric[:, need]))
         if skin_colour is not None:
-            mirrored.weight *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view)
+            mirrored.weight *= skin_colour.oblique_weight(
+                mirrored.colour, mirrored.cos_view, neck_doubt[need] if neck_doubt is not None else None)
         # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
         full_weight = np.ones(tt.count, np.float32)
         full_weight[need] = mirrored.weight
