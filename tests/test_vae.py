@@ -151,7 +151,10 @@ def test_save_load_round_trip_is_exact(head_model, topology, tmp_path):
         assert torch.equal(a, b), name
     points, normals = torch.randn(1, 100, 3) * 8, torch.nn.functional.normalize(torch.randn(1, 100, 3), dim=-1)
     with torch.no_grad():
-        assert torch.equal(model(points, normals, sample_posterior=False)[0], loaded(points, normals, sample_posterior=False)[0])
+        before = model(points, normals, sample_posterior=False)[0]
+        after = loaded(points, normals, sample_posterior=False)[0]
+    # weights are bit-identical (above); BLAS may pick alignment-dependent kernels, so outputs agree to float rounding
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
 
 
 def test_train_checkpoints_and_resumes(head_model, topology, tmp_path):

@@ -1,0 +1,175 @@
+"""``topos convert``: mesh readers, conversion of a remeshed ICT head to a valid asset, topology invariance."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from topos_sdk.cli import main
+from topos_sdk.errors import InvalidInputError
+from topos_server.assets import AssetCache
+from topos_server.vae.convert import DEFAULT_WEIGHTS, HeadConverter, load_vae
+from topos_server.vae.mesh_input import largest_component, read_mesh
+from topos_server.vae.retopology import retopologize
+from topos_server.vae.synthetic_heads import outer_surface, random_rotation
+
+HAVE_TRAINED = (DEFAULT_WEIGHTS / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def topology():
+    return AssetCache.default().ict_topology()
+
+
+@pytest.fixture(scope="module")
+def weights(topology, tmp_path_factory):
+    """The committed checkpoint when there is one, else an untrained tiny model (decodes the mean head)."""
+    if HAVE_TRAINED:
+        return DEFAULT_WEIGHTS
+    from topos_server.head_model import HeadModel
+    from topos_server.vae.training import TrainingConfig, build_model
+
+    folder = tmp_path_factory.mktemp("vae") / "tiny"
+    build_model(TrainingConfig(size="tiny"), HeadModel.load(), topology).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def remeshed_head(topology):
+    """The ICT rest head's outer skin, isotropically remeshed, in millimetres and a random pose."""
+    count, triangles = outer_surface(topology)
+    rest = topology.rest_points[:count].astype(np.float64)
+    op = retopologize("isotropic", rest, triangles, np.random.default_rng(4))
+    rotation = random_rotation(np.random.default_rng(5))
+    points = 10.0 * op.apply(rest) @ rotation.T + np.array([120.0, -40.0, 300.0])
+    return points, op.triangles, rotation
+
+
+def write_obj(path, points, triangles):
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in points] + [f"f {a} {b} {c}" for a, b, c in triangles + 1]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_convert_cli_writes_a_valid_asset_for_a_remeshed_ict_head(remeshed_head, topology, weights, tmp_path, capsys):
+    from topos_sdk.usd import read_head_asset, validate_asset, verify_topology
+
+    points, triangles, _ = remeshed_head
+    mesh_file = tmp_path / "scan head.obj"
+    write_obj(mesh_file, points, triangles)
+    rc = main(["convert", str(mesh_file), "-o", str(tmp_path / "out"), "--weights", str(weights), "--json"])
+    assert rc == 0
+    asset = tmp_path / "out" / "scan_head" / "scan_head.usda"
+    assert asset.is_file()
+    assert validate_asset(asset) == []
+    assert verify_topology(asset, topology) == []
+    report = json.loads((tmp_path / "out" / "scan_head.conversion.json").read_text())
+    assert report == json.loads(capsys.readouterr().out)
+    assert report["units"] == "mm" and report["valid"]
+    # the input *is* the ICT rest head: the converted skin lies on it, in the reference frame at metric size
+    assert report["surface_error"]["converted_to_input"]["mean_mm"] < 1.5
+    assert report["surface_error"]["input_to_converted"]["p95_mm"] < 4.0
+    head = read_head_asset(asset)
+    count, _ = outer_surface(topology)
+    offset = np.linalg.norm(head.points[:count] - topology.rest_points[:count], axis=1)
+    assert np.median(offset) < 0.3  # cm; the pose, the mm → cm units and the shape come back
+
+
+def test_convert_bad_input_is_one_error_and_writes_nothing(tmp_path, weights, capsys):
+    bad = tmp_path / "broken.ply"
+    bad.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nend_header\n1 2\n")
+    rc = main(["convert", str(bad), "-o", str(tmp_path / "out"), "--weights", str(weights)])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.ply" in err[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(InvalidInputError, match="unsupported mesh format"):
+        read_mesh(tmp_path / "x.fbx" if (tmp_path / "x.fbx").write_text("x") else None)
+
+
+def _write_ply(path, points, triangles, binary: bool):
+    header = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              f"element face {len(triangles)}\nproperty list uchar int vertex_indices\nend_header\n").encode()
+    if binary:
+        body = np.asarray(points, "<f4").tobytes() + b"".join(struct.pack("<B3i", 3, *t) for t in triangles)
+    else:
+        body = ("\n".join(" ".join(f"{c:.6f}" for c in p) for p in points) + "\n"
+                + "\n".join("3 " + " ".join(map(str, t)) for t in triangles) + "\n").encode()
+    path.write_bytes(header + body)
+
+
+def _write_stl(path, points, triangles, binary: bool):
+    corners = np.asarray(points, np.float32)[triangles]
+    if binary:
+        records = b"".join(struct.pack("<12fH", 0, 0, 0, *c.ravel(), 0) for c in corners)
+        path.write_bytes(b"\0" * 80 + struct.pack("<I", len(corners)) + records)
+    else:
+        facets = "".join("facet normal 0 0 0\nouter loop\n" + "".join(f"vertex {x} {y} {z}\n" for x, y, z in c)
+                         + "endloop\nendfacet\n" for c in corners)
+        path.write_text(f"solid head\n{facets}endsolid head\n")
+
+
+def _write_usd(path, points, triangles):
+    from pxr import Usd, UsdGeom, Vt
+
+    stage = Usd.Stage.CreateNew(str(path))
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
+    root = UsdGeom.Xform.Define(stage, "/Head")
+    mesh = UsdGeom.Mesh.Define(stage, "/Head/skin")
+    mesh.GetPointsAttr().Set(Vt.Vec3fArray.FromNumpy(np.asarray(points, np.float32)))
+    mesh.GetFaceVertexCountsAttr().Set(Vt.IntArray([3] * len(triangles)))
+    mesh.GetFaceVertexIndicesAttr().Set(Vt.IntArray(np.asarray(triangles).ravel().tolist()))
+    root.AddTranslateOp().Set((1.0, 2.0, 3.0))
+    stage.GetRootLayer().Save()
+
+
+@pytest.mark.parametrize("kind", ["ply_ascii", "ply_binary", "stl_ascii", "stl_binary", "usda"])
+def test_mesh_readers_give_back_the_surface(kind, remeshed_head, tmp_path):
+    points, triangles, _ = remeshed_head
+    points = np.round(points[:400].astype(np.float32), 3)
+    triangles = triangles[(triangles < 400).all(1)][:300]
+    suffix = {"ply_ascii": ".ply", "ply_binary": ".ply", "stl_ascii": ".stl", "stl_binary": ".stl", "usda": ".usda"}[kind]
+    path = tmp_path / f"mesh{suffix}"
+    if kind.startswith("ply"):
+        _write_ply(path, points, triangles, binary=kind.endswith("binary"))
+    elif kind.startswith("stl"):
+        _write_stl(path, points, triangles, binary=kind.endswith("binary"))
+    else:
+        _write_usd(path, points, triangles)
+    mesh = read_mesh(path)
+    expected = points[triangles].astype(np.float64) + (np.array([1.0, 2.0, 3.0]) if kind == "usda" else 0.0)
+    # STL welds corners into new vertex ids: compare triangles by their corner positions
+    np.testing.assert_allclose(mesh.points[mesh.triangles], expected, atol=1e-4)
+
+
+def test_largest_component_drops_separate_parts(remeshed_head):
+    from topos_server.vae.mesh_input import InputMesh
+
+    points, triangles, _ = remeshed_head
+    extra = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float) + 1000.0
+    mesh = InputMesh(np.r_[points, extra], np.r_[triangles, [[len(points), len(points) + 1, len(points) + 2]]])
+    kept = largest_component(mesh)
+    assert len(kept.points) == len(points) and len(kept.triangles) == len(triangles)
+
+
+@pytest.mark.skipif(not HAVE_TRAINED, reason="needs the committed TOPOS-VAE checkpoint")
+def test_same_head_in_two_topologies_decodes_within_a_millimetre(topology):
+    from dataclasses import replace
+
+    from topos_server.head_model import HeadModel
+    from topos_server.vae.synthetic_heads import SyntheticHeads
+
+    converter = HeadConverter(load_vae(DEFAULT_WEIGHTS), topology)
+    heads = SyntheticHeads(HeadModel.load(), topology, seed=77)
+    heads.options = replace(heads.options, noise_cm=(0.0, 0.0), max_holes=0)
+    rng = np.random.default_rng(8)
+    head = heads.head(rng)
+    results = []
+    for method in ("decimation", "isotropic"):
+        mesh_points, mesh_triangles = heads.retopologized_surface(head, method, rng)
+        results.append(converter.convert_surface(mesh_points, mesh_triangles, units="cm", report=False).points)
+    distance_mm = 10.0 * np.linalg.norm(results[0] - results[1], axis=1)
+    assert distance_mm.mean() < 1.0
