@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,20 @@ def make_quad_grid(nx: int = 6, ny: int = 4, name: str = "grid") -> ReferenceTop
 @pytest.fixture
 def quad_topology() -> ReferenceTopology:
     return make_quad_grid()
+
+
+ICT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
+
+
+@pytest.fixture(scope="session")
+def ict_cache(tmp_path_factory):
+    """The default asset cache (filled by .ci/setup); imported into a temporary one only if it is not there."""
+    from topos_server.asset_import import import_ict
+    from topos_server.assets import AssetCache
+
+    default = AssetCache.default()
+    if default.verify("ict", checksums=False).ok:
+        return default
+    tmp = AssetCache(tmp_path_factory.mktemp("topos_home"))
+    import_ict(ICT_SOURCE, tmp)
+    return tmp

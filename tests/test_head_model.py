@@ -1,43 +1,30 @@
 """HeadModel from the asset cache, checked against the ICT-FaceKit OBJs it was derived from."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from topos_sdk.obj_reader import read_obj
-from topos_server.asset_import import import_ict
-from topos_server.assets import AssetCache
 from topos_server.head_model import HeadModel
 
-ICT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
+from conftest import ICT_SOURCE
+
 MODEL = ICT_SOURCE / "FaceXModel"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> AssetCache:
-    """The default cache (filled by .ci/setup); imported into a temporary one only if it is not there."""
-    default = AssetCache.default()
-    if default.verify("ict", checksums=False).ok:
-        return default
-    tmp = AssetCache(tmp_path_factory.mktemp("topos_home"))
-    import_ict(ICT_SOURCE, tmp)
-    return tmp
+def model(ict_cache) -> HeadModel:
+    return HeadModel.load(ict_cache)
 
 
 @pytest.fixture(scope="module")
-def model(cache) -> HeadModel:
-    return HeadModel.load(cache)
+def skin_stop(ict_cache) -> int:
+    return ict_cache.ict_topology().submesh("eye_socket_right").vertex_stop
 
 
-@pytest.fixture(scope="module")
-def skin_stop(cache) -> int:
-    return cache.ict_topology().submesh("eye_socket_right").vertex_stop
-
-
-def test_shapes_names_and_dtype(model, cache):
+def test_shapes_names_and_dtype(model, ict_cache):
     n = 26719
     assert model.neutral.shape == (n, 3) and model.neutral.dtype == torch.float32
     assert model.identity_basis.shape == (100, n, 3)
@@ -46,13 +33,13 @@ def test_shapes_names_and_dtype(model, cache):
     extras = model.expression_names[53:]
     assert set(extras) == {"PupilDilate_L", "PupilDilate_R", "cheekRaiser_L", "cheekRaiser_R"}
     assert model.expression_basis.shape == (len(model.expression_names), n, 3)
-    assert model.info["topology_id"] == cache.ict_topology().topology_id
+    assert model.info["topology_id"] == ict_cache.ict_topology().topology_id
     assert "MIT" in model.info["license"]
-    assert (cache.ict_dir / "LICENSE").read_text().startswith("MIT License")
+    assert (ict_cache.ict_dir / "LICENSE").read_text().startswith("MIT License")
 
 
-def test_neutral_and_modes_reproduce_the_obj_files(model, cache):
-    np.testing.assert_allclose(model.neutral.numpy(), cache.ict_topology().rest_points, atol=1e-6)
+def test_neutral_and_modes_reproduce_the_obj_files(model, ict_cache):
+    np.testing.assert_allclose(model.neutral.numpy(), ict_cache.ict_topology().rest_points, atol=1e-6)
     e = torch.zeros(1, 100)
     e[0, 42] = 1.0
     identity042 = read_obj(MODEL / "identity042.obj.xz").points

@@ -2,36 +2,23 @@
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from topos_sdk.obj_reader import read_obj
 from topos_sdk.topology import ReferenceTopology, SubMesh
-from topos_server.assets import AssetCache
-from topos_server.asset_import import import_ict
 from topos_server.ict_topology import (ICT_SUBMESH_RANGES, MULTIPIE68_NAMES, SKIN_PARTS, compute_symmetry,
                                        mirror_partner, symmetry_mismatch)
 
-ICT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
+from conftest import ICT_SOURCE
+
 MODEL = ICT_SOURCE / "FaceXModel"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> AssetCache:
-    """The default cache (filled by .ci/setup); imported into a temporary one only if it is not there."""
-    default = AssetCache.default()
-    if default.verify("ict", checksums=False).ok:
-        return default
-    tmp = AssetCache(tmp_path_factory.mktemp("topos_home"))
-    import_ict(ICT_SOURCE, tmp)
-    return tmp
-
-
-@pytest.fixture(scope="module")
-def topology(cache) -> ReferenceTopology:
-    return cache.ict_topology()
+def topology(ict_cache) -> ReferenceTopology:
+    return ict_cache.ict_topology()
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +97,8 @@ def test_landmarks_and_groups_from_vertex_indices(topology, vertex_indices):
     assert set(topology.vertex_groups["rigid_landmarks"]) <= set(topology.vertex_groups["landmarks"])
 
 
-def test_mediapipe_landmarks_are_stored_when_facemesh_was_imported(cache, topology):
-    if cache.manifest("facemesh") is None:
+def test_mediapipe_landmarks_are_stored_when_facemesh_was_imported(ict_cache, topology):
+    if ict_cache.manifest("facemesh") is None:
         pytest.skip("MediaPipe files not imported into this cache")
     mp = topology.landmarks["mediapipe"]
     assert len(mp) == 478 and mp.names[0] == "mp000" and mp.names[-1] == "mp477"
