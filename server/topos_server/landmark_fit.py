@@ -13,6 +13,7 @@ converts the result to :class:`topos_sdk.Camera` (looks down −Z, +Y up).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -50,6 +51,11 @@ class LandmarkBasis:
 
         return cls(neutral=landmarks.evaluate(neutral.astype(np.float64)),
                    identity=at(identity_basis), expression=at(expression_basis))
+
+    @cached_property
+    def combined(self) -> np.ndarray:
+        """(K, 3, I + E) identity and expression bases side by side."""
+        return np.concatenate([self.identity, self.expression], axis=2)
 
     def first(self, count: int) -> "LandmarkBasis":
         """The first ``count`` landmarks (468 plain FaceMesh points of a 478-point set)."""
@@ -113,7 +119,7 @@ def _solve_coefficients(basis: LandmarkBasis, rot, trans, f, c, lm2d, lm_depth, 
     coefficients only.
     """
     n_id, n_ex = basis.identity.shape[2], basis.expression.shape[2]
-    A = np.concatenate([basis.identity, basis.expression], axis=2)  # (K, 3, P)
+    A = basis.combined  # (K, 3, P)
     cam_neutral = basis.neutral @ rot.T + trans  # (K, 3)
     depth = cam_neutral[:, 2]  # (K,) current depth estimate
     du = lm2d[:, 0] - c[0]
