@@ -19,6 +19,7 @@ import numpy as np
 MIN_CHROMA_SPREAD = 0.015  # floor of the chromaticity spread (uniformly lit, uniform skin)
 MIN_LOG_LUMINANCE_SPREAD = 0.4  # shading alone moves the luminance this much (×1.5)
 TOLERANCE = 3.0  # distance (in spreads) up to which a colour counts as skin; a Gaussian fall-off beyond
+NECK_TOLERANCE = 1.5  # stricter on the neck: white and grey collars are only ~3 spreads from skin
 TRUST_COS = 0.75  # texels seen closer to face-on than this are always trusted
 DOUBT_COS = 0.4  # at and below this, the colour test applies in full
 
@@ -30,7 +31,7 @@ class SkinColour:
     chroma_spread: float
     log_luminance_spread: float
 
-    def likelihood(self, linear_rgb: np.ndarray) -> np.ndarray:
+    def likelihood(self, linear_rgb: np.ndarray, tolerance: float | np.ndarray = TOLERANCE) -> np.ndarray:
         """(3, K) linear colours → (K,) float32 in (0, 1]: 1 at the skin colour, → 0 far from it."""
         chroma, log_lum = _features(linear_rgb)
         chroma[0] -= self.chroma[0]
@@ -41,7 +42,7 @@ class SkinColour:
         distance2 += log_lum * log_lum
         # flat (= 1) within TOLERANCE spreads, then a Gaussian fall-off
         excess = np.sqrt(distance2, out=distance2)
-        excess -= TOLERANCE
+        excess -= tolerance
         np.maximum(excess, 0.0, out=excess)
         excess *= excess
         excess *= -0.5
@@ -55,12 +56,15 @@ class SkinColour:
         which clothing covers face-on as often as not).
         """
         doubt = np.clip((TRUST_COS - cos_view) / (TRUST_COS - DOUBT_COS), 0.0, 1.0)
+        tolerance = np.float32(TOLERANCE)
         if doubt_floor is not None:
             doubt = np.maximum(doubt, doubt_floor)
+            tolerance = TOLERANCE + (NECK_TOLERANCE - TOLERANCE) * doubt_floor
         active = np.flatnonzero(doubt > 0)
         factor = np.ones(cos_view.shape, np.float32)
         if active.size:
-            factor[active] = 1.0 - doubt[active] * (1.0 - self.likelihood(linear_rgb[:, active]))
+            tol = tolerance[active] if np.ndim(tolerance) else tolerance
+            factor[active] = 1.0 - doubt[active] * (1.0 - self.likelihood(linear_rgb[:, active], tol))
         return factor
 
 
