@@ -57,16 +57,17 @@ class PoseCanonicalizer:
     def __init__(self, template_points: np.ndarray, template_triangles: np.ndarray, num_samples: int = 12000,
                  seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.samples, _, _ = sample_surface(template_points, template_triangles, num_samples, rng)  # (S, 3)
+        self.samples, self.normals, _ = sample_surface(template_points, template_triangles, num_samples, rng)  # (S, 3)
         self.tree = cKDTree(self.samples)
         self.coarse = PoseCanonicalizer.__new__(PoseCanonicalizer)  # a sparser copy for the global search
         self.coarse.samples = self.samples[:: 4]
+        self.coarse.normals = self.normals[:: 4]
         self.coarse.tree = cKDTree(self.coarse.samples)
         self.centroid, self.axes, self.rms = principal_frame(self.samples)
 
     def refine(self, points: np.ndarray, start: Similarity, iterations: int = 12, trim: float = 2.5,
                fixed_scale: bool = False) -> Similarity:
-        """Trimmed similarity ICP of ``points`` (P, 3) onto the template, from ``start``.
+        """Trimmed point-to-point similarity ICP of ``points`` (P, 3) onto the template, from ``start``.
 
         ``fixed_scale`` keeps ``start.scale`` (rigid ICP): the global search needs it, since a
         wrong orientation can otherwise shrink the input into a small blob that lies near the template.
@@ -81,6 +82,35 @@ class PoseCanonicalizer:
                 source, target = points[keep], self.samples[idx[keep]]
                 translation = target.mean(0) - start.scale * sim.rotation @ source.mean(0)
                 sim = Similarity(start.scale, sim.rotation, translation)
+        return sim
+
+    def refine_to_plane(self, points: np.ndarray, start: Similarity, iterations: int = 10,
+                        trim: float = 2.5) -> Similarity:
+        """Trimmed point-to-plane similarity ICP (linearised rotation, scale and translation per round).
+
+        Converges in a few rounds where point-to-point ICP creeps along the surface for dozens.
+        """
+        points = np.asarray(points, np.float64)
+        sim = start
+        for _ in range(iterations):
+            mapped = sim.apply(points)
+            dist, idx = self.tree.query(mapped)
+            keep = dist <= max(trim * np.median(dist), 1e-6)
+            y, q, n = mapped[keep], self.samples[idx[keep]], self.normals[idx[keep]]
+            centre = y.mean(0)
+            # n · (y + ω × y' + σ y' + t − q) = 0 with y' = y − centre: unknowns (ω, σ, t)
+            yc = y - centre
+            jacobian = np.c_[np.cross(yc, n), (n * yc).sum(1), n]  # (K, 7)
+            residual = -(n * (y - q)).sum(1)
+            step, *_ = np.linalg.lstsq(jacobian, residual, rcond=None)
+            omega, sigma, t = step[:3], step[3], step[4:]
+            angle = np.linalg.norm(omega)
+            k = np.array([[0, -omega[2], omega[1]], [omega[2], 0, -omega[0]], [-omega[1], omega[0], 0]])
+            rot = np.eye(3) if angle < 1e-12 else (np.eye(3) + np.sin(angle) / angle * k
+                                                   + (1 - np.cos(angle)) / angle ** 2 * k @ k)
+            factor = 1.0 + sigma
+            update = Similarity(factor, rot, centre + t - factor * rot @ centre)  # about the centre
+            sim = compose(update, sim)
         return sim
 
     def two_sided_residual(self, points: np.ndarray, points_tree: cKDTree, sim: Similarity) -> float:
@@ -120,4 +150,4 @@ class PoseCanonicalizer:
         candidates.sort(key=lambda c: c[0])
         refined = [self.refine(subset, sim, iterations=12) for _, sim in candidates[:keep_best]]
         best = min(refined, key=lambda sim: self.two_sided_residual(subset, tree, sim))
-        return self.refine(points, best, iterations=10)
+        return self.refine_to_plane(points, best, iterations=10)

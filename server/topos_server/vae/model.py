@@ -12,10 +12,11 @@
     offset from the template (zero-initialised heads)  (B, Q, 3) → template[q] + offset
 
 The offset has two zero-initialised parts: the cross-attention branch's output MLP, and a linear
-path ``Σ_k a_k(z) · basis[q, k]`` through a low-rank per-vertex deformation basis (the top
-``basis_modes`` principal modes of the head model's identity + expression shapes, a buffer). The
-basis makes the head model's span cheap to learn on a CPU; the attention branch learns the rest
-(out-of-span shapes are part of the training data).
+path ``Σ_k a_k(z) · basis[q, k]`` through a low-rank per-vertex deformation basis (a buffer: 7
+infinitesimal similarity motions of the template, for what pose canonicalisation leaves over, and
+the top principal modes of the head model's identity + expression shapes). The basis makes the
+head model's span cheap to learn on a CPU; the attention branch learns the rest (out-of-span
+shapes are part of the training data).
 
 The decoder's queries are independent of each other, so training decodes a random subset of
 vertices per step and inference decodes all of them (or any subset). The template (the mean head
@@ -132,7 +133,7 @@ class ToposVAE(ModelMixin, ConfigMixin):
     def __init__(self, num_vertices: int, width: int = 128, num_heads: int = 4, num_latents: int = 32,
                  latent_channels: int = 16, encoder_depth: int = 2, decoder_depth: int = 2, num_points: int = 2048,
                  point_bands: int = 8, query_bands: int = 10, position_scale_cm: float = 32.0,
-                 basis_modes: int = 32, topology_id: str = "", size_name: str = ""):
+                 basis_modes: int = 47, topology_id: str = "", size_name: str = ""):
         super().__init__()
         self.point_features = FourierFeatures(point_bands, position_scale_cm)
         self.point_in = nn.Linear(self.point_features.out_dim + 3, width)
@@ -168,6 +169,10 @@ class ToposVAE(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.decoder_out[-1][-1].bias)
         nn.init.zeros_(self.basis_coefficients[-1].weight)
         nn.init.zeros_(self.basis_coefficients[-1].bias)
+        # start with a nearly deterministic posterior (std e^-4): unit-variance noise on a fresh latent
+        # drowns its signal and the decoder learns to ignore z; the KL term widens it as far as it pays
+        channels = self.config.latent_channels
+        nn.init.constant_(self.encoder_out[-1].bias[channels:], -8.0)
 
     def set_template(self, points: torch.Tensor, normals: torch.Tensor, basis: torch.Tensor | None = None) -> None:
         """Mean head (N, 3), its unit normals (N, 3) and the deformation basis (N, K, 3) (None: zeros)."""

@@ -195,7 +195,7 @@ class SyntheticHeads:
     def training_example(self, index: int) -> dict[str, np.ndarray]:
         """Encoder input and target in the canonical frame, as inference produces it.
 
-        The head is posed by a small random similarity and canonicalised by the same ICP refinement
+        The head is posed by a small random similarity and canonicalised by the same point-to-plane ICP
         that :meth:`PoseCanonicalizer.align` ends with (its global search is skipped: the start is
         already near).
         """
@@ -204,7 +204,7 @@ class SyntheticHeads:
         opt = self.options
         start = Similarity(float(np.exp(rng.uniform(-0.05, 0.05))), small_rotation(rng, opt.pose_perturbation_deg),
                            rng.normal(0.0, 0.7, 3))
-        canonical = self.canonicalizer.refine(sample.points, start, iterations=8)
+        canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=10)
         return {
             "points": canonical.apply(sample.points).astype(np.float32),  # (P, 3)
             "normals": (sample.normals @ canonical.rotation.T).astype(np.float32),  # (P, 3)

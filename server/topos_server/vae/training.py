@@ -67,17 +67,34 @@ def template_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return vertex_normals(np.asarray(points, np.float64), triangles).astype(np.float32)
 
 
-def deformation_basis(head_model, modes: int) -> torch.Tensor:
-    """(N, K, 3) the top ``modes`` principal deformation modes of the head model's identity + ARKit
-    expression shapes, each scaled by its singular value: a head drawn from the model has coefficients of order one."""
-    n = head_model.num_vertices
+SIMILARITY_MODES = 7
+
+
+def deformation_basis(head_model, modes: int, surface_vertex_count: int | None = None) -> torch.Tensor:
+    """(N, modes, 3): 7 infinitesimal similarity motions of the mean head, then the top ``modes − 7``
+    principal modes of the head model's identity + ARKit expression shapes.
+
+    The similarity modes (translations in cm, rotations of 0.1 rad and a 10 % scaling about the skin
+    centroid) cover what pose canonicalisation leaves over — ICP fits a head to the *mean* head,
+    so a long chin tilts the canonical frame by a degree or two. Principal modes are scaled by their
+    singular value: a head drawn from the model has coefficients of order one.
+    """
+    if modes <= SIMILARITY_MODES:
+        raise ValueError(f"basis_modes must exceed the {SIMILARITY_MODES} similarity modes")
+    neutral = head_model.neutral.double()
+    n = neutral.shape[0]
+    centred = neutral - neutral[: surface_vertex_count or n].mean(0)
+    axes = torch.eye(3, dtype=torch.float64)
+    similarity = ([axes[k].expand(n, 3) for k in range(3)]
+                  + [0.1 * torch.cross(axes[k].expand(n, 3), centred, dim=-1) for k in range(3)] + [0.1 * centred])
     arkit = len(head_model.arkit_expression_names)
     shapes = torch.cat([head_model.identity_basis, head_model.expression_basis[:arkit]]).reshape(-1, n * 3).double()
     # shapes = U Σ Vᵀ through the small Gram matrix (S × S) rather than an SVD of the (S, 3N) matrix
     eigenvalues, u = torch.linalg.eigh(shapes @ shapes.T)
-    order = torch.argsort(eigenvalues, descending=True)[:modes]
-    basis = u[:, order].T @ shapes  # (K, N*3) = Σ_k V_kᵀ: each mode scaled by its singular value
-    return basis.reshape(modes, n, 3).permute(1, 0, 2).float().contiguous()
+    order = torch.argsort(eigenvalues, descending=True)[: modes - SIMILARITY_MODES]
+    principal = (u[:, order].T @ shapes).reshape(-1, n, 3)  # Σ_k V_kᵀ: each mode scaled by its singular value
+    basis = torch.cat([torch.stack(similarity), principal])  # (modes, N, 3)
+    return basis.permute(1, 0, 2).float().contiguous()
 
 
 def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
@@ -87,7 +104,7 @@ def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
     model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
-                       deformation_basis(head_model, model.config.basis_modes))
+                       deformation_basis(head_model, model.config.basis_modes, outer_surface(topology)[0]))
     return model
 
 
