@@ -51,16 +51,17 @@ VAE_CONFIGS: dict[str, dict] = {
 
 
 class FourierFeatures(nn.Module):
-    """x (…, 3) → [x, sin(2^k π x / scale), cos(2^k π x / scale)] for k < num_bands: (…, 3 + 6·num_bands)."""
+    """x (…, 3) → [x / scale, sin(2^k π x / scale), cos(2^k π x / scale)] for k < num_bands: (…, 3 + 6·num_bands)."""
 
     def __init__(self, num_bands: int, scale: float):
         super().__init__()
+        self.scale = scale
         self.register_buffer("frequencies", (2.0 ** torch.arange(num_bands)) * math.pi / scale, persistent=False)
         self.out_dim = 3 + 6 * num_bands
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         angles = (x[..., None] * self.frequencies).flatten(-2)  # (…, 3·num_bands)
-        return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+        return torch.cat([x / self.scale, angles.sin(), angles.cos()], dim=-1)
 
 
 class Attention(nn.Module):

@@ -204,7 +204,7 @@ class SyntheticHeads:
         opt = self.options
         start = Similarity(float(np.exp(rng.uniform(-0.05, 0.05))), small_rotation(rng, opt.pose_perturbation_deg),
                            rng.normal(0.0, 0.7, 3))
-        canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=10)
+        canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=6)
         return {
             "points": canonical.apply(sample.points).astype(np.float32),  # (P, 3)
             "normals": (sample.normals @ canonical.rotation.T).astype(np.float32),  # (P, 3)

@@ -155,10 +155,11 @@ def reconstruction_losses(predicted: torch.Tensor, target: torch.Tensor) -> dict
     }
 
 
-def learning_rate(config: TrainingConfig, step: int) -> float:
+def learning_rate(config: TrainingConfig, step: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5 % over the steps or the time limit, whichever runs out first."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    progress = max((step - config.warmup_steps) / max(1, config.steps - config.warmup_steps), time_fraction)
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -229,8 +230,10 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
     step = start_step
     with open(log_path, "a") as log:
         for step, batch in enumerate(loader, start=start_step):
+            time_fraction = (time.monotonic() - started) / config.time_limit_s if config.time_limit_s else 0.0
+            lr = learning_rate(config, step, time_fraction)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
+                group["lr"] = lr
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             k = config.query_triangles // 2
             tris = torch.cat([surface_tris[torch.randint(len(surface_tris), (k,), generator=gen)],
@@ -251,7 +254,7 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
             optimizer.step()
 
             done = step + 1
-            record = {"step": done, "loss": float(loss.detach()), "kl": float(kl.detach()), "lr": learning_rate(config, step),
+            record = {"step": done, "loss": float(loss.detach()), "kl": float(kl.detach()), "lr": lr,
                       "elapsed_s": round(time.monotonic() - started, 1), **{k: float(v.detach()) for k, v in losses.items()}}
             out_of_time = config.time_limit_s is not None and time.monotonic() - started > config.time_limit_s
             if done % config.eval_every == 0 or done == config.steps or out_of_time:
