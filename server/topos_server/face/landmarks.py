@@ -11,6 +11,9 @@ scale as x (negative towards the camera).
 Optionally (`refine_roi=True`) the crop is redone from the first pass's landmarks
 (face_landmark_landmarks_to_roi.pbtxt: bounding box of all landmarks, rotation levelling
 landmarks 33 → 263, square ×1.5), which is what MediaPipe's video mode tracks with.
+
+Optionally (`refine_iris=True`) the 10 iris points of MediaPipe's 478-point FaceMesh are appended
+from the iris model (iris.py); the 468 face points are unchanged.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class FaceRegion:
 
 @dataclass(frozen=True)
 class FaceLandmarks:
-    points: np.ndarray  # (468, 3) float32 x, y in image pixels; z relative depth, same scale as x
+    points: np.ndarray  # (468 | 478 with iris, 3) float32 x, y in image pixels; z relative depth, same scale as x
     face_count: int  # faces the detector found (the largest one is returned)
     box: np.ndarray  # (4,) float32 xmin, ymin, xmax, ymax of the chosen detection, image pixels
     score: float  # the detection's score
@@ -126,7 +129,8 @@ def resolve_model_dir_file(name: str, cache=None, model_dir: Path | str | None =
 class FaceLandmarker:
     """Detect the largest face and its 468 landmarks. Build once, reuse: the three LiteRT
     interpreters are created here; `detect` may be called from several threads (each
-    interpreter is guarded by its own lock)."""
+    interpreter is guarded by its own lock). `refine_iris`: append MediaPipe's 10 iris points
+    (478 in all, see iris.py); the iris model is loaded on first use."""
 
     def __init__(
         self,
@@ -134,10 +138,14 @@ class FaceLandmarker:
         model_dir: Path | str | None = None,
         refine_roi: bool = False,
         num_threads: int | None = None,
+        refine_iris: bool = False,
     ):
         if num_threads is None:
             num_threads = 1  # measured fastest per image for these small models; scale out with threads
         self.refine_roi = refine_roi
+        self.refine_iris = refine_iris
+        self._cache, self._model_dir = cache, model_dir
+        self._iris = None  # IrisLandmarker, built on first need
         short_range_path = resolve_model_dir_file(SHORT_RANGE.model_file, cache, model_dir)
         self.short_range = BlazeFaceDetector(short_range_path, SHORT_RANGE, "short_range", num_threads)
         self._full_range_path = resolve_model_dir_file(FULL_RANGE.model_file, cache, model_dir)
@@ -153,6 +161,8 @@ class FaceLandmarker:
         self._presence_output = sizes[1]  # (1, 1, 1, 1) face-presence logit
         self._landmark_lock = threading.Lock()
         self._build_lock = threading.Lock()
+        if refine_iris:
+            _ = self.iris  # a missing iris model fails here, not on the first image
 
     @property
     def full_range(self) -> BlazeFaceDetector:
@@ -162,6 +172,17 @@ class FaceLandmarker:
                     self._full_range_path, FULL_RANGE, "full_range", self._num_threads
                 )
         return self._full_range
+
+    @property
+    def iris(self):
+        """The IrisLandmarker (iris.py) sharing this landmarker's model source."""
+        from .iris import IRIS_MODEL_FILE, IrisLandmarker
+
+        with self._build_lock:
+            if self._iris is None:
+                path = resolve_model_dir_file(IRIS_MODEL_FILE, self._cache, self._model_dir)
+                self._iris = IrisLandmarker(path, self._num_threads)
+        return self._iris
 
     def find_faces(self, image: np.ndarray) -> list[FaceDetection]:
         """All faces, short-range model first, the full-range model when it finds none."""
@@ -182,11 +203,12 @@ class FaceLandmarker:
         presence = 1.0 / (1.0 + np.exp(-presence_logit))
         return project_landmarks(raw, region), float(presence)
 
-    def detect(self, image: ImageSource) -> FaceLandmarks:
+    def detect(self, image: ImageSource, refine_iris: bool | None = None) -> FaceLandmarks:
         """Landmarks of the largest face. `image`: (H, W, 3) uint8 RGB array (other arrays are
         converted), or encoded bytes / a path (decoded with `load_image`, so the points are in
         that decoded image's pixels). Raises NoFaceFound when no face passes both the detector
-        and the landmark model's presence check."""
+        and the landmark model's presence check. `refine_iris` (default: the landmarker's
+        setting) appends the 10 iris points → (478, 3)."""
         if isinstance(image, np.ndarray):
             is_rgb8 = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
             pixels = np.ascontiguousarray(image if is_rgb8 else array_to_rgb8(image))
@@ -209,6 +231,8 @@ class FaceLandmarker:
                 refined_points, refined_presence = self.landmarks_in_region(pixels, refined_region)
                 if refined_presence >= FACE_PRESENCE_THRESHOLD:
                     points, presence, region = refined_points, refined_presence, refined_region
+            if self.refine_iris if refine_iris is None else refine_iris:
+                points = self.iris.refine(pixels, points)
             return FaceLandmarks(
                 points=points,
                 face_count=len(faces),
