@@ -44,7 +44,7 @@ class ClassicEngine:
         self.expression_names = list(model.expression_names)
         self.basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], self.neutral,
                                               self.identity_basis, self.expression_basis)
-        self.landmarker = FaceLandmarker(cache=self.cache)
+        self.landmarker = FaceLandmarker(cache=self.cache, refine_iris=True)  # 478: the iris constrains gaze
         self._lock = threading.Lock()  # the landmarker's interpreters are not re-entrant
 
     def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,
