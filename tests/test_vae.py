@@ -85,6 +85,7 @@ def test_synthetic_samples_are_deterministic_and_varied(heads):
     # out-of-span: the head is not reproduced by the identity + expression model exactly
     batch = heads.batch([0, 1])
     assert batch["points"].shape == (2, 512, 3) and batch["target"].shape == (2, heads.topology.num_points, 3)
+    assert batch["offsets"].shape == (2, 512, 1) and batch["offsets"].abs().median() < 1.0  # cm from the mean head
 
 
 def test_canonicalisation_undoes_a_random_similarity(heads):
@@ -104,8 +105,9 @@ def test_canonicalisation_undoes_a_random_similarity(heads):
 def test_model_decodes_template_at_init_and_subsets_agree(head_model, topology):
     model = build_model(TrainingConfig(size="tiny"), head_model, topology).eval()
     points, normals = torch.randn(2, 64, 3) * 8, torch.nn.functional.normalize(torch.randn(2, 64, 3), dim=-1)
+    offsets = torch.randn(2, 64, 1) * 0.3
     with torch.no_grad():
-        full, posterior = model(points, normals, sample_posterior=False)
+        full, posterior = model(points, normals, offsets, sample_posterior=False)
         ids = torch.tensor([0, 17, 9000, topology.num_points - 1])
         part = model.decode(posterior.mode(), ids)
     assert full.shape == (2, topology.num_points, 3) and posterior.mean.shape == (2, 16, 8)
@@ -124,7 +126,7 @@ def test_tiny_model_loss_drops_on_real_batches(head_model, topology, heads):
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(30):
-        posterior = model.encode(batch["points"], batch["normals"])
+        posterior = model.encode(batch["points"], batch["normals"], batch["offsets"])
         predicted = model.decode(posterior.mode(), tris.reshape(-1)).reshape(target.shape)
         terms = reconstruction_losses(predicted, target)
         loss = terms["vertex_l1"] + terms["vertex_l2"] + terms["edge"] + 1e-4 * posterior.kl()
@@ -150,9 +152,10 @@ def test_save_load_round_trip_is_exact(head_model, topology, tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     points, normals = torch.randn(1, 100, 3) * 8, torch.nn.functional.normalize(torch.randn(1, 100, 3), dim=-1)
+    offsets = torch.randn(1, 100, 1) * 0.3
     with torch.no_grad():
-        before = model(points, normals, sample_posterior=False)[0]
-        after = loaded(points, normals, sample_posterior=False)[0]
+        before = model(points, normals, offsets, sample_posterior=False)[0]
+        after = loaded(points, normals, offsets, sample_posterior=False)[0]
     # weights are bit-identical (above); BLAS may pick alignment-dependent kernels, so outputs agree to float rounding
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
 

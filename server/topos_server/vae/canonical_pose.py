@@ -113,6 +113,11 @@ class PoseCanonicalizer:
             sim = compose(update, sim)
         return sim
 
+    def normal_offsets(self, canonical_points: np.ndarray) -> np.ndarray:
+        """(P, 1) signed distance of canonical-frame points from the template along its normal."""
+        _, idx = self.tree.query(np.asarray(canonical_points, np.float64))
+        return ((canonical_points - self.samples[idx]) * self.normals[idx]).sum(1, keepdims=True)
+
     def two_sided_residual(self, points: np.ndarray, points_tree: cKDTree, sim: Similarity) -> float:
         """Mean of input→template and template→input trimmed distances (template units)."""
         forward, _ = self.tree.query(sim.apply(points))

@@ -81,9 +81,9 @@ class HeadConverter:
     @torch.no_grad()
     def decode_canonical(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """(N, 3) reference vertices from canonical-frame surface samples (P, 3) + normals."""
-        p = torch.as_tensor(points, dtype=torch.float32, device=self.device)[None]
-        n = torch.as_tensor(normals, dtype=torch.float32, device=self.device)[None]
-        return self.model.decode(self.model.encode(p, n).mode())[0].float().cpu().numpy()
+        offsets = self.canonicalizer.normal_offsets(points)
+        p, n, o = (torch.as_tensor(x, dtype=torch.float32, device=self.device)[None] for x in (points, normals, offsets))
+        return self.model.decode(self.model.encode(p, n, o).mode())[0].float().cpu().numpy()
 
     def convert_surface(self, points: np.ndarray, triangles: np.ndarray, units: str = "auto", seed: int = 0,
                         num_points: int | None = None, report: bool = True) -> Conversion:

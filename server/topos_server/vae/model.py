@@ -1,8 +1,11 @@
 """TOPOS-VAE: a head surface of any topology (as a point cloud) → the reference topology.
 
     points (B, P, 3) + normals (B, P, 3)            canonical frame, cm
-      │  Fourier features ‖ normal → Linear            (B, P, W)
-      │  Perceiver Resampler: L learned queries cross-attend to the points, then self-attention
+    + offsets (B, P, 1): signed distance along the mean head's normal from its nearest point
+      │  Fourier features ‖ normal ‖ offset → Linear   (B, P, W)
+      │  Perceiver Resampler: L learned queries cross-attend to the points, then self-attention;
+      │  query l starts at anchor a_l on the mean head's skin (farthest-point samples): a fixed
+      │  −‖x − a_l‖² / 2σ² attention bias makes each latent pool its own region from the first step
       ▼
     diagonal Gaussian posterior over the latent set    z (B, L, C)      KL to N(0, I)
       │  Linear → self-attention over the latents      (B, L, W)
@@ -74,13 +77,15 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(width, 2 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias`` (B, Q, K) is added to the attention logits (None: plain attention)."""
         context = x if context is None else context
         b, q, w = x.shape
         h = self.num_heads
         query = self.to_q(x).view(b, q, h, w // h).transpose(1, 2)  # (B, H, Q, W/H)
         key, value = self.to_kv(context).view(b, context.shape[1], 2, h, w // h).permute(2, 0, 3, 1, 4)  # (B, H, K, W/H)
-        out = F.scaled_dot_product_attention(query, key, value)  # (B, H, Q, W/H)
+        mask = None if bias is None else bias[:, None].to(query.dtype)  # (B, 1, Q, K)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, H, Q, W/H)
         return self.out(out.transpose(1, 2).reshape(b, q, w))
 
 
@@ -100,10 +105,20 @@ class Block(nn.Module):
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = Mlp(width, int(width * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
         ctx = None if self.norm_context is None else self.norm_context(context)
-        x = x + self.attention(self.norm_x(x), ctx)
+        x = x + self.attention(self.norm_x(x), ctx, bias)
         return x + self.mlp(self.norm_mlp(x))
+
+
+def farthest_points(points: torch.Tensor, count: int) -> torch.Tensor:
+    """(count, 3) farthest-point samples of ``points`` (N, 3), starting from the point nearest the centroid."""
+    chosen = [int(torch.argmin((points - points.mean(0)).norm(dim=1)))]
+    distance = (points - points[chosen[0]]).norm(dim=1)
+    for _ in range(count - 1):
+        chosen.append(int(torch.argmax(distance)))
+        distance = torch.minimum(distance, (points - points[chosen[-1]]).norm(dim=1))
+    return points[chosen].clone()
 
 
 class DiagonalGaussian:
@@ -134,11 +149,12 @@ class ToposVAE(ModelMixin, ConfigMixin):
     def __init__(self, num_vertices: int, width: int = 128, num_heads: int = 4, num_latents: int = 32,
                  latent_channels: int = 16, encoder_depth: int = 2, decoder_depth: int = 2, num_points: int = 2048,
                  point_bands: int = 8, query_bands: int = 10, position_scale_cm: float = 32.0,
-                 basis_modes: int = 47, topology_id: str = "", size_name: str = ""):
+                 basis_modes: int = 47, anchor_sigma_cm: float = 3.0, topology_id: str = "", size_name: str = ""):
         super().__init__()
         self.point_features = FourierFeatures(point_bands, position_scale_cm)
-        self.point_in = nn.Linear(self.point_features.out_dim + 3, width)
+        self.point_in = nn.Linear(self.point_features.out_dim + 3 + 1, width)
         self.latent_queries = nn.Parameter(torch.randn(num_latents, width) * 0.02)  # (L, W)
+        self.anchor_in = nn.Linear(self.point_features.out_dim, width)
         self.encoder_cross = Block(width, num_heads, cross=True)
         self.encoder_blocks = nn.ModuleList(Block(width, num_heads) for _ in range(encoder_depth))
         self.encoder_out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * latent_channels))
@@ -155,6 +171,7 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self.register_buffer("template_points", torch.zeros(num_vertices, 3))  # (N, 3) mean head, cm
         self.register_buffer("template_normals", torch.zeros(num_vertices, 3))  # (N, 3) unit
         self.register_buffer("deformation_basis", torch.zeros(num_vertices, basis_modes, 3))  # (N, K, 3) cm
+        self.register_buffer("anchors", torch.zeros(num_latents, 3))  # (L, 3) cm on the template skin
         self._query_cache: torch.Tensor | None = None
         self.initialize_weights()
 
@@ -175,12 +192,16 @@ class ToposVAE(ModelMixin, ConfigMixin):
         channels = self.config.latent_channels
         nn.init.constant_(self.encoder_out[-1].bias[channels:], -8.0)
 
-    def set_template(self, points: torch.Tensor, normals: torch.Tensor, basis: torch.Tensor | None = None) -> None:
-        """Mean head (N, 3), its unit normals (N, 3) and the deformation basis (N, K, 3) (None: zeros)."""
+    def set_template(self, points: torch.Tensor, normals: torch.Tensor, basis: torch.Tensor | None = None,
+                     surface_vertex_count: int | None = None) -> None:
+        """Mean head (N, 3), its unit normals (N, 3), the deformation basis (N, K, 3) (None: zeros);
+        the encoder's anchors are farthest-point samples of the first ``surface_vertex_count`` vertices."""
         self.template_points.copy_(torch.as_tensor(points, dtype=torch.float32))
         self.template_normals.copy_(torch.as_tensor(normals, dtype=torch.float32))
         if basis is not None:
             self.deformation_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
+        self.anchors.copy_(farthest_points(self.template_points[: surface_vertex_count or len(self.template_points)],
+                                           self.config.num_latents))
         self._query_cache = None
 
     def train(self, mode: bool = True):
@@ -203,11 +224,16 @@ class ToposVAE(ModelMixin, ConfigMixin):
         return cls(num_vertices=num_vertices, size_name=size, **config)
 
     # ---- encoder ---------------------------------------------------------------------------------
-    def encode(self, points: torch.Tensor, normals: torch.Tensor) -> DiagonalGaussian:
-        """points, normals (B, P, 3) in the canonical frame → posterior over (B, L, C)."""
-        x = self.point_in(torch.cat([self.point_features(points), normals], dim=-1))  # (B, P, W)
-        latents = self.latent_queries.expand(points.shape[0], -1, -1)  # (B, L, W)
-        latents = self.encoder_cross(latents, x)
+    def encode(self, points: torch.Tensor, normals: torch.Tensor, offsets: torch.Tensor) -> DiagonalGaussian:
+        """points, normals (B, P, 3) and offsets (B, P, 1) in the canonical frame → posterior over (B, L, C).
+
+        ``offsets`` (see :meth:`PoseCanonicalizer.normal_offsets`) hand the encoder what differs
+        from the mean head directly; attention then only has to pool it by region.
+        """
+        x = self.point_in(torch.cat([self.point_features(points), normals, 10.0 * offsets], dim=-1))  # (B, P, W), offsets in mm
+        latents = (self.latent_queries + self.anchor_in(self.point_features(self.anchors))).expand(points.shape[0], -1, -1)
+        bias = -torch.cdist(self.anchors.expand(points.shape[0], -1, -1), points) ** 2 / (2 * self.config.anchor_sigma_cm ** 2)
+        latents = self.encoder_cross(latents, x, bias)  # (B, L, W), bias (B, L, P)
         for block in self.encoder_blocks:
             latents = block(latents)
         return DiagonalGaussian(self.encoder_out(latents))  # moments (B, L, 2C)
@@ -233,9 +259,10 @@ class ToposVAE(ModelMixin, ConfigMixin):
             outputs.append(self.template_points[part] + linear.float() + self.decoder_out(query).float())
         return torch.cat(outputs, dim=1)
 
-    def forward(self, points: torch.Tensor, normals: torch.Tensor, vertex_ids: torch.Tensor | None = None,
-                sample_posterior: bool = True, generator: torch.Generator | None = None):
+    def forward(self, points: torch.Tensor, normals: torch.Tensor, offsets: torch.Tensor,
+                vertex_ids: torch.Tensor | None = None, sample_posterior: bool = True,
+                generator: torch.Generator | None = None):
         """Returns (decoded points (B, Q, 3), posterior)."""
-        posterior = self.encode(points, normals)
+        posterior = self.encode(points, normals, offsets)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z, vertex_ids), posterior

@@ -205,9 +205,11 @@ class SyntheticHeads:
         start = Similarity(float(np.exp(rng.uniform(-0.05, 0.05))), small_rotation(rng, opt.pose_perturbation_deg),
                            rng.normal(0.0, 0.7, 3))
         canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=6)
+        points = canonical.apply(sample.points)
         return {
-            "points": canonical.apply(sample.points).astype(np.float32),  # (P, 3)
+            "points": points.astype(np.float32),  # (P, 3)
             "normals": (sample.normals @ canonical.rotation.T).astype(np.float32),  # (P, 3)
+            "offsets": self.canonicalizer.normal_offsets(points).astype(np.float32),  # (P, 1)
             "target": canonical.apply(sample.target).astype(np.float32),  # (N, 3)
         }
 

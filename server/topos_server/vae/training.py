@@ -104,7 +104,8 @@ def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
     model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
-                       deformation_basis(head_model, model.config.basis_modes, outer_surface(topology)[0]))
+                       deformation_basis(head_model, model.config.basis_modes, outer_surface(topology)[0]),
+                       surface_vertex_count=outer_surface(topology)[0])
     return model
 
 
@@ -167,7 +168,8 @@ def learning_rate(config: TrainingConfig, step: int, time_fraction: float = 0.0)
 def evaluate(model: ToposVAE, batch: dict[str, torch.Tensor], surface_vertex_count: int, device) -> dict[str, float]:
     """Mean vertex error (mm) of the posterior mean on a held-out canonical batch, all vertices and outer skin."""
     model.eval()
-    decoded, _ = model(batch["points"].to(device), batch["normals"].to(device), sample_posterior=False)
+    decoded, _ = model(batch["points"].to(device), batch["normals"].to(device), batch["offsets"].to(device),
+                       sample_posterior=False)
     error = (decoded.float().cpu() - batch["target"]).norm(dim=-1) * 10.0  # (B, N) mm
     model.train()
     return {"eval_error_mm": float(error.mean()), "eval_surface_error_mm": float(error[:, :surface_vertex_count].mean())}
@@ -241,7 +243,8 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
             ids = tris.reshape(-1).to(device)  # (3K,)
             target = batch["target"][:, tris.reshape(-1)].reshape(-1, len(tris), 3, 3).to(device)  # (B, K, 3, 3)
             with autocast:
-                posterior = model.encode(batch["points"].to(device), batch["normals"].to(device))
+                posterior = model.encode(batch["points"].to(device), batch["normals"].to(device),
+                                         batch["offsets"].to(device))
                 z = posterior.sample(torch.Generator(device=device).manual_seed(step) if device.type == "cuda" else gen)
                 predicted = model.decode(z, ids).reshape(target.shape)
             losses = reconstruction_losses(predicted.float(), target)
