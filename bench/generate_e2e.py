@@ -23,19 +23,25 @@ from machine import machine_description  # noqa: E402
 
 
 class StageMeter:
-    """Wall time and tracemalloc peak (numpy buffers included) of each stage."""
+    """Wall time of each stage, or (with ``trace_memory``) its tracemalloc peak, numpy buffers included.
 
-    def __init__(self):
+    The two are measured in separate runs: tracing slows Python-heavy stages down about twofold.
+    """
+
+    def __init__(self, trace_memory: bool = False):
+        self.trace_memory = trace_memory
         self.seconds: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
 
     def run(self, stage, fn, *args, **kwargs):
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
+        if self.trace_memory:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
         t = time.perf_counter()
         out = fn(*args, **kwargs)
         self.seconds[stage] = time.perf_counter() - t
-        self.peak_mb[stage] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+        if self.trace_memory:
+            self.peak_mb[stage] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
         return out
 
 
@@ -60,13 +66,14 @@ def main() -> None:
     t = time.perf_counter()
     engine = shared_engine("classic", "cpu")
     load_s = time.perf_counter() - t
-    tracemalloc.start()
     order = ["decode", "landmarks+fit", "bake", "usd_write", "preview"]
     rows = []
     for size in args.sizes:
         runs = []
-        for _ in range(args.repeat):
-            m = StageMeter()
+        for repeat in range(args.repeat + 1):
+            m = StageMeter(trace_memory=(repeat == args.repeat))
+            if m.trace_memory:
+                tracemalloc.start()
             image = m.run("decode", load_image, data)
             result, _ = m.run("landmarks+fit", engine.fit_portrait, image)
             result.textures = m.run("bake", bake_textures, image, result.posed_points(), result.camera,
@@ -74,15 +81,15 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 m.run("usd_write", write_head_asset, result, tmp, name="bench", thumbnail=False)
             m.run("preview", render_thumbnail, result)
+            if m.trace_memory:
+                tracemalloc.stop()
             runs.append(m)
-        med_s = {k: statistics.median(r.seconds[k] for r in runs) for k in order}
-        peak = {k: max(r.peak_mb[k] for r in runs) for k in order}
-        rows.append((size, med_s, peak))
-    tracemalloc.stop()
+        med_s = {k: statistics.median(r.seconds[k] for r in runs[:-1]) for k in order}
+        rows.append((size, med_s, runs[-1].peak_mb))
     max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Machine: {machine_description()}")
     print(f"Engine load (head model, topology, interpreters): {load_s:.2f} s. Median of {args.repeat} runs; "
-          f"memory = tracemalloc peak above the stage's start (numpy buffers included); "
+          f"memory = tracemalloc peak above the stage's start (numpy buffers included), from one more run; "
           f"max RSS of the whole process {max_rss_mb:.0f} MB")
     print()
     print("| texture | " + " | ".join(order) + " | total |")
