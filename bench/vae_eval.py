@@ -129,7 +129,8 @@ def run_methods(args) -> None:
         record["torch_threads"] = args.threads
         if method == "vae":
             record["weights"] = str(args.weights)
-            record["invariance"] = topology_invariance(heads, converter, args.invariance_heads)
+            if args.invariance_heads > 0:
+                record["invariance"] = topology_invariance(heads, converter, args.invariance_heads)
         (results_dir / f"{method}.json").write_text(json.dumps(record, indent=2))
         print(method, json.dumps(record), file=sys.stderr)
 
