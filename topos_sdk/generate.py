@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, ToposError
 
 # on_progress(stage, fraction of the whole job in [0, 1])
 Progress = Callable[[str, float], None]
@@ -87,8 +87,11 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
         on_progress("writing", 0.95)
     usda = write_head_asset(result, out, name=name, usdz=usdz, overwrite=overwrite)
     if debug:
-        from topos_server.debug_overlay import write_debug_files
-
+        try:
+            from topos_server.debug_overlay import write_debug_files
+        except ImportError:
+            raise ToposError("--debug draws the overlay with the face front-end: install the server extra "
+                             "(pip install 'topos[server]')") from None
         write_debug_files(usda.parent / "debug", data, result)
     if on_progress:
         on_progress("done", 1.0)

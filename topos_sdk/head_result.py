@@ -10,7 +10,6 @@ import numpy as np
 from .topology import ReferenceTopology
 
 COLOR_SPACES = ("sRGB", "raw")
-STANDARD_MAPS = {"albedo": "sRGB", "normal": "raw", "roughness": "raw"}
 
 
 @dataclass(eq=False)
