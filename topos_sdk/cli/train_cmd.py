@@ -22,7 +22,14 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="data worker processes (default 1)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                   help="fine-tune: start from these weights (e.g. the bundled model) with a fresh optimiser")
+    p.add_argument("--control-vertices", type=int, metavar="M",
+                   help="decode at M control vertices and upsample (0: every vertex; default 2000 for a new model)")
     p.set_defaults(handler=run)
+
+
+DEFAULT_CONTROL_VERTICES = 2000
 
 
 def run(args) -> int:
@@ -39,6 +46,18 @@ def run(args) -> int:
         config.eval_every = config.checkpoint_every = args.eval_every
     if args.time_limit is not None:
         config.time_limit_s = 60.0 * args.time_limit
+    if args.init_from is not None:
+        if args.resume:
+            raise ValueError("--init-from starts a new run; --resume continues one: pass only one of them")
+        if not (args.init_from / "config.json").is_file():
+            raise ValueError(f"--init-from {args.init_from}: no model there (expected config.json + safetensors)")
+        config.init_from = str(args.init_from)
+    if args.control_vertices is not None:
+        if args.control_vertices < 0:
+            raise ValueError("--control-vertices must be 0 (decode every vertex) or positive")
+        config.control_vertices = args.control_vertices
+    elif args.init_from is None:
+        config.control_vertices = DEFAULT_CONTROL_VERTICES
     if config.steps <= 0 or config.batch_size <= 0:
         raise ValueError("--steps and --batch-size must be positive")
 

@@ -2,10 +2,12 @@
 
 :class:`PoseCanonicalizer` fits a similarity (rotation, uniform scale, translation) that maps input
 surface points onto the template's skin (the mean head): a global search over the 24 proper axis
-assignments of the two point sets' principal axes, each refined by a few rounds of trimmed
-point-to-point ICP (Umeyama per round), then the best one refined further.
+assignments of the two point sets' principal axes (× 3 rolls about the long axis), all candidates
+refined *together* by a few rounds of trimmed rigid ICP against a voxel grid of nearest template
+samples (one array lookup per point instead of a k-d tree query), then the best few refined by
+point-to-plane similarity ICP against the exact samples.
 
-Training runs the *same* refinement from a perturbed start, so the network sees inputs
+Training runs the same point-to-plane refinement from a perturbed start, so the network sees inputs
 canonicalised exactly as at inference time (residual pose and scale errors included).
 """
 
@@ -51,6 +53,45 @@ def invert(sim: Similarity) -> Similarity:
     return Similarity(1.0 / sim.scale, rot_t, -(rot_t @ sim.translation) / sim.scale)
 
 
+class NearestSampleGrid:
+    """Nearest sample of a point set for any query, approximated by the nearest to the query's voxel centre.
+
+    ``resolution`` cells along the longest side of the samples' bounding box (padded by ``margin`` of
+    it); queries outside the grid use the border cell. Error ≤ half a cell diagonal — plenty for a
+    coarse pose search, and every lookup is one fancy index.
+    """
+
+    def __init__(self, samples: np.ndarray, resolution: int = 48, margin: float = 0.5):
+        samples = np.asarray(samples, np.float64)
+        low, high = samples.min(0), samples.max(0)
+        pad = margin * float((high - low).max())
+        self.origin = low - pad
+        self.cell = float((high - low + 2 * pad).max()) / resolution
+        self.shape = np.maximum(np.ceil((high - low + 2 * pad) / self.cell).astype(int), 1)
+        axes = [self.origin[k] + self.cell * (np.arange(self.shape[k]) + 0.5) for k in range(3)]
+        centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        _, nearest = cKDTree(samples).query(centres)
+        self.nearest = nearest.reshape(tuple(self.shape))  # (X, Y, Z) sample index
+
+    def lookup(self, queries: np.ndarray) -> np.ndarray:
+        """(…,) sample indices for queries (…, 3)."""
+        cells = np.clip(((queries - self.origin) / self.cell).astype(np.int64), 0, self.shape - 1)
+        return self.nearest[cells[..., 0], cells[..., 1], cells[..., 2]]
+
+
+def batched_rigid_fit(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rotations (C, 3, 3) minimising Σ w ‖R (s − s̄) − (t − t̄)‖² per candidate; source, target (C, K, 3), weights (C, K)."""
+    w = (weights / np.maximum(weights.sum(1, keepdims=True), 1e-12))[:, :, None]  # (C, K, 1)
+    s = source - (w * source).sum(1, keepdims=True)
+    t = target - (w * target).sum(1, keepdims=True)
+    covariance = np.matmul((w * t).transpose(0, 2, 1), s)  # (C, 3, 3)
+    u, _, vt = np.linalg.svd(covariance)
+    d = np.sign(np.linalg.det(u @ vt))
+    d[d == 0] = 1.0
+    u[:, :, 2] *= d[:, None]
+    return u @ vt
+
+
 class PoseCanonicalizer:
     """Similarity alignment of arbitrary head surfaces onto a template surface (the mean head's skin)."""
 
@@ -59,36 +100,15 @@ class PoseCanonicalizer:
         rng = np.random.default_rng(seed)
         self.samples, self.normals, _ = sample_surface(template_points, template_triangles, num_samples, rng)  # (S, 3)
         self.tree = cKDTree(self.samples)
-        self.coarse = PoseCanonicalizer.__new__(PoseCanonicalizer)  # a sparser copy for the global search
-        self.coarse.samples = self.samples[:: 4]
-        self.coarse.normals = self.normals[:: 4]
-        self.coarse.tree = cKDTree(self.coarse.samples)
+        self.grid = NearestSampleGrid(self.samples)
         self.centroid, self.axes, self.rms = principal_frame(self.samples)
 
-    def refine(self, points: np.ndarray, start: Similarity, iterations: int = 12, trim: float = 2.5,
-               fixed_scale: bool = False) -> Similarity:
-        """Trimmed point-to-point similarity ICP of ``points`` (P, 3) onto the template, from ``start``.
-
-        ``fixed_scale`` keeps ``start.scale`` (rigid ICP): the global search needs it, since a
-        wrong orientation can otherwise shrink the input into a small blob that lies near the template.
-        """
-        points = np.asarray(points, np.float64)
-        sim = start
-        for _ in range(iterations):
-            dist, idx = self.tree.query(sim.apply(points))
-            keep = dist <= max(trim * np.median(dist), 1e-6)
-            sim = umeyama(points[keep], self.samples[idx[keep]])
-            if fixed_scale:
-                source, target = points[keep], self.samples[idx[keep]]
-                translation = target.mean(0) - start.scale * sim.rotation @ source.mean(0)
-                sim = Similarity(start.scale, sim.rotation, translation)
-        return sim
-
     def refine_to_plane(self, points: np.ndarray, start: Similarity, iterations: int = 10,
-                        trim: float = 2.5) -> Similarity:
+                        trim: float = 2.5, tolerance: float = 1e-5) -> Similarity:
         """Trimmed point-to-plane similarity ICP (linearised rotation, scale and translation per round).
 
-        Converges in a few rounds where point-to-point ICP creeps along the surface for dozens.
+        Converges in a few rounds where point-to-point ICP creeps along the surface for dozens; stops
+        early once a round moves the surface by less than ``tolerance`` of the template's size.
         """
         points = np.asarray(points, np.float64)
         sim = start
@@ -111,6 +131,8 @@ class PoseCanonicalizer:
             factor = 1.0 + sigma
             update = Similarity(factor, rot, centre + t - factor * rot @ centre)  # about the centre
             sim = compose(update, sim)
+            if max(angle, abs(sigma), np.linalg.norm(t) / self.rms) < tolerance:
+                break
         return sim
 
     def normal_offsets(self, canonical_points: np.ndarray) -> np.ndarray:
@@ -118,20 +140,14 @@ class PoseCanonicalizer:
         _, idx = self.tree.query(np.asarray(canonical_points, np.float64))
         return ((canonical_points - self.samples[idx]) * self.normals[idx]).sum(1, keepdims=True)
 
-    def two_sided_residual(self, points: np.ndarray, points_tree: cKDTree, sim: Similarity) -> float:
-        """Mean of input→template and template→input trimmed distances (template units)."""
-        forward, _ = self.tree.query(sim.apply(points))
-        backward, _ = points_tree.query(invert(sim).apply(self.samples[:: max(1, len(self.samples) // 2000)]))
-        backward = backward * sim.scale
-        trim = lambda d: float(np.sort(d)[: max(1, int(0.9 * len(d)))].mean())
-        return 0.5 * (trim(forward) + trim(backward))
-
-    def align(self, points: np.ndarray, search_points: int = 300, seed: int = 0, keep_best: int = 4) -> Similarity:
+    def align(self, points: np.ndarray, search_points: int = 300, seed: int = 0, keep_best: int = 3,
+              search_iterations: int = 6) -> Similarity:
         """The similarity mapping ``points`` (P, 3) sampled from a head surface into the template frame.
 
         A head's two smaller principal axes have nearly equal variance, so candidates are the 24
         axis assignments combined with rolls of 0°, 30° and 60° about the long axis (30° steps all
-        round); the best few after a short rigid ICP are refined, and the best of those wins.
+        round). All 72 run a short trimmed rigid ICP at once on ``search_points`` points; the best
+        few by two-sided distance are refined by point-to-plane similarity ICP on every point.
         """
         points = np.asarray(points, np.float64)
         if len(points) < 10 or not np.isfinite(points).all():
@@ -140,19 +156,44 @@ class PoseCanonicalizer:
         if rms <= 0:
             raise ValueError("the input surface is degenerate (all points coincide)")
         rng = np.random.default_rng(seed)
-        subset = points[rng.choice(len(points), min(search_points, len(points)), replace=False)]
+        subset = points[rng.choice(len(points), min(search_points, len(points)), replace=False)]  # (K, 3)
         scale = self.rms / rms
-        tree = cKDTree(points)
-        candidates = []
-        for flip in proper_axis_rotations():
-            for roll in np.deg2rad([0.0, 30.0, 60.0]):
-                c, s = np.cos(roll), np.sin(roll)
-                roll_about_long_axis = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-                rotation = self.axes.T @ roll_about_long_axis @ flip @ axes  # input axes → template axes
-                start = Similarity(scale, rotation, self.centroid - scale * rotation @ centroid)
-                sim = self.coarse.refine(subset, start, iterations=5, fixed_scale=True)
-                candidates.append((self.coarse.two_sided_residual(subset, tree, sim), sim))
-        candidates.sort(key=lambda c: c[0])
-        refined = [self.refine(subset, sim, iterations=12) for _, sim in candidates[:keep_best]]
-        best = min(refined, key=lambda sim: self.two_sided_residual(subset, tree, sim))
-        return self.refine_to_plane(points, best, iterations=10)
+        rolls = np.deg2rad([0.0, 30.0, 60.0])
+        roll_about_long_axis = np.stack([np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+                                         for r in rolls])  # (3, 3, 3)
+        rotations = np.einsum("ij,rjk,fkl,lm->frim", self.axes.T, roll_about_long_axis, proper_axis_rotations(),
+                              axes).reshape(-1, 3, 3)  # (C, 3, 3): input axes → template axes
+        centred = scale * (subset - centroid)  # (K, 3)
+        translations = np.broadcast_to(self.centroid, (len(rotations), 3)).copy()  # (C, 3)
+        for _ in range(search_iterations):
+            mapped = np.matmul(centred, rotations.transpose(0, 2, 1)) + translations[:, None]  # (C, K, 3)
+            target = self.samples[self.grid.lookup(mapped)]  # (C, K, 3)
+            distance = np.linalg.norm(mapped - target, axis=-1)  # (C, K)
+            keep = (distance <= 2.5 * np.median(distance, axis=1, keepdims=True)).astype(np.float64)
+            rotations = batched_rigid_fit(np.broadcast_to(centred, mapped.shape), target, keep)
+            w = keep / keep.sum(1, keepdims=True)  # (C, K)
+            translations = (w[:, :, None] * target).sum(1) - np.matmul(rotations, (w @ centred)[:, :, None])[:, :, 0]
+        scores = self._two_sided_scores(subset, centroid, scale, rotations, translations)
+        starts = [Similarity(scale, rotations[c], translations[c] - scale * rotations[c] @ centroid)
+                  for c in np.argsort(scores)[:keep_best]]
+        refined = [self.refine_to_plane(subset, start, iterations=6) for start in starts]
+        best = min(refined, key=lambda sim: self._two_sided_scores(
+            subset, np.zeros(3), sim.scale, sim.rotation[None], sim.translation[None])[0])
+        return self.refine_to_plane(points, best, iterations=8)
+
+    def _two_sided_scores(self, subset: np.ndarray, centroid: np.ndarray, scale: float, rotations: np.ndarray,
+                          translations: np.ndarray, count: int = 400) -> np.ndarray:
+        """(C,) mean of trimmed input→template and template→input distances for candidates
+        x ↦ scale · R_c (x − centroid) + t_c (template units)."""
+        mapped = np.matmul(scale * (subset - centroid), rotations.transpose(0, 2, 1)) + translations[:, None]  # (C, K, 3)
+        forward = np.linalg.norm(mapped - self.samples[self.grid.lookup(mapped)], axis=-1)  # (C, K)
+        template = self.samples[:: max(1, len(self.samples) // count)]  # (T, 3)
+        # template samples taken into the input frame (scaled back to template units there)
+        back = np.matmul(template[None] - translations[:, None], rotations)  # (C, T, 3): Rᵀ (y − t)
+        backward, _ = cKDTree(scale * (subset - centroid)).query(back.reshape(-1, 3))
+        backward = backward.reshape(len(rotations), -1)
+
+        def trimmed(d):
+            return np.sort(d, axis=1)[:, : max(1, int(0.9 * d.shape[1]))].mean(1)
+
+        return 0.5 * (trimmed(forward) + trimmed(backward))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .control_vertices import attach_control_decoding, fit_control_upsampling
 from .model import ToposVAE
 from .synthetic_heads import SyntheticHeadOptions, SyntheticHeads, outer_surface
 
@@ -53,6 +54,8 @@ class TrainingConfig:
     workers: int = 1
     num_points: int | None = None  # None: the size config's
     time_limit_s: float | None = None  # stop (with a checkpoint) after this much wall time
+    init_from: str | None = None  # start from these weights (a model folder) instead of a fresh network
+    control_vertices: int | None = None  # decode at M controls (control_vertices.py); None: the model's own
     model_overrides: dict = field(default_factory=dict)
 
 
@@ -101,11 +104,29 @@ def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
     overrides = dict(config.model_overrides)
     if config.num_points is not None:
         overrides["num_points"] = config.num_points
+    if config.control_vertices is not None:
+        overrides["control_vertices"] = config.control_vertices
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
     model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
                        deformation_basis(head_model, model.config.basis_modes, outer_surface(topology)[0]),
                        surface_vertex_count=outer_surface(topology)[0])
+    if model.config.control_vertices:
+        model.set_control_upsampling(fit_control_upsampling(head_model, topology, model.config.control_vertices,
+                                                            model.config.control_neighbours))
+    return model
+
+
+def initial_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
+    """A fresh network, or ``config.init_from``'s weights (with control decoding attached when asked)."""
+    if config.init_from is None:
+        return build_model(config, head_model, topology)
+    model = ToposVAE.from_pretrained(config.init_from, low_cpu_mem_usage=False)
+    wanted = config.control_vertices
+    if wanted is not None and wanted != model.config.control_vertices:
+        if model.config.control_vertices:
+            raise ValueError(f"{config.init_from} already decodes at {model.config.control_vertices} controls")
+        model = attach_control_decoding(model, fit_control_upsampling(head_model, topology, wanted))
     return model
 
 
@@ -204,7 +225,7 @@ def train(config: TrainingConfig, out_dir, resume: bool = False, head_model=None
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}")
     else:
-        model = build_model(config, head_model, topology)
+        model = initial_model(config, head_model, topology)
         state = None
     if model.config.topology_id != topology.topology_id:
         raise ValueError(f"checkpoint topology {model.config.topology_id} differs from the reference {topology.topology_id}")
