@@ -83,7 +83,12 @@ def run_methods(args) -> None:
     torch.set_num_threads(args.threads)
     topology = AssetCache.default().ict_topology()
     head_model = HeadModel.load()
-    heads = SyntheticHeads(head_model, topology, seed=EVAL_SEED, methods=(HELD_OUT_METHOD,))
+    from topos_server.vae.convert import INFERENCE_POINTS
+    from topos_server.vae.synthetic_heads import SyntheticHeadOptions
+
+    # as `topos convert` sees a mesh: INFERENCE_POINTS stratified samples, the pose found from them
+    heads = SyntheticHeads(head_model, topology, seed=EVAL_SEED, methods=(HELD_OUT_METHOD,),
+                           options=SyntheticHeadOptions(num_points=INFERENCE_POINTS))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
     if unknown:

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--all-components", action="store_true",
                    help="use every connected component (default: the largest, dropping eyeballs, teeth, debris)")
     p.add_argument("--usdz", action="store_true", help="also write NAME.usdz")
+    p.add_argument("--texture-size", type=int, default=1024, metavar="N",
+                   help="albedo tile size when the input has vertex colours (default 1024; 0: points only)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run)
 
@@ -29,7 +31,8 @@ def run(args) -> int:
     from topos_server.vae.convert import convert_mesh_file
 
     asset, report = convert_mesh_file(args.mesh, args.out, name=args.name, weights=args.weights, units=args.units,
-                                      seed=args.seed, all_components=args.all_components, usdz=args.usdz)
+                                      seed=args.seed, all_components=args.all_components, usdz=args.usdz,
+                                      texture_size=args.texture_size)
     err = report["surface_error"]["converted_to_input"]
     print(f"wrote {asset} ({report['units']}; converted→input surface distance mean {err['mean_mm']:.2f} mm, "
           f"p95 {err['p95_mm']:.2f} mm; {sum(report['timings_s'].values()):.2f} s)", file=sys.stderr)

@@ -6,8 +6,8 @@
 
 The error report measures the converted outer skin against the input surface, in the input's
 frame: distance from converted-surface samples to the input surface (exact closest points) and,
-for coverage, from input samples to the converted skin. Points only: vertex colours and textures of
-the input are not re-baked yet.
+for coverage, from input samples to the converted skin. Vertex colours of the input are re-baked into
+an albedo texture in the reference UVs (``colour_transfer.py``); UV textures of the input are not read.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from topos_sdk.errors import AssetError, ToposError
+from topos_sdk.errors import AssetError, InvalidInputError, ToposError
 
 from ..mesh_registration import Similarity, TriangleSurface
 from .canonical_pose import PoseCanonicalizer, invert
+from .colour_transfer import transfer_vertex_colours
 from .mesh_input import InputMesh, largest_component, read_mesh
 from .model import ToposVAE
 from .surface_points import sample_surface
@@ -34,6 +35,8 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "topos_vae_small"
 # Surface samples per conversion (the encoder trains on fewer, e.g. 2048: attention pools by region, so more
 # points only lower the sampling noise — topology invariance improves ~2× from 2048 to 8192)
 INFERENCE_POINTS = 8192
+# texels farther than this from the input surface take no colour from it (filled instead)
+COLOUR_MAX_DISTANCE_CM = 0.5
 # centimetres per input unit for --units
 UNITS_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0, "in": 2.54}
 
@@ -149,20 +152,36 @@ class HeadConverter:
 
 def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = None, weights: str | Path | None = None,
                       units: str = "auto", seed: int = 0, all_components: bool = False, usdz: bool = False,
-                      overwrite: bool = True, converter: HeadConverter | None = None) -> tuple[Path, dict]:
-    """Convert one mesh file; returns (path of NAME.usda, report). The report is written beside the asset."""
+                      overwrite: bool = True, converter: HeadConverter | None = None,
+                      texture_size: int = 1024) -> tuple[Path, dict]:
+    """Convert one mesh file; returns (path of NAME.usda, report). The report is written beside the asset.
+
+    An input with vertex colours also gets an ``albedo`` texture (``texture_size``² per UDIM tile; 0: none).
+    """
     from topos_sdk.atomic_files import atomic_output_path
     from topos_sdk.head_result import HeadResult, Provenance
     from topos_sdk.usd import validate_asset, write_head_asset
 
     path = Path(path)
+    if texture_size and not 64 <= texture_size <= 8192:
+        raise InvalidInputError(f"--texture-size must be 0 or between 64 and 8192, got {texture_size}")
     mesh: InputMesh = read_mesh(path)
     if not all_components:
         mesh = largest_component(mesh)
     converter = converter or HeadConverter.load(weights)
     conversion = converter.convert_surface(mesh.points, mesh.triangles, units=units, seed=seed)
+    textures = {}
+    if mesh.vertex_colors is not None and texture_size:
+        start = time.perf_counter()
+        albedo, observed = transfer_vertex_colours(conversion.input_frame_points, converter.topology, mesh.points,
+                                                   mesh.triangles, mesh.vertex_colors,
+                                                   COLOUR_MAX_DISTANCE_CM / conversion.cm_per_unit, texture_size)
+        textures["albedo"] = albedo
+        conversion.report["timings_s"]["colour_transfer_s"] = time.perf_counter() - start
+        conversion.report["colour"] = {"source": "vertex colours", "texture_size": texture_size,
+                                       "observed_skin_fraction": observed}
     name = name or _asset_name(path)
-    result = HeadResult(conversion.points, topology=converter.topology,
+    result = HeadResult(conversion.points, topology=converter.topology, textures=textures,
                         provenance=Provenance(engine="topos-vae", seed=seed,
                                               timings_s=conversion.report["timings_s"],
                                               extra={"source_mesh": path.name, "units": conversion.units}))
