@@ -32,7 +32,7 @@ def transfer_vertex_colours(converted_points: np.ndarray, topology, input_points
     sRGB in [0, 1]; ``max_distance`` in input units.
     """
     colours_linear = srgb_to_linear(np.clip(np.asarray(input_colours, np.float64), 0.0, 1.0))  # (V, 3)
-    surface = TriangleSurface(input_points, input_triangles)
+    surface = TriangleSurface(input_points, input_triangles, candidates=6)  # colour, not geometry: near enough
     layout = skin_uv_layout(topology, size)
     num_points = topology.num_points
     points_t = np.ascontiguousarray(np.asarray(converted_points, np.float64).T)  # (3, N)
