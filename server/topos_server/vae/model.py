@@ -179,7 +179,7 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self.register_buffer("anchors", torch.zeros(num_latents, 3))  # (L, 3) cm on the template skin
         if control_vertices:  # see control_vertices.py: the attention branch runs at M controls only
             self.register_buffer("control_ids", torch.zeros(control_vertices, dtype=torch.long))  # (M,)
-            self.register_buffer("upsample_neighbours", torch.zeros(num_vertices, control_neighbours, dtype=torch.long))  # (N, k)
+            self.register_buffer("upsample_neighbours", torch.zeros(num_vertices, control_neighbours, dtype=torch.int32))  # (N, k)
             self.register_buffer("upsample_weights", torch.zeros(num_vertices, control_neighbours))  # (N, k)
         self._query_cache: torch.Tensor | None = None
         self._basis_cache: torch.Tensor | None = None
@@ -220,7 +220,7 @@ class ToposVAE(ModelMixin, ConfigMixin):
         if not self.config.control_vertices:
             raise ValueError("this model decodes every vertex (control_vertices = 0 in its config)")
         self.control_ids.copy_(torch.as_tensor(upsampling.control_ids, dtype=torch.long))
-        self.upsample_neighbours.copy_(torch.as_tensor(upsampling.neighbours, dtype=torch.long))
+        self.upsample_neighbours.copy_(torch.as_tensor(upsampling.neighbours, dtype=torch.int32))
         self.upsample_weights.copy_(torch.as_tensor(upsampling.weights, dtype=torch.float32))
         self._query_cache = None
 
@@ -280,11 +280,11 @@ class ToposVAE(ModelMixin, ConfigMixin):
         """(B, M, 3) values at the controls → (B, Q, 3) at vertices ``ids``: one sparse matmul at inference."""
         if not (everything and not self.training):
             weights = self.upsample_weights[ids]  # (Q, k)
-            return (at_controls[:, self.upsample_neighbours[ids]] * weights[..., None]).sum(2)
+            return (at_controls[:, self.upsample_neighbours[ids].long()] * weights[..., None]).sum(2)
         if self._upsample_cache is None or self._upsample_cache.device != at_controls.device:
             n, k = self.upsample_weights.shape
             rows = torch.arange(n, device=ids.device).repeat_interleave(k)
-            matrix = torch.sparse_coo_tensor(torch.stack([rows, self.upsample_neighbours.reshape(-1)]),
+            matrix = torch.sparse_coo_tensor(torch.stack([rows, self.upsample_neighbours.reshape(-1).long()]),
                                              self.upsample_weights.reshape(-1), (n, self.config.control_vertices),
                                              check_invariants=True)
             with warnings.catch_warnings():
