@@ -137,7 +137,9 @@ def run_methods(args) -> None:
             record["weights"] = str(args.weights)
             if args.invariance_heads > 0:
                 record["invariance"] = topology_invariance(heads, converter, args.invariance_heads)
-        (results_dir / f"{method}.json").write_text(json.dumps(record, indent=2))
+        label = f"{method}-{args.label}" if method == "vae" and args.label else method
+        record["label"] = label
+        (results_dir / f"{label}.json").write_text(json.dumps(record, indent=2))
         print(method, json.dumps(record), file=sys.stderr)
 
 
@@ -168,23 +170,34 @@ def topology_invariance(heads, converter, count: int) -> dict:
 
 
 def report(args) -> None:
-    results = {m: json.loads((args.out / "results" / f"{m}.json").read_text())
-               for m in METHODS if (args.out / "results" / f"{m}.json").exists()}
+    files = sorted((args.out / "results").glob("*.json"), key=lambda f: (METHODS.index(f.stem.split("-")[0]), f.stem))
+    results = {f.stem: json.loads(f.read_text()) for f in files}
     print("| method | heads | mean error (mm) | p95 (mm) | skin mean (mm) | skin p95 (mm) | time per head (s) "
           "| with pose canonicalisation (s) |")
     print("|---|---|---|---|---|---|---|---|")
     names = {"mean": "mean head", "nicp": "optimal-step NICP", "vae": "TOPOS-VAE"}
     for m, r in results.items():
-        print(f"| {names[m]} | {r['heads']} | {r['mean_mm']:.2f} | {r['p95_mm']:.2f} | {r['skin_mean_mm']:.2f} | "
+        method, _, label = m.partition("-")
+        print(f"| {names[method]}{f' ({label})' if label else ''} | {r['heads']} | {r['mean_mm']:.2f} | {r['p95_mm']:.2f} | {r['skin_mean_mm']:.2f} | "
               f"{r['skin_p95_mm']:.2f} | {r['seconds_per_head']:.3f} | "
               f"{r['seconds_per_head'] + r['canonicalize_seconds_per_head']:.2f} |")
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nShared pose canonicalisation: {any_r['canonicalize_seconds_per_head']:.2f} s per head "
               f"(not in the times above). Machine: {any_r['machine']}.")
-    if "vae" in results and "invariance" in results["vae"]:
-        inv = results["vae"]["invariance"]
-        print(f"\nTopology invariance ({inv['heads']} heads, marching cubes vs isotropic remesh): mean "
+    nicp = results.get("nicp")
+    for m, r in results.items():
+        if nicp and m.startswith("vae"):
+            method_ratio = nicp["seconds_per_head"] / r["seconds_per_head"]
+            whole_ratio = ((nicp["seconds_per_head"] + nicp["canonicalize_seconds_per_head"])
+                           / (r["seconds_per_head"] + r["canonicalize_seconds_per_head"]))
+            print(f"\nSpeed, {m}: {method_ratio:.0f}× NICP for the registration itself, {whole_ratio:.0f}× "
+                  f"with the shared pose canonicalisation.")
+    for m, r in results.items():
+        if "invariance" not in r:
+            continue
+        inv = r["invariance"]
+        print(f"\nTopology invariance, {m} ({inv['heads']} heads, marching cubes vs isotropic remesh): mean "
               f"{inv['mean_mm']:.2f} mm, p95 {inv['p95_mm']:.2f} mm, max {inv['max_mm']:.2f} mm; "
               f"{inv['heads_within_1mm_mean']}/{inv['heads']} heads within 1 mm on average.")
 
@@ -197,6 +210,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/topos_vae_eval"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--invariance-heads", type=int, default=20)
+    parser.add_argument("--label", help="suffix of the vae result file (to compare several checkpoints)")
     parser.add_argument("--report", action="store_true", help="only print the table from OUT/results")
     args = parser.parse_args()
     if args.report:
