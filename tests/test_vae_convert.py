@@ -145,6 +145,24 @@ def test_mesh_readers_give_back_the_surface(kind, remeshed_head, tmp_path):
     np.testing.assert_allclose(mesh.points[mesh.triangles], expected, atol=1e-4)
 
 
+def test_usd_display_colour_per_vertex_is_read(remeshed_head, tmp_path):
+    from pxr import Sdf, Usd, UsdGeom, Vt
+
+    points, triangles, _ = remeshed_head
+    path = tmp_path / "painted.usda"
+    _write_usd(path, points, triangles)
+    colours = np.random.default_rng(0).random((len(points), 3)).astype(np.float32)
+    stage = Usd.Stage.Open(str(path))
+    primvar = UsdGeom.PrimvarsAPI(stage.GetPrimAtPath("/Head/skin")).CreatePrimvar(
+        "displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex)
+    primvar.Set(Vt.Vec3fArray.FromNumpy(colours))
+    stage.GetRootLayer().Save()
+    np.testing.assert_allclose(read_mesh(path).vertex_colors, colours, atol=1e-6)
+    primvar.SetInterpolation(UsdGeom.Tokens.faceVarying)  # not per vertex: ignored, points only
+    stage.GetRootLayer().Save()
+    assert read_mesh(path).vertex_colors is None
+
+
 def test_largest_component_drops_separate_parts(remeshed_head):
     from topos_server.vae.mesh_input import InputMesh
 

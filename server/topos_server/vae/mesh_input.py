@@ -202,7 +202,7 @@ def _read_usd(path: Path) -> InputMesh:
     if stage is None:
         raise InvalidInputError(f"{path}: USD could not open the stage")
     cache = UsdGeom.XformCache()
-    points, triangles, offset = [], [], 0
+    points, triangles, colours, offset = [], [], [], 0
     for prim in stage.Traverse():
         if not prim.IsA(UsdGeom.Mesh) or UsdGeom.Imageable(prim).ComputeVisibility() == UsdGeom.Tokens.invisible:
             continue
@@ -219,6 +219,7 @@ def _read_usd(path: Path) -> InputMesh:
             tris = tris[:, [0, 2, 1]]
         points.append(pts)
         triangles.append(tris + offset)
+        colours.append(_usd_vertex_colours(mesh, len(pts)))
         offset += len(pts)
     if not points:
         raise InvalidInputError(f"{path}: no visible UsdGeom.Mesh with faces in the stage")
@@ -226,7 +227,27 @@ def _read_usd(path: Path) -> InputMesh:
     pts = np.concatenate(points)
     if up == UsdGeom.Tokens.z:  # to the reference's +Y up
         pts = pts[:, [0, 2, 1]] * np.array([1.0, 1.0, -1.0])
-    return InputMesh(pts, np.concatenate(triangles))
+    vertex_colours = None if any(c is None for c in colours) else np.concatenate(colours)
+    return InputMesh(pts, np.concatenate(triangles), vertex_colours)
+
+
+def _usd_vertex_colours(mesh, count: int) -> np.ndarray | None:
+    """(count, 3) float32 ``primvars:displayColor`` per vertex (vertex/varying/constant interpolation), else None."""
+    from pxr import UsdGeom
+
+    primvar = UsdGeom.PrimvarsAPI(mesh.GetPrim()).GetPrimvar("displayColor")
+    if not primvar or not primvar.HasValue():
+        return None
+    values = primvar.ComputeFlattened()
+    if values is None:
+        return None
+    values = np.clip(np.asarray(values, np.float32).reshape(-1, 3), 0.0, 1.0)
+    interpolation = primvar.GetInterpolation()
+    if interpolation == UsdGeom.Tokens.constant and len(values) == 1:
+        return np.repeat(values, count, axis=0)
+    if interpolation in (UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying) and len(values) == count:
+        return values
+    return None
 
 
 def largest_component(mesh: InputMesh) -> InputMesh:
