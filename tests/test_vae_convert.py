@@ -175,8 +175,9 @@ def test_largest_component_drops_separate_parts(remeshed_head):
 
 @pytest.mark.skipif(not HAVE_TRAINED, reason="needs the committed TOPOS-VAE checkpoint")
 def test_same_head_in_two_topologies_decodes_alike(topology):
-    """Topology invariance. The issue's goal is 1 mm; the committed 50-minute CPU checkpoint reaches
-    about 1.5 mm mean on this head (1.7 mm over 20 heads, BENCHMARKS.md), so this guards that level."""
+    """Topology invariance: the same head as two meshes converts to points within 1 mm of each other on
+    average (the issue's goal; 0.45 mm here with the committed checkpoint, 0.69 mm over 20 held-out
+    marching-cubes vs isotropic pairs in BENCHMARKS.md)."""
     from dataclasses import replace
 
     from topos_server.head_model import HeadModel
@@ -192,7 +193,7 @@ def test_same_head_in_two_topologies_decodes_alike(topology):
         mesh_points, mesh_triangles = heads.retopologized_surface(head, method, rng)
         results.append(converter.convert_surface(mesh_points, mesh_triangles, units="cm", report=False).input_frame_points)
     distance_mm = 10.0 * np.linalg.norm(results[0] - results[1], axis=1)
-    assert distance_mm.mean() < 2.5
+    assert distance_mm.mean() < 1.0
 
 
 def test_convert_rebakes_vertex_colours_into_the_reference_uvs(remeshed_head, topology, weights, tmp_path):
