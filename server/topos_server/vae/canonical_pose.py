@@ -24,7 +24,7 @@ from .surface_points import sample_surface
 
 # points in the last refinement (an even subset when given more: stratified samples lie along a space-filling curve)
 FINAL_POINTS = 4096
-PROBE_POINTS = 1024  # points of the restarts around the search's winner
+PROBE_POINTS = 512  # points of the restarts around the search's winner
 RESTART_TILT_DEG = 8.0
 
 
