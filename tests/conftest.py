@@ -63,3 +63,19 @@ def ict_cache(tmp_path_factory):
     tmp = AssetCache(tmp_path_factory.mktemp("topos_home"))
     import_ict(ICT_SOURCE, tmp)
     return tmp
+
+
+@pytest.fixture(scope="session")
+def topology():
+    """The ICT reference topology from the default asset cache (filled by .ci/setup)."""
+    from topos_server.assets import AssetCache
+
+    return AssetCache.default().ict_topology()
+
+
+@pytest.fixture(scope="session")
+def head_model():
+    """The ICT head model from the default asset cache."""
+    from topos_server.head_model import HeadModel
+
+    return HeadModel.load()

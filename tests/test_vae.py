@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from topos_server.assets import AssetCache
-from topos_server.head_model import HeadModel
 from topos_server.mesh_registration import TriangleSurface, umeyama
 from topos_server.vae.canonical_pose import compose, invert
 from topos_server.vae.model import ToposVAE
@@ -18,16 +16,6 @@ from topos_server.vae.surface_points import face_normals_and_areas, sample_surfa
 from topos_server.vae.synthetic_heads import (HELD_OUT_METHOD, TRAINING_METHODS, SyntheticHeadOptions, SyntheticHeads,
                                               outer_surface)
 from topos_server.vae.training import (TrainingConfig, build_model, reconstruction_losses, reference_triangles, train)
-
-
-@pytest.fixture(scope="module")
-def topology():
-    return AssetCache.default().ict_topology()
-
-
-@pytest.fixture(scope="module")
-def head_model():
-    return HeadModel.load()
 
 
 @pytest.fixture(scope="module")

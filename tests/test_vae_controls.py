@@ -7,8 +7,6 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from topos_server.assets import AssetCache
-from topos_server.head_model import HeadModel
 from topos_server.vae.canonical_pose import NearestSampleGrid, PoseCanonicalizer, compose, invert
 from topos_server.vae.control_vertices import attach_control_decoding, fit_control_upsampling
 from topos_server.vae.model import ToposVAE
@@ -17,16 +15,6 @@ from topos_server.vae.synthetic_heads import SyntheticHeads, outer_surface, rand
 from topos_server.vae.training import TrainingConfig, build_model
 
 CONTROLS = 1000
-
-
-@pytest.fixture(scope="module")
-def topology():
-    return AssetCache.default().ict_topology()
-
-
-@pytest.fixture(scope="module")
-def head_model():
-    return HeadModel.load()
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,12 @@ import pytest
 
 from topos_sdk.cli import main
 from topos_sdk.errors import InvalidInputError
-from topos_server.assets import AssetCache
 from topos_server.vae.convert import DEFAULT_WEIGHTS, HeadConverter, load_vae
 from topos_server.vae.mesh_input import largest_component, read_mesh
 from topos_server.vae.retopology import retopologize
 from topos_server.vae.synthetic_heads import outer_surface, random_rotation
 
 HAVE_TRAINED = (DEFAULT_WEIGHTS / "config.json").is_file()
-
-
-@pytest.fixture(scope="module")
-def topology():
-    return AssetCache.default().ict_topology()
 
 
 @pytest.fixture(scope="module")

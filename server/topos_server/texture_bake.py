@@ -348,20 +348,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     del direct_obs, mirror_obs
     lap("delight")
 
-    # vertex field over the whole skin (crosses UV seams and tiles)
-    sums = np.zeros((3, num_points))
-    weight_sums = np.zeros(num_points)
-    support = np.zeros(num_points)
-    for tt, (albedo, _, trust) in zip(layout.tiles, observed):
-        k = tt.vertex_sample
-        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], albedo[:, k], trust[k])
-        sums += s
-        weight_sums += w
-        support += all_w
-    vertex_albedo = np.divide(sums, weight_sums, out=np.zeros_like(sums), where=weight_sums > 0)
-    confidence = np.divide(weight_sums, support, out=np.zeros_like(weight_sums), where=support > 0)
-    vertex_albedo = diffuse_vertex_values(layout.triangles[layout.skin_triangles], num_points,
-                                          vertex_albedo, confidence).astype(np.float32)  # (3, N)
+    vertex_albedo = skin_vertex_field(layout, num_points, [(albedo, trust) for albedo, _, trust in observed])  # (3, N)
     lap("vertex_fill")
 
     albedo_tiles, coverage_tiles = {}, {}
@@ -388,6 +375,29 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         "normal": TextureMap("normal", normal_maps, "raw"),
         "roughness": TextureMap("roughness", roughness_maps, "raw"),
     }
+
+
+def skin_vertex_field(layout: SkinUVLayout, num_points: int, observations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per-tile texel observations → a (C, N) float32 field over the skin's vertices, everywhere.
+
+    ``observations[i]`` = (values (C, K), weights (K,)) for ``layout.tiles[i]``. Texels on each tile's
+    sample grid are gathered onto their triangle's vertices (crossing UV seams and tiles), then
+    vertices seen little or not at all are filled harmonically over the mesh.
+    """
+    channels = observations[0][0].shape[0]
+    sums = np.zeros((channels, num_points))
+    weight_sums = np.zeros(num_points)
+    support = np.zeros(num_points)
+    for tt, (values, weights) in zip(layout.tiles, observations):
+        k = tt.vertex_sample
+        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], values[:, k], weights[k])
+        sums += s
+        weight_sums += w
+        support += all_w
+    field = np.divide(sums, weight_sums, out=np.zeros_like(sums), where=weight_sums > 0)
+    confidence = np.divide(weight_sums, support, out=np.zeros_like(weight_sums), where=support > 0)
+    return diffuse_vertex_values(layout.triangles[layout.skin_triangles], num_points, field,
+                                 confidence).astype(np.float32)
 
 
 # ---- geometry ------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from topos_sdk.head_result import TextureMap
 
 from ..mesh_registration import TriangleSurface
 from ..skin_lighting import linear_to_srgb8, srgb_to_linear
-from ..texture_bake import skin_uv_layout
-from ..texture_fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
+from ..texture_bake import skin_uv_layout, skin_vertex_field
+from ..texture_fill import extend_beyond_islands, fill_islands
 
 QUERY_CHUNK = 65536
 
@@ -49,19 +49,7 @@ def transfer_vertex_colours(converted_points: np.ndarray, topology, input_points
             coverage[start:start + QUERY_CHUNK] = np.clip(2.0 - 2.0 * hits.distance / max_distance, 0.0, 1.0)
         observed.append((colour, coverage))
 
-    sums = np.zeros((3, num_points))
-    weight_sums = np.zeros(num_points)
-    support = np.zeros(num_points)
-    for tt, (colour, coverage) in zip(layout.tiles, observed):
-        k = tt.vertex_sample
-        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], colour[:, k], coverage[k])
-        sums += s
-        weight_sums += w
-        support += all_w
-    vertex_colour = np.divide(sums, weight_sums, out=np.zeros_like(sums), where=weight_sums > 0)
-    confidence = np.divide(weight_sums, support, out=np.zeros_like(weight_sums), where=support > 0)
-    vertex_colour = diffuse_vertex_values(layout.triangles[layout.skin_triangles], num_points, vertex_colour,
-                                          confidence).astype(np.float32)  # (3, N)
+    vertex_colour = skin_vertex_field(layout, num_points, observed)  # (3, N)
     tiles = {}
     covered = total = 0.0
     for tt, (colour, coverage) in zip(layout.tiles, observed):
