@@ -5,7 +5,8 @@ surface points onto the template's skin (the mean head): a global search over th
 assignments of the two point sets' principal axes (× 3 rolls about the long axis), all candidates
 refined *together* by a few rounds of trimmed rigid ICP against a voxel grid of nearest template
 samples (one array lookup per point instead of a k-d tree query), then the best few refined by
-point-to-plane similarity ICP against the exact samples.
+point-to-plane similarity ICP against the exact samples, and restarts from small tilts around the
+winner (the lowest residual wins) before a last refinement.
 
 Training runs the same point-to-plane refinement from a perturbed start, so the network sees inputs
 canonicalised exactly as at inference time (residual pose and scale errors included).
@@ -18,7 +19,7 @@ import itertools
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..mesh_registration import Similarity, umeyama
+from ..mesh_registration import Similarity
 from .surface_points import sample_surface
 
 

@@ -267,14 +267,14 @@ class ToposVAE(ModelMixin, ConfigMixin):
         coefficients = self.basis_coefficients(h.mean(1))  # (B, K)
         everything = vertex_ids is None
         ids = torch.arange(self.config.num_vertices, device=z.device) if everything else vertex_ids
-        pick = (lambda t: t) if everything else (lambda t: t[ids])  # no gather copies when decoding all
         linear = (coefficients @ self._basis_rows(ids, everything)).view(z.shape[0], -1, 3)  # (B, Q, 3)
         if self.config.control_vertices:
             at_controls = self._attention_offsets(h, self.control_ids, cache=True, chunk=chunk)  # (B, M, 3)
             residual = self._upsample(at_controls, ids, everything)  # (B, Q, 3)
         else:
             residual = self._attention_offsets(h, ids, cache=everything, chunk=chunk)  # (B, Q, 3)
-        return pick(self.template_points) + linear.float() + residual
+        template = self.template_points if everything else self.template_points[ids]  # (Q, 3)
+        return template + linear.float() + residual
 
     def _upsample(self, at_controls: torch.Tensor, ids: torch.Tensor, everything: bool) -> torch.Tensor:
         """(B, M, 3) values at the controls → (B, Q, 3) at vertices ``ids``: one sparse matmul at inference."""
