@@ -21,6 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
+from .retopology import unique_edges
+
 MIN_CONTROLS_PER_COMPONENT = 4
 
 
@@ -38,8 +40,7 @@ class ControlUpsampling:
 
 def mesh_graph(points: np.ndarray, triangles: np.ndarray) -> sp.csr_matrix:
     """(N, N) symmetric edge-length graph of a triangle mesh."""
-    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, 1), axis=0)
+    edges, _ = unique_edges(triangles)
     length = np.maximum(np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1), 1e-9)
     n = len(points)
     graph = sp.coo_matrix((length, (edges[:, 0], edges[:, 1])), shape=(n, n))
