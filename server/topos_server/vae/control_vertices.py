@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
 from .retopology import unique_edges
+from .surface_points import farthest_point_indices
 
 MIN_CONTROLS_PER_COMPONENT = 4
 
@@ -54,24 +55,11 @@ def choose_control_vertices(points: np.ndarray, graph: sp.csr_matrix, count: int
     chosen: list[int] = []
     for component in np.unique(labels):
         members = np.flatnonzero(labels == component)
-        chosen.extend(members[_farthest(points[members], min(MIN_CONTROLS_PER_COMPONENT, len(members)))])
+        chosen.extend(members[farthest_point_indices(points[members], min(MIN_CONTROLS_PER_COMPONENT, len(members)))])
     if count < len(chosen):
         raise ValueError(f"{count} control vertices cannot cover the mesh's {len(np.unique(labels))} parts; "
                          f"use at least {len(chosen)}")
-    distance = np.min([np.linalg.norm(points - points[c], axis=1) for c in chosen], axis=0)
-    while len(chosen) < count:
-        chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
-    return np.asarray(chosen, np.int64)
-
-
-def _farthest(points: np.ndarray, count: int) -> np.ndarray:
-    chosen = [int(np.argmin(np.linalg.norm(points - points.mean(0), axis=1)))]
-    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
-    while len(chosen) < count:
-        chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
-    return np.asarray(chosen, np.int64)
+    return farthest_point_indices(points, count, chosen)
 
 
 def graph_neighbours(graph: sp.csr_matrix, control_ids: np.ndarray, k: int,

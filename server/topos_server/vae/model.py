@@ -44,6 +44,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .surface_points import farthest_point_indices
+
 # Named sizes: width, heads, latents L × channels C, encoder / decoder self-attention depth, points in.
 VAE_CONFIGS: dict[str, dict] = {
     "tiny": dict(width=64, num_heads=4, num_latents=16, latent_channels=8, encoder_depth=1, decoder_depth=1,
@@ -113,16 +115,6 @@ class Block(nn.Module):
         ctx = None if self.norm_context is None else self.norm_context(context)
         x = x + self.attention(self.norm_x(x), ctx, bias)
         return x + self.mlp(self.norm_mlp(x))
-
-
-def farthest_points(points: torch.Tensor, count: int) -> torch.Tensor:
-    """(count, 3) farthest-point samples of ``points`` (N, 3), starting from the point nearest the centroid."""
-    chosen = [int(torch.argmin((points - points.mean(0)).norm(dim=1)))]
-    distance = (points - points[chosen[0]]).norm(dim=1)
-    for _ in range(count - 1):
-        chosen.append(int(torch.argmax(distance)))
-        distance = torch.minimum(distance, (points - points[chosen[-1]]).norm(dim=1))
-    return points[chosen].clone()
 
 
 class DiagonalGaussian:
@@ -211,8 +203,8 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self.template_normals.copy_(torch.as_tensor(normals, dtype=torch.float32))
         if basis is not None:
             self.deformation_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
-        self.anchors.copy_(farthest_points(self.template_points[: surface_vertex_count or len(self.template_points)],
-                                           self.config.num_latents))
+        surface = self.template_points[: surface_vertex_count or len(self.template_points)]
+        self.anchors.copy_(surface[farthest_point_indices(surface.cpu().numpy(), self.config.num_latents)])
         self._query_cache = self._basis_cache = self._upsample_cache = None
 
     def set_control_upsampling(self, upsampling) -> None:

@@ -55,3 +55,17 @@ def sample_surface(points: np.ndarray, triangles: np.ndarray, count: int, rng: n
     u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
     a, b, c = (points[triangles[tri, k]] for k in range(3))
     return a + u[:, None] * (b - a) + v[:, None] * (c - a), normals[tri], tri
+
+
+def farthest_point_indices(points: np.ndarray, count: int, chosen=None) -> np.ndarray:
+    """(count,) ids of farthest-point samples of ``points`` (N, 3), continuing from the ids ``chosen``
+    (default: the point nearest the centroid)."""
+    points = np.asarray(points)
+    if chosen is None:
+        chosen = [np.argmin(np.linalg.norm(points - points.mean(0), axis=1))]
+    chosen = [int(c) for c in chosen]
+    distance = np.min([np.linalg.norm(points - points[c], axis=1) for c in chosen], axis=0)
+    while len(chosen) < count:
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return np.asarray(chosen[:count], np.int64)
