@@ -108,9 +108,10 @@ def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
         overrides["control_vertices"] = config.control_vertices
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
+    surface_vertex_count, _ = outer_surface(topology)
     model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
-                       deformation_basis(head_model, model.config.basis_modes, outer_surface(topology)[0]),
-                       surface_vertex_count=outer_surface(topology)[0])
+                       deformation_basis(head_model, model.config.basis_modes, surface_vertex_count),
+                       surface_vertex_count=surface_vertex_count)
     if model.config.control_vertices:
         model.set_control_upsampling(fit_control_upsampling(head_model, topology, model.config.control_vertices,
                                                             model.config.control_neighbours))
