@@ -53,12 +53,12 @@ def main() -> None:
 
     from PIL import Image
     from skimage.data import astronaut
+    from topos_server.engines import shared_engine
+    from topos_server.face import load_image
+    from topos_server.texture.bake import bake_textures
 
     from topos_sdk.preview import render_thumbnail
     from topos_sdk.usd import write_head_asset
-    from topos_server.engines import shared_engine
-    from topos_server.face import load_image
-    from topos_server.texture_bake import bake_textures
 
     buf = io.BytesIO()
     Image.fromarray(astronaut()).save(buf, format="PNG")

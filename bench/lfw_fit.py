@@ -20,10 +20,10 @@ from machine import machine_description  # noqa: E402
 def main() -> None:
     import cv2
     from skimage.data import lfw_subset
+    from topos_server.engines import shared_engine
+    from topos_server.fit.quality import landmark_errors
 
     from topos_sdk import NoFaceFound
-    from topos_server.engines import shared_engine
-    from topos_server.fit_quality import landmark_errors
 
     engine = shared_engine("classic", "cpu")
     faces = lfw_subset()[:100]

@@ -32,8 +32,8 @@ SYNTHETIC_LAUNCHER = """
 import sys
 sys.path.insert(0, {tests!r})
 from grpc_synthetic_engine import SyntheticEngine
-from topos_server.assets import AssetCache
-from topos_server.serving import ServerConfig, serve
+from topos_server.assets.cache import AssetCache
+from topos_server.serving.server import ServerConfig, serve
 engine = SyntheticEngine(AssetCache.default().ict_topology(), delay_s={delay})
 sys.exit(serve(ServerConfig(host="127.0.0.1", port={port}, engines=[], max_batch={max_batch},
                             max_queue={max_queue}), {{"synthetic": engine}}))

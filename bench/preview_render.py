@@ -32,8 +32,8 @@ def sampled_head():
 
     try:
         import torch
-        from topos_server.assets import AssetCache
-        from topos_server.head_model import HeadModel
+        from topos_server.assets.cache import AssetCache
+        from topos_server.assets.head_model import HeadModel
 
         cache = AssetCache.default()
         topology = cache.ict_topology()

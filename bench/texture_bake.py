@@ -24,11 +24,11 @@ def run_one(size: int, runs: int, disk_cache: str) -> dict:
 
     import numpy as np
     from skimage.data import astronaut
+    from topos_server.assets.cache import AssetCache
+    from topos_server.texture import bake as texture_bake
+    from topos_server.texture.bake import bake_textures
 
     from topos_sdk import Camera
-    from topos_server import texture_bake
-    from topos_server.assets import AssetCache
-    from topos_server.texture_bake import bake_textures
 
     topology = AssetCache.default().ict_topology()
     image = astronaut()
@@ -45,7 +45,8 @@ def run_one(size: int, runs: int, disk_cache: str) -> dict:
         return time.perf_counter() - wall, time.process_time() - cpu, stages, maps
 
     def forget_memory_caches():  # what a new process starts with
-        from topos_server import face_regions, texture_fill
+        from topos_server.texture import face_regions
+        from topos_server.texture import fill as texture_fill
 
         texture_bake._LAYOUTS.clear()
         texture_bake._MIRRORS.clear()

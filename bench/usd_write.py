@@ -31,7 +31,7 @@ TEXTURE_SIZE = 2048
 
 def ict_topology():
     try:
-        from topos_server.assets import AssetCache
+        from topos_server.assets.cache import AssetCache
         return AssetCache.default().ict_topology(), "ICT topology from the asset cache (13 meshes)"
     except Exception:  # no imported assets: the raw OBJ, one mesh
         from topos_sdk import ReferenceTopology

@@ -40,8 +40,8 @@ def load_inputs(heads, count: int, cache: Path):
     Heads (the slow part: marching cubes) are cached in ``cache``; the pose canonicalisation runs
     every time (it is timed, and it must be the code under test).
     """
-    from topos_server.mesh_registration import Similarity
-    from topos_server.vae.synthetic_heads import SyntheticHead
+    from topos_server.data.synthetic_heads import SyntheticHead
+    from topos_server.geometry.registration import Similarity
 
     cache.mkdir(parents=True, exist_ok=True)
     for i in range(count):
@@ -74,18 +74,17 @@ def summarize(errors_mm: list[np.ndarray], surface_count: int, seconds: list[flo
 
 def run_methods(args) -> None:
     import torch
-
-    from topos_server.assets import AssetCache
-    from topos_server.head_model import HeadModel
-    from topos_server.mesh_registration import TriangleSurface
-    from topos_server.vae.canonical_pose import invert
-    from topos_server.vae.synthetic_heads import HELD_OUT_METHOD, SyntheticHeads
+    from topos_server.assets.cache import AssetCache
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.data.synthetic_heads import HELD_OUT_METHOD, SyntheticHeads
+    from topos_server.geometry.canonical_pose import invert
+    from topos_server.geometry.registration import TriangleSurface
 
     torch.set_num_threads(args.threads)
     topology = AssetCache.default().ict_topology()
     head_model = HeadModel.load()
-    from topos_server.vae.convert import INFERENCE_POINTS
-    from topos_server.vae.synthetic_heads import SyntheticHeadOptions
+    from topos_server.data.synthetic_heads import SyntheticHeadOptions
+    from topos_server.pipelines.convert import INFERENCE_POINTS
 
     # as `topos convert` sees a mesh: INFERENCE_POINTS stratified samples, the pose found from them
     heads = SyntheticHeads(head_model, topology, seed=EVAL_SEED, methods=(HELD_OUT_METHOD,),
@@ -96,11 +95,11 @@ def run_methods(args) -> None:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     nicp = converter = None
     if "nicp" in methods:
-        from topos_server.vae.nicp import NicpBaseline
+        from topos_server.geometry.nicp import NicpBaseline
 
         nicp = NicpBaseline(heads.mean_head, heads.surface_vertex_count, heads.surface_triangles)
     if "vae" in methods:
-        from topos_server.vae.convert import HeadConverter, load_vae
+        from topos_server.pipelines.convert import HeadConverter, load_vae
 
         converter = HeadConverter(load_vae(args.weights), topology)
         converter.decode_canonical(heads.mean_head[:2048], np.tile([0.0, 0.0, 1.0], (2048, 1)))  # warm-up: query cache
@@ -147,8 +146,7 @@ def topology_invariance(heads, converter, count: int) -> dict:
     """The same clean head as a marching-cubes mesh and as an isotropic remesh: converted results' distance (mm)."""
     from dataclasses import replace
 
-    from topos_server.vae.canonical_pose import invert
-    from topos_server.vae.synthetic_heads import SyntheticHeads
+    from topos_server.data.synthetic_heads import SyntheticHeads
 
     clean = SyntheticHeads(heads.head_model, heads.topology, seed=EVAL_SEED + 1,
                            options=replace(heads.options, noise_cm=(0.0, 0.0), max_holes=0))

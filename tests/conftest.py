@@ -54,8 +54,8 @@ ICT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "ict-faceki
 @pytest.fixture(scope="session")
 def ict_cache(tmp_path_factory):
     """The default asset cache (filled by .ci/setup); imported into a temporary one only if it is not there."""
-    from topos_server.asset_import import import_ict
-    from topos_server.assets import AssetCache
+    from topos_server.assets.cache import AssetCache
+    from topos_server.assets.importing import import_ict
 
     default = AssetCache.default()
     if default.verify("ict", checksums=False).ok:
@@ -68,7 +68,7 @@ def ict_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def topology():
     """The ICT reference topology from the default asset cache (filled by .ci/setup)."""
-    from topos_server.assets import AssetCache
+    from topos_server.assets.cache import AssetCache
 
     return AssetCache.default().ict_topology()
 
@@ -76,6 +76,6 @@ def topology():
 @pytest.fixture(scope="session")
 def head_model():
     """The ICT head model from the default asset cache."""
-    from topos_server.head_model import HeadModel
+    from topos_server.assets.head_model import HeadModel
 
     return HeadModel.load()

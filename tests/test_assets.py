@@ -8,14 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from topos_server.assets.cache import AssetCache, AssetsMissing
+from topos_server.assets import importing as asset_import
+from topos_server.assets.importing import (
+    _shape_points,
+    _split_vertex_block,
+    fetch_assets,
+    ict_source_files,
+    import_assets,
+    import_facemesh,
+    import_ict,
+)
 
 import topos_sdk.cli as cli
 from topos_sdk.errors import ToposError
 from topos_sdk.obj_reader import read_obj
-from topos_server import asset_import
-from topos_server.asset_import import (_shape_points, _split_vertex_block, fetch_assets, ict_source_files,
-                                       import_assets, import_facemesh, import_ict)
-from topos_server.assets import AssetCache, AssetsMissing
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ICT_SOURCE = SHARED / "ict-facekit"

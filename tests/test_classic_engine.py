@@ -36,7 +36,7 @@ def astronaut_result(engine, astronaut_png):
 
 def test_fitted_landmarks_overlay_the_detected_ones(engine, astronaut_result):
     from topos_server.face import load_image
-    from topos_server.fit_quality import landmark_errors
+    from topos_server.fit.quality import landmark_errors
 
     detected = engine.landmarker.detect(load_image(skimage_data.astronaut())).points
     errors = landmark_errors(astronaut_result, detected)

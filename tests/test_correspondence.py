@@ -11,12 +11,11 @@ import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
+from topos_server.assets import correspondence as corr
+from topos_server.geometry.registration import TriangleSurface, closest_point_barycentrics, umeyama, vertex_normals
 
 from topos_sdk.errors import ToposError
 from topos_sdk.topology import ReferenceTopology, SubMesh
-from topos_server import correspondence as corr
-from topos_server.mesh_registration import (TriangleSurface, closest_point_barycentrics, umeyama,
-                                            vertex_normals)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ICT_NEUTRAL = SHARED / "ict-facekit" / "FaceXModel" / "generic_neutral_mesh.obj.xz"

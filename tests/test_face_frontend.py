@@ -21,7 +21,7 @@ from topos_sdk.errors import InvalidInputError, NoFaceFound
 skimage_data = pytest.importorskip("skimage.data")
 
 from topos_server.face import FaceLandmarker, decode_image, load_image  # noqa: E402
-from topos_server.face.detection import SHORT_RANGE, FULL_RANGE, ssd_anchor_centers  # noqa: E402
+from topos_server.face.detection import FULL_RANGE, SHORT_RANGE, ssd_anchor_centers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -31,7 +31,7 @@ FIXTURE = SHARED / "fixtures" / "astronaut_facemesh468.json"
 def _model_dir() -> Path | None:
     """The asset cache's MediaPipe folder when populated (CI runs `topos assets import`), else ../shared."""
     try:
-        from topos_server.assets import AssetCache
+        from topos_server.assets.cache import AssetCache
 
         return AssetCache.default().facemesh_file("face_landmark.tflite").parent
     except Exception:

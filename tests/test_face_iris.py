@@ -11,10 +11,16 @@ import pytest
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from topos_server.correspondence import MEDIAPIPE_MIRROR  # noqa: E402
+from topos_server.assets.correspondence import MEDIAPIPE_MIRROR  # noqa: E402
 from topos_server.face import FaceLandmarker  # noqa: E402
-from topos_server.face.iris import (EYE_CONTOUR_FACE_INDICES, EYE_CORNERS, EYE_LID_CONTOURS,  # noqa: E402
-                                    EYE_ROI_SCALE, IRIS_INPUT_SIZE, eye_region)
+from topos_server.face.iris import (  # noqa: E402
+    EYE_CONTOUR_FACE_INDICES,
+    EYE_CORNERS,
+    EYE_LID_CONTOURS,
+    EYE_ROI_SCALE,
+    IRIS_INPUT_SIZE,
+    eye_region,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -23,7 +29,7 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 def _model_dir() -> Path | None:
     """The asset cache's MediaPipe folder when populated (CI runs `topos assets import`), else ../shared."""
     try:
-        from topos_server.assets import AssetCache
+        from topos_server.assets.cache import AssetCache
 
         return AssetCache.default().facemesh_file("iris_landmark.tflite").parent
     except Exception:
@@ -147,3 +153,15 @@ def test_missing_iris_model_fails_at_construction(tmp_path):
     assert FaceLandmarker(model_dir=tmp_path).refine_iris is False  # the 468-point landmarker needs no iris model
     with pytest.raises(AssetError, match="iris_landmark.tflite"):
         FaceLandmarker(model_dir=tmp_path, refine_iris=True)
+
+
+def test_iris_and_landmarks_do_not_import_each_other():
+    """The crop geometry both need lives in face/crop.py; neither module imports the other's back."""
+    import ast
+
+    import topos_server.face.iris as iris_module
+
+    tree = ast.parse(Path(iris_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "topos_server.face.crop" in imported
+    assert not any(name and name.endswith("landmarks") for name in imported)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("topos_server.engines.c
 
 @pytest.fixture(scope="module")
 def server():
-    from topos_server.serving import ServerConfig, start_in_thread
+    from topos_server.serving.server import ServerConfig, start_in_thread
 
     with start_in_thread(ServerConfig(host="127.0.0.1", port=0, device="cpu", engines=["classic"])) as srv:
         yield srv
@@ -22,8 +22,9 @@ def server():
 
 def test_same_portrait_and_seed_give_the_same_head_over_the_wire(server):
     from test_grpc_server import PORTRAIT
-    from topos_sdk.client import Client
     from topos_server.engines import GenerateOptions, get_engine
+
+    from topos_sdk.client import Client
 
     with Client(server.address, retries=0, timeout=300) as client:
         remote = client.generate(PORTRAIT, seed=3, engine="classic", texture_size=512)
@@ -45,6 +46,7 @@ def test_same_portrait_and_seed_give_the_same_head_over_the_wire(server):
 
 def test_topos_generate_with_server_writes_the_in_process_asset(server, tmp_path):
     from test_grpc_server import PORTRAIT
+
     from topos_sdk.cli import main
     from topos_sdk.usd import read_head_asset
 

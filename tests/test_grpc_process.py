@@ -75,7 +75,7 @@ def launch_synthetic(tmp_path, port: int, delay_s: float) -> subprocess.Popen:
         sys.path.insert(0, {str(TESTS)!r})
         from conftest import make_quad_grid
         from grpc_synthetic_engine import SyntheticEngine
-        from topos_server.serving import ServerConfig, serve
+        from topos_server.serving.server import ServerConfig, serve
         logging.basicConfig(level=logging.INFO)
         engine = SyntheticEngine(make_quad_grid(), delay_s={delay_s})
         sys.exit(serve(ServerConfig(host="127.0.0.1", port={port}, engines=[], grace_s=30), {{"synthetic": engine}}))

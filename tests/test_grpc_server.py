@@ -13,21 +13,27 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from conftest import make_quad_grid
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_synthetic_engine import SyntheticEngine
 from PIL import Image
 from skimage import data as skimage_data
+from topos_server.engines.base import GenerateOptions
+from topos_server.serving.server import ServerConfig, start_in_thread
+from topos_server.serving.service import Limits
 
-from conftest import make_quad_grid
-from grpc_synthetic_engine import SyntheticEngine
 from topos_sdk import AssetError, InvalidInputError, LandmarkSet, NoFaceFound, ReferenceTopology, wire
 from topos_sdk._proto.v1 import topos_pb2 as pb
 from topos_sdk._proto.v1 import topos_pb2_grpc as pb_grpc
 from topos_sdk.client import Client
-from topos_sdk.errors import (DeadlineExceeded, EngineUnavailable, RemoteError, ServerBusy, ServerUnavailable,
-                              Unauthenticated)
-from topos_server.engines.base import GenerateOptions
-from topos_server.service import Limits
-from topos_server.serving import ServerConfig, start_in_thread
+from topos_sdk.errors import (
+    DeadlineExceeded,
+    EngineUnavailable,
+    RemoteError,
+    ServerBusy,
+    ServerUnavailable,
+    Unauthenticated,
+)
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -143,7 +149,7 @@ def test_raw_array_and_encoded_image_give_the_same_head(client):
 
 
 def test_ict_topology_survives_the_wire_format():
-    from topos_server.assets import AssetCache
+    from topos_server.assets.cache import AssetCache
 
     ict = AssetCache.default().ict_topology()
     back = wire.topology_from_parts(wire.topology_parts(ict))

@@ -23,7 +23,7 @@ def test_generated_grpc_module_imports_its_messages_relatively():
 def test_client_path_never_imports_torch(tmp_path):
     from grpc_synthetic_engine import SyntheticEngine
     from test_grpc_server import PORTRAIT, config, rich_topology
-    from topos_server.serving import start_in_thread
+    from topos_server.serving.server import start_in_thread
 
     (tmp_path / "portrait.png").write_bytes(PORTRAIT)
     script = textwrap.dedent("""

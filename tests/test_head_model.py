@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ICT_SOURCE
+from topos_server.assets.head_model import HeadModel
 
 from topos_sdk.obj_reader import read_obj
-from topos_server.head_model import HeadModel
-
-from conftest import ICT_SOURCE
 
 MODEL = ICT_SOURCE / "FaceXModel"
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_quad_grid
 from fakes import install_fake_hou
 from fakes.head_assets import FakeGenerateHead, head_result, importer_problems
@@ -333,6 +332,7 @@ def sop_for(hou, asset, meshes="skin", to_meters=0):
 
 def test_sop_imports_the_skin_with_uv_and_id(hou, result, tmp_path):
     from pxr import Usd, UsdGeom
+
     from topos_sdk.usd import write_head_asset
 
     asset = write_head_asset(result, tmp_path, name="quad", thumbnail=False)
@@ -360,7 +360,8 @@ def test_sop_imports_the_skin_with_uv_and_id(hou, result, tmp_path):
 
 def test_sop_all_meshes_on_two_ict_heads_26719_points_in_reference_order(hou, tmp_path):
     """The TD checklist, automated: combined meshes have 26,719 points, point i is reference vertex i."""
-    from topos_server.assets import AssetCache
+    from topos_server.assets.cache import AssetCache
+
     from topos_sdk.usd import write_head_asset
 
     topology = AssetCache.default().ict_topology()

@@ -5,13 +5,18 @@ import re
 
 import numpy as np
 import pytest
+from conftest import ICT_SOURCE
+from topos_server.assets.ict_topology import (
+    ICT_SUBMESH_RANGES,
+    MULTIPIE68_NAMES,
+    SKIN_PARTS,
+    compute_symmetry,
+    mirror_partner,
+    symmetry_mismatch,
+)
 
 from topos_sdk.obj_reader import read_obj
 from topos_sdk.topology import ReferenceTopology, SubMesh
-from topos_server.ict_topology import (ICT_SUBMESH_RANGES, MULTIPIE68_NAMES, SKIN_PARTS, compute_symmetry,
-                                       mirror_partner, symmetry_mismatch)
-
-from conftest import ICT_SOURCE
 
 MODEL = ICT_SOURCE / "FaceXModel"
 

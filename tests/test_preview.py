@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import make_quad_grid
+
 from topos_sdk import ReferenceTopology
 from topos_sdk.head_result import HeadResult, TextureMap
 from topos_sdk.preview import BACKGROUND, render_head, render_thumbnail, render_views
@@ -13,7 +13,7 @@ ICT_NEUTRAL = "../shared/ict-facekit/FaceXModel/generic_neutral_mesh.obj.xz"
 def ict_topology() -> ReferenceTopology:
     """The importer's ICT topology (named sub-meshes) when the cache has it, else the bare OBJ (materials only)."""
     try:
-        from topos_server.assets import AssetCache, AssetsMissing
+        from topos_server.assets.cache import AssetCache, AssetsMissing
 
         try:
             return AssetCache.default().ict_topology()

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from pxr import Usd, UsdGeom
+from topos_server.assets.cache import AssetCache
+from topos_server.assets.head_model import HeadModel
 
 from topos_sdk import HeadResult, Provenance
 from topos_sdk.usd import read_head_asset, validate_asset, verify_topology, write_head_asset
-from topos_server.assets import AssetCache
-from topos_server.head_model import HeadModel
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from skimage.data import astronaut
+from topos_server.texture import bake as texture_bake
+from topos_server.texture import face_regions as face_regions_module
+from topos_server.texture.bake import bake_textures, skin_uv_layout, vertex_normals
+from topos_server.texture.fill import push_pull
+from topos_server.texture.skin_lighting import SkinLighting, linear_to_srgb, srgb_to_linear
 
 from topos_sdk import Camera, InvalidInputError, ReferenceTopology, TopologyMismatchError
 from topos_sdk.raster import perspective_correct, rasterize
-from topos_server import face_regions as face_regions_module
-from topos_server import texture_bake
-from topos_server.skin_lighting import SkinLighting, linear_to_srgb, srgb_to_linear
-from topos_server.texture_bake import bake_textures, skin_uv_layout, vertex_normals
-from topos_server.texture_fill import push_pull
 
 SIZE = 512
 PHOTO = (512, 512)
@@ -26,14 +26,14 @@ LOWER_LIP_CENTRE, BROW_RIGHT_MIDDLE, JAW_RIGHT_3, NOSE_BASE_RIGHT = 57, 19, 3, 3
 @pytest.fixture(scope="module")
 def ict() -> ReferenceTopology:
     try:
-        from topos_server.assets import AssetCache
+        from topos_server.assets.cache import AssetCache
 
         return AssetCache.default().ict_topology()
     except Exception:  # cache not imported on this machine: build from the shared ICT files
         pass
     if not (ICT_DIR / "generic_neutral_mesh.obj.xz").exists():
         pytest.skip("ICT-FaceKit data not available")
-    from topos_server.ict_topology import build_ict_topology
+    from topos_server.assets.ict_topology import build_ict_topology
 
     return build_ict_topology(ICT_DIR / "generic_neutral_mesh.obj.xz", ICT_DIR / "vertex_indices.json")
 

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 
 pxr = pytest.importorskip("pxr")
+from conftest import make_quad_grid  # noqa: E402
 from pxr import Sdf, Usd, UsdGeom, UsdShade, UsdSkel, UsdValidation  # noqa: E402
 
-from conftest import make_quad_grid  # noqa: E402
-from topos_sdk import (AssetError, Camera, HeadResult, Provenance, ReferenceTopology, TextureMap,  # noqa: E402
-                       TopologyMismatchError)
-from topos_sdk.usd import read_head_asset, validate_asset, verify_topology, write_head_asset  # noqa: E402
-from topos_sdk.usd import png_io  # noqa: E402
+from topos_sdk import AssetError, Camera, HeadResult, Provenance, ReferenceTopology, TextureMap, TopologyMismatchError  # noqa: E402
+from topos_sdk.usd import (  # noqa: E402
+    png_io,  # noqa: E402
+    read_head_asset,
+    validate_asset,
+    verify_topology,
+    write_head_asset,
+)
 from topos_sdk.usd.camera import projection_through_usd_camera  # noqa: E402
 from topos_sdk.usd.materials import material_tiles  # noqa: E402
 from topos_sdk.usd.validation import sdr_knows_materialx  # noqa: E402
@@ -442,7 +446,7 @@ def test_ict_neutral_keeps_the_obj_connectivity(tmp_path):
 
 def test_ict_topology_with_its_parts_writes_one_mesh_per_part(tmp_path):
     try:
-        from topos_server.assets import AssetCache
+        from topos_server.assets.cache import AssetCache
         topology = AssetCache.default().ict_topology()
     except Exception as exc:  # the cache is filled by .ci/setup (topos assets import)
         pytest.skip(f"ICT asset cache not available: {exc}")

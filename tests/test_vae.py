@@ -7,15 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from topos_server.mesh_registration import TriangleSurface, umeyama
-from topos_server.vae.canonical_pose import compose, invert
-from topos_server.vae.model import ToposVAE
-from topos_server.vae.retopology import METHODS, retopologize
-from topos_server.vae.surface_points import face_normals_and_areas, sample_surface
-from topos_server.vae.synthetic_heads import (HELD_OUT_METHOD, TRAINING_METHODS, SyntheticHeadOptions, SyntheticHeads,
-                                              outer_surface)
-from topos_server.vae.training import (TrainingConfig, build_model, reconstruction_losses, reference_triangles, train)
+from topos_server.data.synthetic_heads import (
+    HELD_OUT_METHOD,
+    TRAINING_METHODS,
+    SyntheticHeadOptions,
+    SyntheticHeads,
+    outer_surface,
+)
+from topos_server.geometry.canonical_pose import compose, invert
+from topos_server.geometry.registration import TriangleSurface, umeyama
+from topos_server.geometry.retopology import METHODS, retopologize
+from topos_server.geometry.surface_points import face_normals_and_areas, sample_surface
+from topos_server.models.vae import ToposVAE
+from topos_server.training.vae import TrainingConfig, build_model, reconstruction_losses, reference_triangles, train
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +165,7 @@ def test_train_checkpoints_and_resumes(head_model, topology, tmp_path):
 
 
 def test_nicp_baseline_beats_the_mean_head(heads):
-    from topos_server.vae.nicp import NicpBaseline
+    from topos_server.geometry.nicp import NicpBaseline
 
     sample = heads.sample(21)
     canonical = heads.canonicalize(sample)

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial import cKDTree
-
-from topos_server.vae.canonical_pose import NearestSampleGrid, PoseCanonicalizer, compose, invert
-from topos_server.vae.control_vertices import attach_control_decoding, fit_control_upsampling
-from topos_server.vae.model import ToposVAE
-from topos_server.vae.surface_points import face_normals_and_areas, sample_surface
-from topos_server.vae.synthetic_heads import SyntheticHeads, outer_surface, random_rotation
-from topos_server.vae.training import TrainingConfig, build_model
+from topos_server.data.synthetic_heads import SyntheticHeads, outer_surface, random_rotation
+from topos_server.geometry.canonical_pose import NearestSampleGrid, PoseCanonicalizer, compose, invert
+from topos_server.geometry.surface_points import face_normals_and_areas, sample_surface
+from topos_server.models.vae import ToposVAE
+from topos_server.training.control_vertices import attach_control_decoding, fit_control_upsampling
+from topos_server.training.vae import TrainingConfig, build_model
 
 CONTROLS = 1000
 

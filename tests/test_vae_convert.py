@@ -7,13 +7,13 @@ import struct
 
 import numpy as np
 import pytest
+from topos_server.data.synthetic_heads import outer_surface, random_rotation
+from topos_server.geometry.mesh_input import largest_component, read_mesh
+from topos_server.geometry.retopology import retopologize
+from topos_server.pipelines.convert import DEFAULT_WEIGHTS, HeadConverter, load_vae
 
 from topos_sdk.cli import main
 from topos_sdk.errors import InvalidInputError
-from topos_server.vae.convert import DEFAULT_WEIGHTS, HeadConverter, load_vae
-from topos_server.vae.mesh_input import largest_component, read_mesh
-from topos_server.vae.retopology import retopologize
-from topos_server.vae.synthetic_heads import outer_surface, random_rotation
 
 HAVE_TRAINED = (DEFAULT_WEIGHTS / "config.json").is_file()
 
@@ -23,8 +23,8 @@ def weights(topology, tmp_path_factory):
     """The committed checkpoint when there is one, else an untrained tiny model (decodes the mean head)."""
     if HAVE_TRAINED:
         return DEFAULT_WEIGHTS
-    from topos_server.head_model import HeadModel
-    from topos_server.vae.training import TrainingConfig, build_model
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.training.vae import TrainingConfig, build_model
 
     folder = tmp_path_factory.mktemp("vae") / "tiny"
     build_model(TrainingConfig(size="tiny"), HeadModel.load(), topology).save_pretrained(folder, safe_serialization=True)
@@ -158,7 +158,7 @@ def test_usd_display_colour_per_vertex_is_read(remeshed_head, tmp_path):
 
 
 def test_largest_component_drops_separate_parts(remeshed_head):
-    from topos_server.vae.mesh_input import InputMesh
+    from topos_server.geometry.mesh_input import InputMesh
 
     points, triangles, _ = remeshed_head
     extra = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float) + 1000.0
@@ -174,8 +174,8 @@ def test_same_head_in_two_topologies_decodes_alike(topology):
     marching-cubes vs isotropic pairs in BENCHMARKS.md)."""
     from dataclasses import replace
 
-    from topos_server.head_model import HeadModel
-    from topos_server.vae.synthetic_heads import SyntheticHeads
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.data.synthetic_heads import SyntheticHeads
 
     converter = HeadConverter(load_vae(DEFAULT_WEIGHTS), topology)
     heads = SyntheticHeads(HeadModel.load(), topology, seed=77)
@@ -193,8 +193,9 @@ def test_same_head_in_two_topologies_decodes_alike(topology):
 def test_convert_rebakes_vertex_colours_into_the_reference_uvs(remeshed_head, topology, weights, tmp_path):
     """A remeshed ICT head whose vertex colours are a smooth function of position: the albedo texture of
     the converted asset shows that function at the reference surface point of every texel."""
+    from topos_server.texture.bake import skin_uv_layout
+
     from topos_sdk.usd import read_head_asset, validate_asset
-    from topos_server.texture_bake import skin_uv_layout
 
     points, triangles, rotation = remeshed_head
     head_frame = ((points - np.array([120.0, -40.0, 300.0])) @ rotation) / 10.0  # back to the ICT frame, cm

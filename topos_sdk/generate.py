@@ -88,7 +88,7 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
     usda = write_head_asset(result, out, name=name, usdz=usdz, overwrite=overwrite)
     if debug:
         try:
-            from topos_server.debug_overlay import write_debug_files
+            from topos_server.fit.debug_overlay import write_debug_files
         except ImportError:
             raise ToposError("--debug draws the overlay with the face front-end: install the server extra "
                              "(pip install 'topos[server]')") from None

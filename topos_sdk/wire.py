@@ -1,6 +1,6 @@
 """HeadResult / ReferenceTopology ↔ ``topos.v1`` protobuf messages, and error ↔ gRPC status.
 
-The one place that knows the wire layout; the server (``topos_server.service``) and the client
+The one place that knows the wire layout; the server (``topos_server.serving.service``) and the client
 (:mod:`topos_sdk.client`) both use it. numpy + protobuf + grpcio only (no torch).
 
 Big arrays and texture tiles are split into pieces of at most ``piece_bytes`` payload bytes, so no

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def _cache(args: argparse.Namespace):
-    from topos_server.assets import AssetCache
+    from topos_server.assets.cache import AssetCache
 
     return AssetCache(args.home)
 
@@ -41,7 +41,7 @@ def _print_outcomes(outcomes) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from topos_server.asset_import import import_assets
+    from topos_server.assets.importing import import_assets
 
     if not args.ict and not args.facemesh:
         print("topos assets import: error: give --ict PATH and/or --facemesh PATH", file=sys.stderr)
@@ -53,7 +53,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from topos_server.asset_import import fetch_assets
+    from topos_server.assets.importing import fetch_assets
 
     cache = _cache(args)
     _print_outcomes(fetch_assets(cache, ict=args.only in (None, "ict"), facemesh=args.only in (None, "facemesh"),

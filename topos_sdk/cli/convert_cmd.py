@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from topos_server.vae.convert import convert_mesh_file
+    from topos_server.pipelines.convert import convert_mesh_file
 
     asset, report = convert_mesh_file(args.mesh, args.out, name=args.name, weights=args.weights, units=args.units,
                                       seed=args.seed, all_components=args.all_components, usdz=args.usdz,

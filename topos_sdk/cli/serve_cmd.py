@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from topos_server.service import Limits
-    from topos_server.serving import ServerConfig, serve
+    from topos_server.serving.server import ServerConfig, serve
+    from topos_server.serving.service import Limits
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.max_batch < 1 or args.max_queue < 1:

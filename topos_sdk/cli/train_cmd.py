@@ -33,7 +33,7 @@ DEFAULT_CONTROL_VERTICES = 2000
 
 
 def run(args) -> int:
-    from topos_server.vae.training import TrainingConfig, train
+    from topos_server.training.vae import TrainingConfig, train
 
     config = TrainingConfig(size=args.config, seed=args.seed, workers=args.workers)
     if args.steps is not None:

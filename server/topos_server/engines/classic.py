@@ -14,13 +14,12 @@ from typing import Sequence
 import numpy as np
 
 from topos_sdk import HeadResult, Provenance
-
-from ..assets import AssetCache
-from ..face import FaceLandmarker, FaceLandmarks, load_image
-from ..head_model import HeadModel
-from ..landmark_fit import LandmarkBasis, fit_landmarks
-from ..texture_bake import bake_textures
-from .base import GenerateOptions, ProgressCallback
+from topos_server.assets.cache import AssetCache
+from topos_server.assets.head_model import HeadModel
+from topos_server.engines.base import GenerateOptions, ProgressCallback
+from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
+from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks
+from topos_server.texture.bake import bake_textures
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
 

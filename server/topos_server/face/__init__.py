@@ -4,9 +4,10 @@ MediaPipe's models (Apache-2.0) are run with Google's LiteRT runtime; the pre- a
 post-processing reproduces MediaPipe's FaceMesh graphs (see landmarks.py / detection.py).
 """
 
-from .detection import BlazeFaceDetector, FaceDetection
-from .image_loading import DecodedImage, decode_image, load_image
-from .landmarks import FaceLandmarker, FaceLandmarks, FaceRegion
+from topos_server.face.crop import FaceRegion
+from topos_server.face.detection import BlazeFaceDetector, FaceDetection
+from topos_server.face.image_loading import DecodedImage, decode_image, load_image
+from topos_server.face.landmarks import FaceLandmarker, FaceLandmarks
 
 __all__ = [
     "BlazeFaceDetector",

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import create_interpreter
-from .landmarks import FaceRegion, _rotation_levelling, crop_region, project_landmarks
+from topos_server.face.crop import FaceRegion, crop_region, project_landmarks, rotation_levelling
+from topos_server.face.detection import create_interpreter
 
 IRIS_MODEL_FILE = "iris_landmark.tflite"
 IRIS_INPUT_SIZE = 64
@@ -80,7 +80,7 @@ def eye_region(face_points: np.ndarray, eye: int) -> FaceRegion:
     start, end = (face_points[index, :2].astype(np.float64) for index in EYE_CORNERS[eye])
     low, high = np.minimum(start, end), np.maximum(start, end)
     long_side = float(np.max(high - low))
-    return FaceRegion((low + high) / 2.0, long_side * EYE_ROI_SCALE, _rotation_levelling(start, end))
+    return FaceRegion((low + high) / 2.0, long_side * EYE_ROI_SCALE, rotation_levelling(start, end))
 
 
 def mirror_crop_x(raw: np.ndarray, size: int = IRIS_INPUT_SIZE) -> np.ndarray:

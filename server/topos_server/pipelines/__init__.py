@@ -1,0 +1,1 @@
+"""Applications of the models: a mesh of any topology → reference topology (convert)."""

@@ -1,0 +1,1 @@
+"""Training loops (`topos train ...`) and the fitting steps that run with them."""
