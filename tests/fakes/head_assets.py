@@ -13,18 +13,24 @@ from topos_sdk import HeadResult, TextureMap
 from topos_sdk.errors import InvalidInputError
 
 BLENDSHAPES = ("jawOpen", "mouthSmile")
+EXPRESSION = {"jawOpen": 0.25, "mouthSmile": 0.5}  # the portrait's expression: the head is posed by these
 
 
 def head_result(topology, seed: int = 0) -> HeadResult:
-    """A head on ``topology``: rest points moved a little, two sparse blendshapes, a one-tile albedo."""
+    """A head on ``topology``: rest points moved a little, two sparse blendshapes posed by ``EXPRESSION``,
+    one-tile albedo (sRGB), normal and roughness (raw) maps."""
     rng = np.random.default_rng(seed)
     n = len(topology.rest_points)
     points = topology.rest_points + rng.normal(0, 0.01, (n, 3)).astype(np.float32)       # (N, 3)
     deltas = np.zeros((len(BLENDSHAPES), n, 3), np.float32)                               # (K, N, 3)
     moved = rng.choice(n, size=max(1, n // 4), replace=False)
     deltas[:, moved] = rng.normal(0, 0.1, (len(BLENDSHAPES), len(moved), 3))
-    albedo = TextureMap("albedo", {1001: rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)})
-    return HeadResult(points=points, topology=topology, textures={"albedo": albedo},
+    textures = {
+        "albedo": TextureMap("albedo", {1001: rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)}),
+        "normal": TextureMap("normal", {1001: np.full((16, 16, 3), (128, 128, 255), np.uint8)}, "raw"),
+        "roughness": TextureMap("roughness", {1001: np.full((16, 16, 1), 140, np.uint8)}, "raw"),
+    }
+    return HeadResult(points=points, topology=topology, textures=textures, expression_weights=dict(EXPRESSION),
                       blendshape_names=list(BLENDSHAPES), blendshape_deltas=deltas)
 
 

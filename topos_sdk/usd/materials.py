@@ -6,6 +6,17 @@ roughness raw) on ``outputs:surface`` and a MaterialX ``ND_standard_surface_surf
 on ``outputs:mtlx:surface``. Bindings go on the meshes' ``materialBind`` subsets, with
 ``MaterialBindingAPI`` applied.
 
+Colour spaces are said twice on every ``UsdUVTexture``: the ``sourceColorSpace`` input (``sRGB`` /
+``raw``: what Storm, Karma and the UsdPreviewSurface spec read) and the ``colorSpace`` metadata on
+its ``inputs:file`` (Maya's names ``sRGB`` / ``Raw``: maya-usd's importer copies that metadata onto
+the Maya file node's ``colorSpace`` and ignores ``sourceColorSpace``, and its exporter writes the
+same pair).
+
+The MaterialX network uses only node definitions present in both the MaterialX 1.38 and 1.39
+standard libraries (Houdini 20.x and Maya 2024–2025 ship 1.38): the normal map goes through
+``ND_normalmap_vector2`` (in both), not ``ND_normalmap_float`` (1.39 only) or ``ND_normalmap``
+(1.38 only). ``tests/test_materialx_versions.py`` checks the network against both libraries.
+
 Which materials get the textures: a material is textured when the UDIM tiles its faces' UVs lie in
 overlap the map's tiles, and its name does not say it is an eye/teeth/mouth-interior part (ICT's
 sclera and iris reuse the face's [0,1] tile but the face textures are not meant for them). The others
@@ -54,12 +65,13 @@ CONSTANT_LOOKS: list[tuple[str, ConstantLook]] = [
 SKIN_LOOK = ConstantLook((205, 160, 140), 0.5)
 NOT_SKIN = re.compile("|".join(p for p, _ in CONSTANT_LOOKS), re.IGNORECASE)
 
-# map name → (UsdPreviewSurface input, its type, UsdUVTexture output, sourceColorSpace)
+# map name → (UsdPreviewSurface input, its type, UsdUVTexture output, sourceColorSpace, Maya colorSpace)
 MAP_WIRING = {
-    "albedo": ("diffuseColor", Sdf.ValueTypeNames.Color3f, "rgb", "sRGB"),
-    "normal": ("normal", Sdf.ValueTypeNames.Normal3f, "rgb", "raw"),
-    "roughness": ("roughness", Sdf.ValueTypeNames.Float, "r", "raw"),
+    "albedo": ("diffuseColor", Sdf.ValueTypeNames.Color3f, "rgb", "sRGB", "sRGB"),
+    "normal": ("normal", Sdf.ValueTypeNames.Normal3f, "rgb", "raw", "Raw"),
+    "roughness": ("roughness", Sdf.ValueTypeNames.Float, "r", "raw", "Raw"),
 }
+MTLX_NORMAL_MAP_ID = "ND_normalmap_vector2"
 DEFAULT_MATERIAL = "M_Default"
 
 
@@ -137,10 +149,12 @@ def _preview_network(stage, material: UsdShade.Material, maps: dict[str, str], l
     reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("st")
     st_out = reader.CreateOutput("result", Sdf.ValueTypeNames.Float2)
     for map_name, file in maps.items():
-        input_name, input_type, channel, color_space = MAP_WIRING[map_name]
+        input_name, input_type, channel, color_space, maya_color_space = MAP_WIRING[map_name]
         tex = UsdShade.Shader.Define(stage, path.AppendChild(f"{map_name.capitalize()}Texture"))
         tex.SetShaderId("UsdUVTexture")
-        tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(Sdf.AssetPath("./" + file))
+        file_input = tex.CreateInput("file", Sdf.ValueTypeNames.Asset)
+        file_input.Set(Sdf.AssetPath("./" + file))
+        file_input.GetAttr().SetColorSpace(maya_color_space)
         tex.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(st_out)
         tex.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set(color_space)
         tex.CreateInput("wrapS", Sdf.ValueTypeNames.Token).Set("repeat")
@@ -192,8 +206,9 @@ def _materialx_network(stage, material: UsdShade.Material, maps: dict[str, str],
     if "normal" in maps:
         out = image("normal", "ND_image_vector3", Sdf.ValueTypeNames.Float3, None)
         normal_map = UsdShade.Shader.Define(stage, path.AppendChild("MtlxNormalMap"))
-        normal_map.SetShaderId("ND_normalmap_float")
+        normal_map.SetShaderId(MTLX_NORMAL_MAP_ID)
         normal_map.CreateInput("in", Sdf.ValueTypeNames.Float3).ConnectToSource(out)
+        normal_map.CreateInput("scale", Sdf.ValueTypeNames.Float2).Set(Gf.Vec2f(1.0, 1.0))
         surface.CreateInput("normal", Sdf.ValueTypeNames.Float3).ConnectToSource(
             normal_map.CreateOutput("out", Sdf.ValueTypeNames.Float3))
 
