@@ -4,6 +4,7 @@ the callbacks and cooks run, and the USD layer the LOP references / the SOP read
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,7 +17,11 @@ from fakes.head_assets import FakeGenerateHead, head_result, importer_problems
 
 HOUDINI = Path(__file__).resolve().parents[1] / "integrations" / "houdini"
 HDA = HOUDINI / "otls" / "topos_head.hda"
-LOP_DIR, SOP_DIR = HDA / "Lop_1topos__head", HDA / "Sop_1topos__skin"
+LOP_DIR, SOP_DIR = HDA / "Lop_1topos_2_2head_2_21.0", HDA / "Sop_1topos_2_2skin_2_21.0"
+LOP_TYPE, SOP_TYPE = "topos::head::1.0", "topos::skin::1.0"
+# (Houdini version, the Python versions its builds use): 20.0 ships 3.10 (a 3.9 variant exists, unsupported:
+# topos_sdk needs 3.10), 20.5 ships 3.11 with 3.10 variant builds, 21.0 ships 3.11
+HOUDINI_PYTHONS = {"20.0": ("3.10",), "20.5": ("3.10", "3.11"), "21.0": ("3.11",)}
 
 
 # -- a small parser for the DialogScript brace grammar -------------------------------------------------------
@@ -165,17 +170,57 @@ def lop(hou, monkeypatch, portrait, tmp_path):
 
 
 # -- the files ------------------------------------------------------------------------------------------------
-def test_package_json_adds_the_folders_houdini_scans():
-    package_file = HOUDINI / "packages" / "topos.json"
+def resolve_package(package_file: Path, houdini_version: str, python: str, environ: dict) -> list[Path] | None:
+    """What Houdini does with a package file at start-up, for one Houdini and one Python version: ``None`` when
+    the package is not enabled, else the folders Python imports from (``hpath``'s ``pythonX.Ylibs`` and the
+    package's ``PYTHONPATH``)."""
     package = json.loads(package_file.read_text())
-    variables = {"HOUDINI_PACKAGE_PATH": str(package_file.parent)}
-    for entry in package["env"]:
-        for key, value in entry.items():
-            variables[key] = re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], value)
-    hpath = Path(re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], package["hpath"])).resolve()
+    enable = package.get("enable", "true")
+    match = re.fullmatch(r"houdini_version\s*>=\s*'([\d.]+)'", enable.strip())
+    assert match or enable == "true", f"enable expression the test does not understand: {enable}"
+    if match and tuple(map(int, houdini_version.split("."))) < tuple(map(int, match.group(1).split("."))):
+        return None
+    variables = dict(environ, HOUDINI_PACKAGE_PATH=str(package_file.parent))
+    expand = lambda text: re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), ""), text)  # noqa: E731
+    for entry in package.get("env", []):
+        for name, value in entry.items():
+            text, method = (value["value"], value.get("method", "replace")) if isinstance(value, dict) else (value, "replace")
+            text = expand(text)
+            old = variables.get(name, "")
+            variables[name] = {"prepend": f"{text}{os.pathsep}{old}", "append": f"{old}{os.pathsep}{text}"}.get(
+                method, text).strip(os.pathsep)
+    hpaths = [Path(expand(h)) for h in ([package["hpath"]] if isinstance(package.get("hpath"), str)
+                                        else package.get("hpath", []))]
+    python_path = [Path(p) for p in variables.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return python_path + [h / f"python{python}libs" for h in hpaths]
+
+
+def test_package_resolves_topos_houdini_for_every_enabled_houdini_and_python(tmp_path):
+    """Houdini 20.0 and the 20.5 Python 3.10 builds import from python3.10libs, not python3.11libs: the code
+    must be reachable for every Python the enabled versions use, and parse there."""
+    import ast
+
+    from topos_sdk.cli.integrations_cmd import install
+
+    package_file = HOUDINI / "packages" / "topos.json"
+    installed = install("houdini", tmp_path / "packages", source=HOUDINI.parent)
+    for entry in (package_file, installed):
+        for houdini_version, pythons in HOUDINI_PYTHONS.items():
+            for python in pythons:
+                folders = resolve_package(entry, houdini_version, python, {})
+                assert folders is not None, f"package disabled in Houdini {houdini_version}"
+                found = [f for f in folders if (f / "topos_houdini" / "__init__.py").is_file()]
+                assert found, f"Houdini {houdini_version} / Python {python}: topos_houdini not importable"
+                minor = int(python.split(".")[1])
+                for source in list(found[0].rglob("*.py")):
+                    ast.parse(source.read_text(), str(source), feature_version=(3, minor))
+        assert resolve_package(entry, "19.5", "3.9", {}) is None, "older Houdini is not enabled"
+    hpath = Path(re.sub(r"\$(\w+)", lambda m: {"HOUDINI_PACKAGE_PATH": str(package_file.parent),
+                                                  "TOPOS_HOUDINI": str(package_file.parent / "..")}[m.group(1)],
+                        json.loads(package_file.read_text())["hpath"])).resolve()
     assert hpath == HOUDINI.resolve()
-    assert (hpath / "python3.11libs" / "topos_houdini" / "__init__.py").is_file()
     assert (hpath / "otls" / "topos_head.hda" / "houdini.hdalibrary").is_file()
+    assert not list(HOUDINI.glob("python3.*libs")), "one version-neutral python/ folder, no per-version copies"
 
 
 def test_hda_sections_lists_match_the_files():
@@ -187,12 +232,17 @@ def test_hda_sections_lists_match_the_files():
     top = listed(HDA)
     assert {p.name for p in HDA.iterdir()} == set(top) | {"Sections.list"}
     operators = {v: k for k, v in top.items() if "/" in v}
-    assert operators == {"Lop/topos_head": LOP_DIR.name, "Sop/topos_skin": SOP_DIR.name}
+    assert operators == {f"Lop/{LOP_TYPE}": LOP_DIR.name, f"Sop/{SOP_TYPE}": SOP_DIR.name}
+    for table_and_name in operators:
+        assert re.fullmatch(r"\w+/topos::\w+::\d+\.\d+", table_and_name), "namespace::name::version"
     index = (HDA / "INDEX__SECTION").read_text()
     blocks = [dict(re.findall(r"^(\w+):[ \t]*(.*)$", b, re.M)) for b in index.strip().split("\n\n")]
     assert {f"{b['Table']}/{b['Operator']}" for b in blocks} == set(operators)
     assert all(b["Python"] == "true" for b in blocks), "both cook in Python (PythonCook section)"
-    for op_dir in (LOP_DIR, SOP_DIR):
+    assert {b["Path"] for b in blocks} == {f"oplib:/{o}?{o}" for o in operators}
+    for op_dir, type_name in ((LOP_DIR, LOP_TYPE), (SOP_DIR, SOP_TYPE)):
+        root = parse_dialog_script((op_dir / "DialogScript").read_text())
+        assert entries(root)["name"] == [type_name] and entries(root)["script"] == [type_name]
         sections = listed(op_dir)
         assert set(sections) == {p.name for p in op_dir.iterdir()} - {"Sections.list"}
         options = json.loads((op_dir / "ExtraFileOptions").read_text())
@@ -322,11 +372,12 @@ def test_interrupt_leaves_no_asset(hou, lop, generator, tmp_path):
 
 
 # -- the SOP ----------------------------------------------------------------------------------------------
-def sop_for(hou, asset, meshes="skin", to_meters=0):
+def sop_for(hou, asset, meshes="skin", to_meters=0, posed=1):
     node = make_node(hou, SOP_DIR, "/obj/geo1/topos_skin1")
     node.parm("asset_file").set(str(asset))
     node.parm("meshes").set(meshes)
     node.parm("to_meters").set(to_meters)
+    node.parm("posed").set(posed)
     return node
 
 
@@ -347,7 +398,7 @@ def test_sop_imports_the_skin_with_uv_and_id(hou, result, tmp_path):
     st = np.asarray(UsdGeom.PrimvarsAPI(skin).GetPrimvar("st").ComputeFlattened())
     ids = geo.values[("point", "id")]
     np.testing.assert_array_equal(ids, np.asarray(UsdGeom.PrimvarsAPI(skin).GetPrimvar("topos:vertexId").Get()))
-    np.testing.assert_allclose(geo.points, result.points[ids], atol=1e-6)
+    np.testing.assert_allclose(geo.points, result.posed_points()[ids], atol=1e-5), "posed by default, as the LOP"
     assert [len(p) for p in geo.polygons] == counts.tolist()
     # Houdini winds polygons the other way: the same corners, reversed, with their uvs
     first = tuple(int(i) for i in indices[: counts[0]])
@@ -376,7 +427,7 @@ def test_sop_all_meshes_on_two_ict_heads_26719_points_in_reference_order(hou, tm
     for result, geo in heads:
         assert len(geo.points) == 26719 == result.num_points
         np.testing.assert_array_equal(geo.values[("point", "id")], np.arange(26719))
-        np.testing.assert_allclose(geo.points, result.points * 0.01, atol=1e-6)  # cm -> m
+        np.testing.assert_allclose(geo.points, result.posed_points() * 0.01, atol=1e-6)  # cm -> m
         assert len(geo.polygons) == len(topology.face_vertex_counts)
         assert {"skin", "teeth"} <= set(geo.values[("prim", "name")])
     (a, geo_a), (b, geo_b) = heads
@@ -396,3 +447,113 @@ def test_sop_without_asset_warns_and_bad_pattern_errors(hou, result, tmp_path):
     node = sop_for(hou, asset, meshes="teeth")
     with pytest.raises(hou.NodeError, match="no mesh named teeth"):
         cook(hou, node, SOP_DIR)
+
+
+def test_sop_posed_toggle_matches_what_the_lop_shows(hou, result, tmp_path):
+    """Posed (default) = the asset's blendshape weights applied, as UsdSkel (the LOP, Karma) shows the head;
+    off = the neutral points as stored."""
+    from topos_sdk.usd import write_head_asset
+
+    asset = write_head_asset(result, tmp_path, name="quad", thumbnail=False)
+    assert dialog_parms(SOP_DIR)["posed"]["default"] == [[["1"]]]
+    posed, neutral = sop_for(hou, asset, meshes="*", posed=1), None
+    cook(hou, posed, SOP_DIR)
+    posed_points = posed.geometry().points.copy()
+    neutral = sop_for(hou, asset, meshes="*", posed=0)
+    cook(hou, neutral, SOP_DIR)
+    np.testing.assert_allclose(posed_points, result.posed_points(), atol=1e-5)
+    np.testing.assert_allclose(neutral.geometry().points, result.points, atol=1e-6)
+    assert not np.allclose(posed_points, neutral.geometry().points), "the expression moves the face"
+
+
+# -- units and paths --------------------------------------------------------------------------------------
+def world_points(stage, prim_path="/head"):
+    from pxr import Usd, UsdGeom
+
+    cache = UsdGeom.XformCache()
+    out = []
+    for prim in Usd.PrimRange(stage.GetPrimAtPath(prim_path)):
+        if prim.IsA(UsdGeom.Mesh):
+            matrix = cache.GetLocalToWorldTransform(prim)
+            out += [matrix.Transform(p) for p in UsdGeom.Mesh(prim).GetPointsAttr().Get()]
+    return np.asarray(out, np.float64)
+
+
+@pytest.mark.parametrize("stage_meters_per_unit, expected_scale", [(None, 0.01), (1.0, 0.01), (0.01, 1.0)])
+def test_lop_scales_the_centimetre_asset_into_the_stage_units(hou, lop, generator, result, stage_meters_per_unit,
+                                                              expected_scale):
+    """A Solaris stage is in metres (authored or not): the head must come in at 1/100 of the asset's numbers,
+    by a scale op on the referencing prim, outermost."""
+    from pxr import Usd, UsdGeom
+
+    press(hou, lop, LOP_DIR, "generate")
+    lop.stage = Usd.Stage.CreateInMemory()
+    if stage_meters_per_unit is not None:
+        UsdGeom.SetStageMetersPerUnit(lop.stage, stage_meters_per_unit)
+    cook(hou, lop, LOP_DIR)
+
+    head = UsdGeom.Xformable(lop.stage.GetPrimAtPath("/head"))
+    ops = head.GetOrderedXformOps()
+    if expected_scale == 1.0:
+        assert ops == [], "same units: nothing authored"
+    else:
+        assert ops[0].GetOpName() == "xformOp:scale:toposUnits"
+        assert tuple(ops[0].Get()) == pytest.approx((expected_scale,) * 3)
+    asset_points = np.concatenate([np.asarray(UsdGeom.Mesh(p).GetPointsAttr().Get()) for p in
+                                   Usd.PrimRange(lop.stage.GetPrimAtPath("/head")) if p.IsA(UsdGeom.Mesh)])
+    np.testing.assert_allclose(world_points(lop.stage), asset_points * expected_scale, atol=1e-7)
+
+
+def test_lop_unit_conversion_can_be_turned_off(hou, lop, generator):
+    from pxr import Usd, UsdGeom
+
+    press(hou, lop, LOP_DIR, "generate")
+    assert dialog_parms(LOP_DIR)["convert_units"]["default"] == [[["1"]]]
+    lop.parm("convert_units").set(0)
+    lop.stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageMetersPerUnit(lop.stage, 1.0)
+    cook(hou, lop, LOP_DIR)
+    assert UsdGeom.Xformable(lop.stage.GetPrimAtPath("/head")).GetOrderedXformOps() == []
+
+
+def test_lop_unit_scale_wraps_the_assets_own_transform(hou, lop, tmp_path):
+    """An asset whose root prim has its own ops keeps them; the unit scale is applied outside them."""
+    from pxr import Gf, Usd, UsdGeom
+
+    asset = tmp_path / "moved.usda"
+    layer_stage = Usd.Stage.CreateNew(str(asset))
+    UsdGeom.SetStageMetersPerUnit(layer_stage, 0.01)
+    root = UsdGeom.Xform.Define(layer_stage, "/moved")
+    root.AddTranslateOp().Set(Gf.Vec3d(10, 0, 0))
+    UsdGeom.Cube.Define(layer_stage, "/moved/box")
+    layer_stage.SetDefaultPrim(root.GetPrim())
+    layer_stage.GetRootLayer().Save()
+    lop.parm("asset_file").set(str(asset))
+    lop.stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageMetersPerUnit(lop.stage, 1.0)
+    cook(hou, lop, LOP_DIR)
+    head = UsdGeom.Xformable(lop.stage.GetPrimAtPath("/head"))
+    assert [op.GetOpName() for op in head.GetOrderedXformOps()] == ["xformOp:scale:toposUnits", "xformOp:translate"]
+    assert head.ComputeLocalToWorldTransform(0).ExtractTranslation() == Gf.Vec3d(0.1, 0, 0)
+
+
+def test_asset_file_is_stored_relative_to_hip_or_job_with_forward_slashes(hou, lop, generator, tmp_path):
+    from pxr import Usd
+
+    hou.env["HIP"] = str(tmp_path)
+    hou.env["JOB"] = str(tmp_path.parent)
+    lop.parm("output_folder").set("$HIP/heads")
+    press(hou, lop, LOP_DIR, "generate")
+    stored = lop.parm("asset_file").unexpandedString()
+    assert stored.startswith("$HIP/heads/") and stored.endswith(".usda") and "\\" not in stored
+    assert Path(lop.parm("asset_file").evalAsString()).is_file()
+    lop.stage = Usd.Stage.CreateInMemory()
+    cook(hou, lop, LOP_DIR)
+    refs = lop.stage.GetPrimAtPath("/head").GetMetadata("references").GetAddedOrExplicitItems()
+    assert [Path(r.assetPath) for r in refs] == [Path(lop.parm("asset_file").evalAsString())]
+
+    from topos_houdini.head_lop import portable_path
+
+    assert portable_path(str(tmp_path.parent / "other" / "a.usda")) == "$JOB/other/a.usda"
+    outside = Path("/somewhere/else/a.usda")
+    assert portable_path(str(outside)) == outside.as_posix()

@@ -65,12 +65,14 @@ def test_maya_module_file_points_at_the_installed_folder(lived_in):
 def test_houdini_package_resolves_to_the_installed_hda_and_libs(lived_in):
     entry = install("houdini", lived_in, source=SOURCE)
     package = json.loads(entry.read_text())
-    (env,) = package["env"]
+    (env,) = [e for e in package["env"] if "TOPOS_HOUDINI" in e]
     root = Path(env["TOPOS_HOUDINI"].replace("$HOUDINI_PACKAGE_PATH", str(entry.parent)))
     assert package["hpath"] == "$TOPOS_HOUDINI"
-    assert (root / "otls" / "topos_head.hda" / "Lop_1topos__head" / "DialogScript").is_file()
-    assert (root / "python3.11libs" / "topos_houdini" / "head_lop.py").is_file()
-    assert (root / "python3.11libs" / "topos_sdk" / "generate.py").is_file()
+    assert (root / "otls" / "topos_head.hda" / "Lop_1topos_2_2head_2_21.0" / "DialogScript").is_file()
+    assert (root / "python" / "topos_houdini" / "head_lop.py").is_file()
+    assert (root / "python" / "topos_sdk" / "generate.py").is_file()
+    (pythonpath,) = [e["PYTHONPATH"] for e in package["env"] if "PYTHONPATH" in e]
+    assert pythonpath == {"value": "$TOPOS_HOUDINI/python", "method": "prepend"}, "one folder for every Python"
 
 
 def test_installed_maya_shim_imports_with_the_vendored_sdk(tmp_path):
@@ -134,17 +136,32 @@ def test_cli_round_trip(lived_in, capsys):
     assert "no TOPOS houdini install" in capsys.readouterr().err
 
 
-def test_default_prefixes_per_os():
-    home = Path("/home/ada")
+def test_default_prefixes_per_os(tmp_path):
+    home = tmp_path / "ada"
+    documents = Path("D:/OneDrive/Documents")  # Windows: the shell's Documents folder, wherever it was moved
     assert default_prefix("maya", platform="linux", env={}, home=home) == home / "maya/modules"
     assert default_prefix("maya", platform="darwin", env={}, home=home) == \
         home / "Library/Preferences/Autodesk/maya/modules"
-    assert default_prefix("maya", platform="win32", env={}, home=home) == home / "Documents/maya/modules"
+    assert default_prefix("maya", platform="win32", env={}, home=home, documents=documents) == \
+        documents / "maya/modules"
     assert default_prefix("maya", platform="linux", env={"MAYA_APP_DIR": "/studio/maya"}, home=home) == \
         Path("/studio/maya/modules")
+    assert default_prefix("houdini", platform="linux", env={}, home=home) == home / "houdini21.0/packages", \
+        "no Houdini preferences yet: the newest supported version"
+    (home / "houdini20.5").mkdir(parents=True)
     assert default_prefix("houdini", platform="linux", env={}, home=home) == home / "houdini20.5/packages"
-    assert default_prefix("houdini", houdini_version="21.0", platform="darwin", env={}, home=home) == \
-        home / "Library/Preferences/houdini/21.0/packages"
-    assert default_prefix("houdini", platform="win32", env={}, home=home) == home / "Documents/houdini20.5/packages"
+    (home / "houdini21.0").mkdir()
+    assert default_prefix("houdini", platform="linux", env={}, home=home) == home / "houdini21.0/packages"
+    assert default_prefix("houdini", houdini_version="20.0", platform="darwin", env={}, home=home) == \
+        home / "Library/Preferences/houdini/20.0/packages"
+    assert default_prefix("houdini", platform="win32", env={}, home=home, documents=documents) == \
+        documents / "houdini21.0/packages"
     assert default_prefix("houdini", platform="linux", env={"HOUDINI_USER_PREF_DIR": "/p/houdini__HVER__"},
-                          home=home) == Path("/p/houdini20.5/packages")
+                          home=home) == Path("/p/houdini21.0/packages")
+
+
+def test_windows_documents_folder_is_asked_of_the_shell_only_on_windows():
+    from topos_sdk.cli.integrations_cmd import windows_documents_folder
+
+    found = windows_documents_folder()
+    assert (found is None) == (not sys.platform.startswith("win"))

@@ -12,7 +12,7 @@ from pathlib import Path
 FAKES = Path(__file__).resolve().parent
 REPO = FAKES.parents[1]
 MAYA_SCRIPTS = REPO / "integrations" / "maya" / "scripts"
-HOUDINI_LIBS = REPO / "integrations" / "houdini" / "python3.11libs"
+HOUDINI_LIBS = REPO / "integrations" / "houdini" / "python"
 
 
 def _forget(prefixes: tuple[str, ...], monkeypatch) -> None:

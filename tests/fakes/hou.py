@@ -6,10 +6,15 @@ Every call the shims make is appended to ``calls`` as ``(name, args, kwargs)``.
 from __future__ import annotations
 
 import enum
+import re
 
 import numpy as np
 
 calls: list[tuple[str, tuple, dict]] = []
+env: dict[str, str] = {}             # Houdini variables ($HIP, $JOB, ...): hou.getenv and parameter expansion
+node_types: dict[str, dict] = {}     # "Lop/topos::head::1.0" -> parm specs, for Node.createNode
+nodes: dict[str, "Node"] = {}
+saved_hip_files: list[str] = []
 messages: list[tuple[str, dict]] = []
 ui_available = True
 interrupt_after: int | None = None   # updateLongProgress raises OperationInterrupted after this many calls
@@ -21,7 +26,33 @@ def reset() -> None:
     global ui_available, interrupt_after, _pwd, _phm
     calls.clear()
     messages.clear()
+    env.clear()
+    node_types.clear()
+    nodes.clear()
+    saved_hip_files.clear()
     ui_available, interrupt_after, _pwd, _phm = True, None, None, None
+
+
+def getenv(name, default=None):
+    return env.get(name, default)
+
+
+def expand(text: str) -> str:
+    """``$VAR`` / ``${VAR}`` from ``env`` (unknown variables stay as written, as in Houdini)."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), str(text))
+
+
+def node(path):
+    return nodes.get(path)
+
+
+class _HipFile:
+    def save(self, file_name=None, save_to_recent_files=True):
+        _record("hipFile.save", file_name)
+        saved_hip_files.append(file_name)
+
+
+hipFile = _HipFile()  # noqa: N816 - hou's name
 
 
 def _record(name, *args, **kw):
@@ -45,6 +76,10 @@ class NodeError(Error):
 
 
 class NodeWarning(Error):
+    pass
+
+
+class OperationFailed(Error):
     pass
 
 
@@ -131,9 +166,12 @@ class Parm:
             return int(self._value)
         if self.parm_type == "float":
             return float(self._value)
-        return str(self._value)
+        return expand(self._value)
 
     def evalAsString(self):  # noqa: N802
+        return expand(self._value)
+
+    def unexpandedString(self):  # noqa: N802
         return str(self._value)
 
     def evalAsInt(self):  # noqa: N802
@@ -197,11 +235,30 @@ class Geometry:
 class Node:
     """A node whose parameters come from a parsed DialogScript (``{name: (type, default)}``)."""
 
-    def __init__(self, path, parm_specs: dict[str, tuple[str, str]]):
+    def __init__(self, path, parm_specs: dict[str, tuple[str, str]], type_name: str = ""):
         self._path = path
         self._parms = {name: Parm(self, name, default, ptype) for name, (ptype, default) in parm_specs.items()}
         self._geometry = Geometry()
         self.stage = None
+        self.type_name = type_name
+        self.inputs: dict[int, "Node"] = {}
+        self.display = False
+        nodes[path] = self
+
+    def createNode(self, type_name, node_name=None):  # noqa: N802
+        _record("Node.createNode", self._path, type_name, node_name)
+        table = {"/stage": "Lop", "/obj": "Obj"}.get(self._path, "Sop")
+        key = f"{table}/{type_name}"
+        if key not in node_types:
+            raise OperationFailed(f"Invalid node type name: {type_name}")
+        return Node(f"{self._path}/{node_name or type_name}", node_types[key], type_name)
+
+    def setInput(self, index, node):  # noqa: N802
+        _record("Node.setInput", self._path, index, node.path())
+        self.inputs[index] = node
+
+    def setDisplayFlag(self, on):  # noqa: N802
+        self.display = bool(on)
 
     def path(self):
         return self._path

@@ -1,8 +1,9 @@
 """``topos integrations install|uninstall maya|houdini [--prefix DIR]``: put the DCC shims where Maya / Houdini look.
 
 Maya: ``PREFIX/topos.mod`` + ``PREFIX/topos/`` (``scripts/topos_maya``, ``userSetup.py``), PREFIX = the user's
-Maya modules folder. Houdini: ``PREFIX/topos.json`` + ``PREFIX/topos/`` (``python3.11libs``, ``otls``),
-PREFIX = the user's Houdini packages folder. Unless ``--no-sdk``, the pure-Python ``topos_sdk`` package is
+Maya modules folder. Houdini: ``PREFIX/topos.json`` + ``PREFIX/topos/`` (``python`` — one folder for every
+Houdini Python, put on ``PYTHONPATH`` by the package — and ``otls``), PREFIX = the user's Houdini packages
+folder. Unless ``--no-sdk``, the pure-Python ``topos_sdk`` package is
 copied beside the shims so the DCC's Python can import it. Everything written is listed, with hashes, in
 ``PREFIX/topos/.topos-install.json``; ``uninstall`` removes exactly that and the folders install created.
 """
@@ -22,7 +23,7 @@ from ..errors import InvalidInputError
 
 MANIFEST = ".topos-install.json"
 INSTALL_DIR = "topos"
-DEFAULT_HOUDINI_VERSION = "20.5"
+SUPPORTED_HOUDINI_VERSIONS = ("20.0", "20.5", "21.0")  # what topos.json enables; newest last
 SKIPPED = ("__pycache__", "*.pyc", "*.pyo")
 
 
@@ -36,7 +37,7 @@ class DccLayout:
 
 LAYOUTS = {
     "maya": DccLayout("maya", "topos.mod", ("scripts",), "scripts"),
-    "houdini": DccLayout("houdini", "topos.json", ("python3.11libs", "otls"), "python3.11libs"),
+    "houdini": DccLayout("houdini", "topos.json", ("python", "otls"), "python"),
 }
 
 
@@ -50,7 +51,9 @@ def register(sub) -> None:
         a.add_argument("--prefix", type=Path, metavar="DIR",
                        help="Maya modules / Houdini packages folder (default: the per-user folder of this OS)")
         a.add_argument("--houdini-version", default=None, metavar="X.Y",
-                       help=f"Houdini version whose preferences folder to use (default {DEFAULT_HOUDINI_VERSION})")
+                       help="Houdini version whose preferences folder to use (default: the newest of "
+                            f"{', '.join(SUPPORTED_HOUDINI_VERSIONS)} with a preferences folder, else "
+                            f"{SUPPORTED_HOUDINI_VERSIONS[-1]})")
         if action == "install":
             a.add_argument("--source", type=Path, metavar="DIR", help="the integrations/ folder (default: this checkout's)")
             a.add_argument("--no-sdk", action="store_true",
@@ -72,35 +75,69 @@ def run(args) -> int:
 
 # -- where things go -----------------------------------------------------------------------------------------
 def default_prefix(dcc: str, *, houdini_version: str | None = None, platform: str | None = None,
-                   env: dict | None = None, home: Path | None = None) -> Path:
+                   env: dict | None = None, home: Path | None = None, documents: Path | None = None) -> Path:
     """The per-user folder Maya scans for modules / Houdini scans for packages.
 
     Maya: ``$MAYA_APP_DIR/modules``, else Linux ``~/maya/modules``, macOS
-    ``~/Library/Preferences/Autodesk/maya/modules``, Windows ``~/Documents/maya/modules``.
+    ``~/Library/Preferences/Autodesk/maya/modules``, Windows ``DOCUMENTS/maya/modules``.
     Houdini: ``$HOUDINI_USER_PREF_DIR/packages``, else Linux ``~/houdiniX.Y/packages``, macOS
-    ``~/Library/Preferences/houdini/X.Y/packages``, Windows ``~/Documents/houdiniX.Y/packages``.
+    ``~/Library/Preferences/houdini/X.Y/packages``, Windows ``DOCUMENTS/houdiniX.Y/packages``; X.Y is
+    ``houdini_version``, else the newest supported version that has a preferences folder, else the newest.
+    DOCUMENTS is the shell's Documents known folder (it moves with OneDrive or a redirected profile);
+    ``documents`` overrides it (tests).
     """
     platform = platform or sys.platform
     env = os.environ if env is None else env
     home = home or Path.home()
+    windows = platform.startswith("win")
+    if windows and documents is None:
+        documents = windows_documents_folder() or home / "Documents"
     if dcc == "maya":
         if env.get("MAYA_APP_DIR"):
             return Path(env["MAYA_APP_DIR"]) / "modules"
         if platform == "darwin":
             return home / "Library/Preferences/Autodesk/maya/modules"
-        if platform.startswith("win"):
-            return home / "Documents/maya/modules"
+        if windows:
+            return documents / "maya/modules"
         return home / "maya/modules"
     if dcc == "houdini":
-        version = houdini_version or DEFAULT_HOUDINI_VERSION
+        def preferences(version: str) -> Path:
+            if platform == "darwin":
+                return home / f"Library/Preferences/houdini/{version}"
+            return (documents if windows else home) / f"houdini{version}"
+
         if env.get("HOUDINI_USER_PREF_DIR") and houdini_version is None:
+            version = SUPPORTED_HOUDINI_VERSIONS[-1]
             return Path(env["HOUDINI_USER_PREF_DIR"].replace("__HVER__", version)) / "packages"
-        if platform == "darwin":
-            return home / f"Library/Preferences/houdini/{version}/packages"
-        if platform.startswith("win"):
-            return home / f"Documents/houdini{version}/packages"
-        return home / f"houdini{version}/packages"
+        version = houdini_version or next((v for v in reversed(SUPPORTED_HOUDINI_VERSIONS)
+                                           if preferences(v).is_dir()), SUPPORTED_HOUDINI_VERSIONS[-1])
+        return preferences(version) / "packages"
     raise InvalidInputError(f"unknown application {dcc!r} (maya or houdini)")
+
+
+def windows_documents_folder() -> Path | None:
+    """The user's Documents folder as Windows knows it (SHGetKnownFolderPath), None off Windows or on failure."""
+    if not sys.platform.startswith("win"):
+        return None
+    import ctypes
+    import uuid
+    from ctypes import wintypes
+
+    class GUID(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_ubyte * 16)]
+
+    folder_id = GUID()
+    folder_id.data[:] = uuid.UUID("{FDD39AD0-238F-46AF-ADB4-6C85480369C7}").bytes_le  # FOLDERID_Documents
+    path = ctypes.c_wchar_p()
+    shell32 = ctypes.windll.shell32
+    shell32.SHGetKnownFolderPath.argtypes = [ctypes.POINTER(GUID), wintypes.DWORD, wintypes.HANDLE,
+                                             ctypes.POINTER(ctypes.c_wchar_p)]
+    if shell32.SHGetKnownFolderPath(ctypes.byref(folder_id), 0, None, ctypes.byref(path)) != 0:
+        return None
+    try:
+        return Path(path.value)
+    finally:
+        ctypes.windll.ole32.CoTaskMemFree(path)
 
 
 def default_source() -> Path:

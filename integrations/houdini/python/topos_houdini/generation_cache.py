@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+LOCAL_SERVER = "local"  # generate inside Houdini's Python instead of calling `topos serve`
+
 _image_hashes: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256
 
 
@@ -61,3 +63,23 @@ def cached_asset(out_dir: str, portrait: str, key: GenerationKey) -> Path | None
     suffix = f"_{key.digest[:10]}"
     found = sorted(p for p in Path(out_dir).glob(f"*{suffix}/*{suffix}.usda") if p.parent.name == p.stem)
     return found[0] if found else None
+
+
+def generate_or_reuse(portrait: str, out_dir: str, key: GenerationKey, server: str | None,
+                      on_progress=None) -> Path:
+    """The asset for ``key`` in ``out_dir``: the cached one, else a newly generated one (``generate_head``)."""
+    path = cached_asset(out_dir, portrait, key)
+    if path is not None:
+        return path
+    from topos_sdk.generate import generate_head
+
+    return Path(generate_head(portrait, out_dir, server=server, engine=key.engine, seed=key.seed,
+                              texture_size=key.texture_size, name=asset_name(portrait, key),
+                              on_progress=on_progress))
+
+
+def server_address(text: str) -> str | None:
+    """``None`` (generate in this process) for "" or "local", else the ``host:port`` given."""
+    text = (text or "").strip()
+    return None if text in ("", LOCAL_SERVER) else text
+

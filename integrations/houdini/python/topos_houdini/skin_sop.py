@@ -1,8 +1,11 @@
-"""The ``topos_skin`` SOP: a TOPOS head asset's meshes as Houdini polygons.
+"""The ``topos::skin::1.0`` SOP: a TOPOS head asset's meshes as Houdini polygons.
 
 Point attribute ``id`` = ``primvars:topos:vertexId`` (the reference-vertex index, the same on every head),
 vertex attribute ``uv`` from ``primvars:st``, primitive attribute ``name`` = the USD mesh name. With all
 meshes selected, point number == ``id``; with some, points keep reference order.
+
+*Posed* (default, what the TOPOS Head LOP and Karma show): the portrait's expression applied, i.e. the
+asset's UsdSkel blendshape weights evaluated by UsdSkel itself; off: the neutral points as stored.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ def cook(node) -> None:
               if p.IsA(UsdGeom.Mesh) and any(fnmatch.fnmatchcase(p.GetName(), pat) for pat in patterns)]
     if not meshes:
         raise hou.NodeError(f"no mesh named {' or '.join(patterns)} in {asset_file}")
-    parts = [read_mesh(m) for m in meshes]
+    posed = bool(node.evalParm("posed"))
+    parts = [read_mesh(m, posed) for m in meshes]
     scale = UsdGeom.GetStageMetersPerUnit(stage) if node.evalParm("to_meters") else 1.0
     write_geometry(node.geometry(), parts, scale)
 
 
-def read_mesh(mesh) -> dict:
+def read_mesh(mesh, posed: bool = False) -> dict:
     from pxr import UsdGeom
 
     prim = mesh.GetPrim()
@@ -47,13 +51,40 @@ def read_mesh(mesh) -> dict:
         raise hou.NodeError(f"{prim.GetPath()}: st is {st.GetInterpolation()}, expected faceVarying")
     return {
         "name": prim.GetName(),
-        "points": np.asarray(mesh.GetPointsAttr().Get(), np.float32),              # (n, 3)
+        "points": posed_points(mesh) if posed else np.asarray(mesh.GetPointsAttr().Get(), np.float32),  # (n, 3)
         "ids": np.asarray(vertex_id.Get(), np.int64),                              # (n,)
         "counts": np.asarray(mesh.GetFaceVertexCountsAttr().Get(), np.int64),      # (f,)
         "indices": np.asarray(mesh.GetFaceVertexIndicesAttr().Get(), np.int64),    # (sum counts,)
         "uv": uv,
         "left_handed": mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded,
     }
+
+
+def posed_points(mesh) -> np.ndarray:
+    """(n, 3) points of ``mesh`` with its bound blendshapes at the SkelAnimation's weights (UsdSkel's own
+    evaluation); the stored points when the mesh has no blendshapes."""
+    from pxr import Usd, UsdSkel, Vt
+
+    prim = mesh.GetPrim()
+    points = Vt.Vec3fArray(mesh.GetPointsAttr().Get())
+    skel_root = UsdSkel.Root.Find(prim)
+    if not skel_root:
+        return np.asarray(points, np.float32)
+    cache = UsdSkel.Cache()
+    cache.Populate(skel_root, Usd.TraverseInstanceProxies())
+    skinning = cache.GetSkinningQuery(prim)
+    skeleton = UsdSkel.BindingAPI(prim).GetInheritedSkeleton()
+    if not skinning or not skinning.HasBlendShapes() or not skeleton:
+        return np.asarray(points, np.float32)
+    animation = cache.GetSkelQuery(skeleton).GetAnimQuery()
+    if not animation:
+        return np.asarray(points, np.float32)
+    weights = skinning.GetBlendShapeMapper().Remap(animation.ComputeBlendShapeWeights(Usd.TimeCode.Default()))
+    shapes = UsdSkel.BlendShapeQuery(UsdSkel.BindingAPI(prim))
+    sub_weights, shape_indices, sub_indices = shapes.ComputeSubShapeWeights(weights)
+    shapes.ComputeDeformedPoints(sub_weights, shape_indices, sub_indices, shapes.ComputeBlendShapePointIndices(),
+                                 shapes.ComputeSubShapePointOffsets(), points)
+    return np.asarray(points, np.float32)
 
 
 def reversed_winding(counts: np.ndarray) -> np.ndarray:
