@@ -30,6 +30,8 @@ from . import wire
 from ._proto.v1 import topos_pb2 as pb
 from ._proto.v1 import topos_pb2_grpc as pb_grpc
 from .errors import InvalidInputError, TopologyMismatchError
+from .faces import FaceList
+from .generate import check_focal_length
 from .head_result import HeadResult
 from .topology import ReferenceTopology
 
@@ -83,10 +85,50 @@ class Client:
     # ---- calls -----------------------------------------------------------------------------
     def generate(self, image, *, seed: int = 0, engine: str | None = None, texture_size: int = 1024,
                  on_progress: Progress | None = None, focal_length_px: float | None = None,
-                 timeout: float | None = None, request_id: str | None = None) -> HeadResult:
+                 timeout: float | None = None, request_id: str | None = None,
+                 face_index: int | None = None) -> HeadResult:
         """One portrait (encoded bytes, an image file path, or an (H, W, 3) uint8 RGB array) → HeadResult
-        with its topology attached. Deterministic for a given image, engine and seed."""
+        with its topology attached. Deterministic for a given image, engine and seed. ``face_index``:
+        which face of a group photo (as :meth:`list_faces` numbers them); None: the server's choice
+        (largest, most frontal, least occluded; the result's ``provenance.extra["face"]`` says which)."""
         request = self._request(image, seed, engine, texture_size, focal_length_px, request_id)
+        if face_index is not None:
+            if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
+                raise InvalidInputError(f"face index must be a non-negative integer, got {face_index!r}")
+            request.face_index = int(face_index)
+        return self._generate(request, on_progress, timeout, request_id)
+
+    def generate_same_person(self, images: Sequence, *, seed: int = 0, engine: str | None = None,
+                             texture_size: int = 1024, on_progress: Progress | None = None,
+                             focal_length_px: float | None = None, timeout: float | None = None,
+                             request_id: str | None = None) -> HeadResult:
+        """Several photos of one person (encoded bytes or file paths; the first may be an array) → one
+        head: one identity fitted to every view, textures merged; ``view_cameras`` holds each view's camera."""
+        if len(images) < 2:
+            raise InvalidInputError(f"generate_same_person needs at least 2 photos, got {len(images)}")
+        request = self._request(images[0], seed, engine, texture_size, focal_length_px, request_id)
+        for view in images[1:]:
+            view_request = self._request(view, seed, engine, texture_size, focal_length_px, request_id)
+            if view_request.WhichOneof("image") != "encoded_image":
+                raise InvalidInputError("the further views of one person travel encoded: give bytes or file paths")
+            request.same_person_views.append(view_request.encoded_image)
+        return self._generate(request, on_progress, timeout, request_id)
+
+    def list_faces(self, image, *, engine: str | None = None, timeout: float = 60.0) -> FaceList:
+        """The faces of a (group) photo, numbered left to right, with the one ``generate`` takes by default."""
+        request = pb.ListFacesRequest(engine=engine or "")
+        portrait = self._request(image, 0, engine, 1024, None, None)
+        if portrait.WhichOneof("image") == "raw_image":
+            request.raw_image.CopyFrom(portrait.raw_image)
+        else:
+            request.encoded_image = portrait.encoded_image
+        response = self._with_retries(
+            lambda remaining: self._stub.ListFaces(request, timeout=remaining, metadata=self._metadata),
+            time.monotonic() + timeout)
+        return wire.faces_from_pb(response)
+
+    def _generate(self, request: pb.GenerateRequest, on_progress: Progress | None, timeout: float | None,
+                  request_id: str | None) -> HeadResult:
         with _topology_lock:
             request.cached_topology_ids.extend(_topology_cache)
         timeout = self.timeout if timeout is None else timeout
@@ -171,6 +213,7 @@ class Client:
             raise InvalidInputError(f"seed must be a non-negative integer below 2^64, got {seed}")
         if isinstance(texture_size, bool) or not isinstance(texture_size, (int, np.integer)) or texture_size <= 0:
             raise InvalidInputError(f"texture size must be a positive integer, got {texture_size!r}")
+        check_focal_length(focal_length_px)
         request = pb.GenerateRequest(engine=engine or "", seed=int(seed), texture_size=int(texture_size),
                                      focal_length_px=float(focal_length_px or 0.0), request_id=request_id or "")
         if isinstance(image, np.ndarray):

@@ -5,17 +5,22 @@ This is what the ``topos generate`` command, the Maya shelf button and the Houdi
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import InvalidInputError, ToposError
+from .faces import FaceList
 
 # on_progress(stage, fraction of the whole job in [0, 1])
 Progress = Callable[[str, float], None]
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_]")
+MAX_VIEWS = 8  # photos of one person fitted together
+FOCAL_LENGTH_RANGE_PX = (1.0, 1e6)
 
 
 def asset_name_for(image: str | os.PathLike | bytes, fallback: str = "head") -> str:
@@ -59,30 +64,93 @@ def read_image_source(image: str | os.PathLike | bytes) -> bytes:
 def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, server: str | None = None,
                   engine: str = "classic", seed: int = 0, texture_size: int = 1024, name: str | None = None,
                   usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
-                  device: str = "cpu", on_progress: Progress | None = None) -> Path:
+                  device: str = "cpu", on_progress: Progress | None = None, face_index: int | None = None,
+                  focal_length_px: float | None = None) -> Path:
     """Generate a head from ``image`` and write the asset ``out_dir/NAME/NAME.usda``; returns that path.
 
     ``server=None`` runs the engine in this process (needs the ``server`` extra and imported assets);
     otherwise ``server`` is a ``host:port`` address of ``topos serve``. An existing asset is never
-    replaced unless ``overwrite``.
+    replaced unless ``overwrite``. ``face_index``: which face of a group photo (as :func:`list_faces`
+    numbers them); None takes the largest, most frontal, least occluded one.
     """
+    return _generate_and_write([image], out_dir, server=server, engine=engine, seed=seed, texture_size=texture_size,
+                               name=name or asset_name_for(image), usdz=usdz, overwrite=overwrite, token=token,
+                               debug=debug, device=device, on_progress=on_progress, face_index=face_index,
+                               focal_length_px=focal_length_px)
+
+
+def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: str | os.PathLike, *, name: str,
+                         server: str | None = None, engine: str = "classic", seed: int = 0, texture_size: int = 1024,
+                         usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
+                         device: str = "cpu", on_progress: Progress | None = None,
+                         focal_length_px: float | None = None) -> Path:
+    """Several photos of one person → one asset ``out_dir/NAME/NAME.usda``: one identity fitted to every
+    view (each with its own expression and camera), textures merged from all of them; every view's
+    camera is kept in the asset (``cameras/view0``…)."""
+    if not 2 <= len(images) <= MAX_VIEWS:
+        raise InvalidInputError(f"--same-person takes 2 to {MAX_VIEWS} photos, got {len(images)}")
+    return _generate_and_write(list(images), out_dir, server=server, engine=engine, seed=seed,
+                               texture_size=texture_size, name=name, usdz=usdz, overwrite=overwrite, token=token,
+                               debug=debug, device=device, on_progress=on_progress, face_index=None,
+                               focal_length_px=focal_length_px)
+
+
+def list_faces(image: str | os.PathLike | bytes, *, server: str | None = None, engine: str = "classic",
+               token: str | None = None, device: str = "cpu") -> FaceList:
+    """The faces in ``image``, numbered left to right, with the one taken by default marked."""
+    data = read_image_source(image)
+    if server is None:
+        from topos_server.engines import shared_engine
+
+        return shared_engine(engine, device).list_faces(data)
+    from .client import Client
+
+    with Client(server, token=token) as client:
+        return client.list_faces(data, engine=engine)
+
+
+def write_face_overlay(image: str | os.PathLike | bytes, faces: FaceList, path: str | os.PathLike) -> Path:
+    """A PNG of ``image`` with every face's box and index drawn (the default choice in green)."""
+    try:
+        import cv2
+        from topos_server.face import load_image
+        from topos_server.face.face_choice import draw_face_overlay
+    except ImportError:
+        raise ToposError("the face overlay is drawn with the face front-end: install the server extra "
+                         "(pip install 'topos[server]')") from None
+    from .atomic_files import atomic_output_path
+
+    overlay = draw_face_overlay(load_image(read_image_source(image)), faces)
+    path = Path(path)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    with atomic_output_path(path) as tmp:
+        tmp.write_bytes(png.tobytes())
+    return path
+
+
+def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_size, name, usdz, overwrite, token,
+                        debug, device, on_progress, face_index, focal_length_px) -> Path:
     from .usd import write_head_asset
 
-    name = name or asset_name_for(image)
     out = check_output_folder(out_dir)
     if (out / name).exists() and not overwrite:
         raise InvalidInputError(f"{out / name} already exists (use --overwrite to replace it)")
-    data = read_image_source(image)
+    check_focal_length(focal_length_px)
+    data = [read_image_source(image) for image in images]
     # generation is the first 90 % of the job, writing the asset the rest
     report = (lambda stage, frac: on_progress(stage, 0.9 * frac)) if on_progress else None
     if server is None:
-        result = _generate_in_process(data, engine, seed, texture_size, device, report)
+        result = _generate_in_process(data, engine, seed, texture_size, device, report, face_index, focal_length_px)
     else:
         from .client import Client
 
         with Client(server, token=token) as client:
-            result = client.generate(data, seed=seed, engine=engine, texture_size=texture_size,
-                                     on_progress=report)
+            options = dict(seed=seed, engine=engine, texture_size=texture_size, on_progress=report,
+                           focal_length_px=focal_length_px)
+            if len(data) > 1:
+                result = client.generate_same_person(data, **options)
+            else:
+                result = client.generate(data[0], face_index=face_index, **options)
     if on_progress:
         on_progress("writing", 0.95)
     usda = write_head_asset(result, out, name=name, usdz=usdz, overwrite=overwrite)
@@ -92,17 +160,30 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
         except ImportError:
             raise ToposError("--debug draws the overlay with the face front-end: install the server extra "
                              "(pip install 'topos[server]')") from None
-        write_debug_files(usda.parent / "debug", data, result)
+        write_debug_files(usda.parent / "debug", data[0], result)
     if on_progress:
         on_progress("done", 1.0)
     return usda
 
 
-def _generate_in_process(data, engine_name, seed, texture_size, device, report):
+def check_focal_length(focal_length_px: float | None) -> None:
+    """None, or a finite number of pixels in [1, 1e6]; one clear line otherwise."""
+    if focal_length_px is None:
+        return
+    low, high = FOCAL_LENGTH_RANGE_PX
+    if (isinstance(focal_length_px, bool) or not isinstance(focal_length_px, numbers.Real)
+            or not math.isfinite(focal_length_px) or not low <= focal_length_px <= high):
+        raise InvalidInputError(f"focal length must be a finite number of pixels in [{low:g}, {high:g}], "
+                                f"got {focal_length_px!r}")
+
+
+def _generate_in_process(data: list[bytes], engine_name, seed, texture_size, device, report, face_index,
+                         focal_length_px):
     from topos_server.engines import GenerateOptions, shared_engine
 
     engine = shared_engine(engine_name, device)
-    options = GenerateOptions(seed=seed, texture_size=texture_size)
+    options = GenerateOptions(seed=seed, texture_size=texture_size, face_index=face_index,
+                              focal_length_px=focal_length_px)
     progress = (lambda stage, frac, index=None: report(stage, frac)) if report else None
-    result = engine.generate([data], options, progress=progress)[0]
-    return result
+    source = data[0] if len(data) == 1 else tuple(data)  # a tuple: views of one person, one head
+    return engine.generate([source], options, progress=progress)[0]

@@ -120,6 +120,7 @@ class HeadResult:
     blendshape_deltas: np.ndarray | None = None  # (K, N, 3) float32 offsets from `points`
     camera: Camera | None = None
     provenance: Provenance = field(default_factory=Provenance)
+    view_cameras: list[Camera] = field(default_factory=list)  # multi-view results: every photo's camera
 
     def __post_init__(self):
         self.points = np.ascontiguousarray(self.points, dtype=np.float32)
@@ -175,6 +176,9 @@ class HeadResult:
             out.append("expression_weights differ")
         if self.camera != other.camera:
             out.append("camera differs")
+        if len(self.view_cameras) != len(other.view_cameras) or any(
+                a != b for a, b in zip(self.view_cameras, other.view_cameras)):
+            out.append("view cameras differ")
         if self.textures.keys() != other.textures.keys():
             out.append(f"texture names differ: {sorted(self.textures)} vs {sorted(other.textures)}")
         else:

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import errors
 from ._proto.v1 import topos_pb2 as pb
+from .faces import DetectedFace, FaceList
 from .head_result import Camera, HeadResult, Provenance, TextureMap
 from .topology import LandmarkSet, MaterialRange, ReferenceTopology, SubMesh
 
@@ -93,6 +94,7 @@ def result_events(result: HeadResult, piece_bytes: int = PIECE_BYTES,
         texture_names=list(result.textures), provenance=provenance_to_pb(result.provenance))
     if result.camera is not None:
         geometry.camera.CopyFrom(camera_to_pb(result.camera))
+    geometry.view_cameras.extend(camera_to_pb(camera) for camera in result.view_cameras)
     yield pb.GenerateEvent(geometry=geometry)
     if topology is not None:
         for part in topology_parts(topology, piece_bytes):
@@ -234,7 +236,8 @@ class ResultAssembler:
             blendshape_names=list(g.blendshape_names),
             blendshape_deltas=self.deltas if g.blendshape_names else None,
             camera=camera_from_pb(g.camera) if g.HasField("camera") else None,
-            provenance=provenance_from_pb(g.provenance))
+            provenance=provenance_from_pb(g.provenance),
+            view_cameras=[camera_from_pb(camera) for camera in g.view_cameras])
 
 
 # ---- ReferenceTopology ↔ parts ------------------------------------------------------------------
@@ -315,6 +318,19 @@ def topology_from_parts(parts: Iterable[pb.TopologyPart]) -> ReferenceTopology:
 # NoFaceFound is INVALID_ARGUMENT (the portrait itself is unusable, whatever the server's state), told
 # apart from other bad input by the `topos-error` trailing metadata. An engine the server does not
 # serve is NOT_FOUND; other TOPOS errors on the server (missing assets) FAILED_PRECONDITION; bugs INTERNAL.
+
+def faces_to_pb(faces: FaceList) -> pb.ListFacesResponse:
+    return pb.ListFacesResponse(
+        faces=[pb.FaceInfo(index=f.index, box=list(f.box), detection_score=f.detection_score, yaw_deg=f.yaw_deg,
+                           visible_fraction=f.visible_fraction, choice_score=f.choice_score) for f in faces.faces],
+        chosen_index=faces.chosen_index, image_width=faces.image_size[0], image_height=faces.image_size[1])
+
+
+def faces_from_pb(msg: pb.ListFacesResponse) -> FaceList:
+    return FaceList([DetectedFace(f.index, tuple(f.box), f.detection_score, f.yaw_deg, f.visible_fraction,
+                                  f.choice_score) for f in msg.faces],
+                    msg.chosen_index, (msg.image_width, msg.image_height))
+
 
 def status_for_exception(exc: BaseException) -> grpc.StatusCode:
     names = {cls.__name__ for cls in type(exc).__mro__}

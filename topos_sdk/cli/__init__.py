@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from ..errors import ToposError
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # argparse's float() takes "inf" and "nan": no option of any command means either
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            print(f"topos {args.command}: error: --{name.replace('_', '-')} must be a finite number, got {value}",
+                  file=sys.stderr)
+            return 2
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -97,13 +97,16 @@ def read_head_asset(path: str | os.PathLike) -> HeadResult:
             weights = dict(zip(names or [], map(float, anim_weights if anim_weights is not None else [])))
         camera_prim = next((p for p in stage.Traverse() if p.IsA(UsdGeom.Camera)), None)
         camera = read_camera(camera_prim) if camera_prim is not None else None
+        views = stage.GetDefaultPrim().GetChild(layout.VIEW_CAMERAS_SCOPE)
+        view_cameras = [read_camera(p) for p in views.GetChildren() if p.IsA(UsdGeom.Camera)] if views else []
         provenance = Provenance(**json.loads(info[layout.PROVENANCE_KEY])) if layout.PROVENANCE_KEY in info else Provenance()
         texture_specs = json.loads(info.get(layout.TEXTURES_KEY, "{}"))
         textures = {k: TextureMap(k, {t: _read_texture(root_file, layout.tile_file(spec["file"], t)) for t in spec["tiles"]},
                                   spec["colorSpace"]) for k, spec in texture_specs.items()}
     return HeadResult(points=points, topology=topology, topology_id=stored_id, textures=textures,
                       expression_weights=weights, blendshape_names=list(names or []),
-                      blendshape_deltas=deltas if names else None, camera=camera, provenance=provenance)
+                      blendshape_deltas=deltas if names else None, camera=camera, provenance=provenance,
+                      view_cameras=view_cameras)
 
 
 def _read_texture(root_file: Path, relative: str) -> np.ndarray:

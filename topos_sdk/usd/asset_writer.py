@@ -124,6 +124,11 @@ def _write_layers(result: HeadResult, folder: Path, name: str, texture_files, te
         meshes.append((part, mesh))
     if result.camera is not None:
         define_camera(stage, root.AppendChild(layout.CAMERA_PRIM), result.camera, result.points)
+    if result.view_cameras:
+        views = root.AppendChild(layout.VIEW_CAMERAS_SCOPE)
+        UsdGeom.Scope.Define(stage, views)
+        for index, camera in enumerate(result.view_cameras):
+            define_camera(stage, views.AppendChild(f"view{index}"), camera, result.points)
 
     stage.SetEditTarget(Usd.EditTarget(mtl_layer))
     stage.OverridePrim(root)

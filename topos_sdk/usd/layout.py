@@ -31,6 +31,7 @@ UP_AXIS = "Y"
 GEOM_SCOPE = "Geom"
 LOOKS_SCOPE = "Looks"
 CAMERA_PRIM = "Camera"
+VIEW_CAMERAS_SCOPE = "ViewCameras"  # multi-view assets: ViewCameras/view0, view1, … (one per photo)
 SKELETON_PRIM = "Skel"
 ANIMATION_PRIM = "Anim"
 ROOT_JOINT = "root"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from topos_sdk import HeadResult, InvalidInputError
 from topos_sdk.errors import EngineUnavailable
+from topos_sdk.generate import FOCAL_LENGTH_RANGE_PX, MAX_VIEWS  # noqa: F401 (MAX_VIEWS: the server's limit too)
 
 # progress(stage, fraction in [0, 1] of the whole request, image index or None for the batch)
 ProgressCallback = Callable[[str, float, "int | None"], None]
@@ -23,14 +25,22 @@ class GenerateOptions:
     seed: int = 0
     texture_size: int = 1024
     focal_length_px: float | None = None  # None: estimated from the image size
+    face_index: int | None = None  # which face of a group photo (list_faces order); None: the best one
 
     def __post_init__(self):
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
             raise InvalidInputError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
         if self.texture_size not in TEXTURE_SIZES:
             raise InvalidInputError(f"texture size must be one of {TEXTURE_SIZES}, got {self.texture_size!r}")
-        if self.focal_length_px is not None and not self.focal_length_px > 0:
-            raise InvalidInputError(f"focal length must be positive, got {self.focal_length_px!r}")
+        if self.focal_length_px is not None:
+            low, high = FOCAL_LENGTH_RANGE_PX
+            if not (isinstance(self.focal_length_px, (int, float, np.floating)) and math.isfinite(self.focal_length_px)
+                    and low <= self.focal_length_px <= high):
+                raise InvalidInputError(f"focal length must be a finite number of pixels in [{low:g}, {high:g}], "
+                                        f"got {self.focal_length_px!r}")
+        if self.face_index is not None and (isinstance(self.face_index, bool) or not isinstance(
+                self.face_index, (int, np.integer)) or not 0 <= self.face_index < 2**31):
+            raise InvalidInputError(f"face index must be a non-negative integer, got {self.face_index!r}")
 
 
 class Engine(Protocol):
@@ -41,7 +51,8 @@ class Engine(Protocol):
                  progress: ProgressCallback | None = None) -> list[HeadResult]:
         """One HeadResult per image, same order. Raises InvalidInputError / NoFaceFound for bad images.
 
-        ``images`` are encoded bytes (JPEG/PNG/WebP/TIFF) or decoded (H, W, 3) uint8 RGB arrays.
+        ``images`` are encoded bytes (JPEG/PNG/WebP/TIFF) or decoded (H, W, 3) uint8 RGB arrays; an
+        entry that is a tuple of those is several photos of one person, fitted into one head.
         Deterministic for a given ``options.seed``.
         """
         ...

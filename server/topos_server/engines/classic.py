@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from topos_sdk import HeadResult, Provenance
+from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
 from topos_server.assets.head_model import HeadModel
 from topos_server.engines.base import GenerateOptions, ProgressCallback
@@ -61,14 +62,21 @@ class ClassicEngine:
         """(I,) coefficients → (N, 3) float32 neutral-expression head."""
         return (self.neutral + np.tensordot(identity, self.identity_basis, axes=1)).astype(np.float32)
 
+    def list_faces(self, source: bytes | np.ndarray) -> FaceList:
+        """Every face of a (group) photo, numbered left to right, the default choice marked."""
+        image = source if isinstance(source, np.ndarray) else load_image(source)
+        with self._lock:
+            return self.landmarker.list_faces(image)
+
     def fit_portrait(self, image: np.ndarray, focal_length_px: float | None = None,
-                     report=lambda stage, fraction: None) -> tuple[HeadResult, FaceLandmarks]:
+                     report=lambda stage, fraction: None, face_index: int | None = None
+                     ) -> tuple[HeadResult, FaceLandmarks]:
         """Landmarks and model fit of a decoded (H, W, 3) portrait: an untextured result + the landmarks."""
         timings = {}
         t = time.perf_counter()
         report("landmarks", 0.1)
         with self._lock:
-            face = self.landmarker.detect(image)
+            face = self.landmarker.detect(image, face_index=face_index)
         timings["landmarks"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -83,7 +91,8 @@ class ClassicEngine:
             camera=fit.to_camera(),
             provenance=Provenance(engine=self.name, timings_s=timings, extra={
                 "fit_rms_px": round(fit.rms_px, 3), "faces_found": int(face.face_count),
-                "focal_length_px": round(fit.focal_length_px, 2)}))
+                "focal_length_px": round(fit.focal_length_px, 2),
+                "face": face_provenance(face, asked=face_index is not None)}))
         return result, face
 
     def _generate_one(self, source, options: GenerateOptions, report) -> HeadResult:
@@ -92,7 +101,7 @@ class ClassicEngine:
         image = source if isinstance(source, np.ndarray) else load_image(source)
         decode_s = time.perf_counter() - t
 
-        result, _ = self.fit_portrait(image, options.focal_length_px, report)
+        result, _ = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
         t = time.perf_counter()
         report("texturing", 0.4)
         result.textures = bake_textures(image, result.posed_points(), result.camera, self.topology,
@@ -104,3 +113,10 @@ class ClassicEngine:
             source if isinstance(source, bytes) else image.tobytes())
         report("done", 1.0)
         return result
+
+
+def face_provenance(face: FaceLandmarks, asked: bool) -> dict:
+    """Which face of the photo the head is, and why (for the asset's provenance and the CLI)."""
+    chosen = face.faces.faces[face.face_index]
+    return {**chosen.as_dict(), "of": len(face.faces.faces),
+            "chosen_by": "face index asked for" if asked else CHOICE_RULE}

@@ -1,4 +1,4 @@
-"""The 468 MediaPipe FaceMesh landmarks of the largest face in a portrait, run with LiteRT.
+"""The 468 MediaPipe FaceMesh landmarks of one face in a portrait, run with LiteRT.
 
 Reproduces MediaPipe's FaceMesh in static-image mode (face_landmark_front_cpu.pbtxt):
 BlazeFace detection → region of interest from the detection (DetectionsToRects: box centre and
@@ -32,6 +32,8 @@ from topos_server.face.crop import (
     region_from_detection,
     region_from_landmarks,
 )
+from topos_sdk.faces import FaceList
+from topos_server.face.face_choice import FaceCandidate, rank_faces
 from topos_server.face.detection import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, FaceDetection, create_interpreter
 from topos_server.face.image_loading import MIN_SIDE, ImageSource, array_to_rgb8, load_image
 from topos_server.face.iris import IRIS_MODEL_FILE, IrisLandmarker
@@ -39,18 +41,21 @@ from topos_server.face.iris import IRIS_MODEL_FILE, IrisLandmarker
 LANDMARK_MODEL_FILE = "face_landmark.tflite"
 NUM_LANDMARKS = 468
 FACE_PRESENCE_THRESHOLD = 0.5
+SAME_FACE_IOU = 0.3  # detections of the two detector models overlapping more are one face
 
 
 @dataclass(frozen=True)
 class FaceLandmarks:
     points: np.ndarray  # (468 | 478 with iris, 3) float32 x, y in image pixels; z relative depth, same scale as x
-    face_count: int  # faces the detector found (the largest one is returned)
+    face_count: int  # faces the detector found
     box: np.ndarray  # (4,) float32 xmin, ymin, xmax, ymax of the chosen detection, image pixels
     score: float  # the detection's score
     presence: float  # the landmark model's face-presence probability
     region: FaceRegion  # the crop the landmarks were computed in
     detection: FaceDetection
     image_size: tuple[int, int]  # (width, height) of the image the points refer to
+    faces: FaceList | None = None  # every face the landmark model accepted, scored (face_choice.py)
+    face_index: int = 0  # the returned face's index in `faces`
 
 
 def resolve_model_dir_file(name: str, cache=None, model_dir: Path | str | None = None) -> Path:
@@ -68,7 +73,7 @@ def resolve_model_dir_file(name: str, cache=None, model_dir: Path | str | None =
 
 
 class FaceLandmarker:
-    """Detect the largest face and its 468 landmarks. Build once, reuse: the three LiteRT
+    """Detect faces and the 468 landmarks of one (see face_choice.py for which). Build once, reuse: the three LiteRT
     interpreters are created here; `detect` may be called from several threads (each
     interpreter is guarded by its own lock). `refine_iris`: append MediaPipe's 10 iris points
     (478 in all, see iris.py); the iris model is loaded on first use."""
@@ -124,10 +129,12 @@ class FaceLandmarker:
         return self._iris
 
     def find_faces(self, image: np.ndarray) -> list[FaceDetection]:
-        """All faces, short-range model first, the full-range model when it finds none."""
+        """All faces: the short-range model's, plus the full-range model's that none of those overlap
+        (the short-range model misses faces under about a fifth of the image, as in group photos)."""
         faces = self.short_range.detect(image)
-        if not faces:
-            faces = self.full_range.detect(image)
+        for far in self.full_range.detect(image):
+            if all(box_iou(far.box, near.box) < SAME_FACE_IOU for near in faces):
+                faces.append(far)
         return faces
 
     def landmarks_in_region(self, image: np.ndarray, region: FaceRegion) -> tuple[np.ndarray, float]:
@@ -142,12 +149,67 @@ class FaceLandmarker:
         presence = 1.0 / (1.0 + np.exp(-presence_logit))
         return project_landmarks(raw, region), float(presence)
 
-    def detect(self, image: ImageSource, refine_iris: bool | None = None) -> FaceLandmarks:
-        """Landmarks of the largest face. `image`: (H, W, 3) uint8 RGB array (other arrays are
+    def face_candidates(self, pixels: np.ndarray) -> tuple[list[FaceCandidate], int]:
+        """(faces the landmark model accepts, faces the detector found) in an (H, W, 3) uint8 image."""
+        faces = self.find_faces(pixels)
+        candidates = []
+        for detection in faces:
+            region = region_from_detection(detection)
+            points, presence = self.landmarks_in_region(pixels, region)
+            if presence >= FACE_PRESENCE_THRESHOLD:
+                candidates.append(FaceCandidate(detection, region, points, presence))
+        return candidates, len(faces)
+
+    def list_faces(self, image: ImageSource) -> FaceList:
+        """Every face, numbered left to right and scored (face_choice.py); raises NoFaceFound."""
+        pixels = self._pixels(image)
+        candidates, found = self.face_candidates(pixels)
+        _, faces = rank_faces(candidates, (pixels.shape[1], pixels.shape[0]))
+        if not faces.faces:
+            raise _no_face(found, pixels)
+        return faces
+
+    def detect(self, image: ImageSource, refine_iris: bool | None = None, face_index: int | None = None) -> FaceLandmarks:
+        """Landmarks of one face. `image`: (H, W, 3) uint8 RGB array (other arrays are
         converted), or encoded bytes / a path (decoded with `load_image`, so the points are in
-        that decoded image's pixels). Raises NoFaceFound when no face passes both the detector
-        and the landmark model's presence check. `refine_iris` (default: the landmarker's
-        setting) appends the 10 iris points → (478, 3)."""
+        that decoded image's pixels). `face_index`: which face (numbered left to right, as
+        `list_faces`); None takes the largest, most frontal, least occluded one. Raises NoFaceFound
+        when no face passes both the detector and the landmark model's presence check, and
+        InvalidInputError for a face index beyond the faces found. `refine_iris` (default: the
+        landmarker's setting) appends the 10 iris points → (478, 3)."""
+        pixels = self._pixels(image)
+        height, width = pixels.shape[:2]
+        candidates, found = self.face_candidates(pixels)
+        ordered, faces = rank_faces(candidates, (width, height))
+        if not ordered:
+            raise _no_face(found, pixels)
+        if face_index is not None and not 0 <= face_index < len(ordered):
+            raise InvalidInputError(f"face {face_index} asked for, but the image has {len(ordered)} "
+                                    f"face(s) (0 to {len(ordered) - 1}, left to right)")
+        chosen = faces.chosen_index if face_index is None else int(face_index)
+        candidate = ordered[chosen]
+        points, presence, region = candidate.points, candidate.presence, candidate.region
+        if self.refine_roi:
+            refined_region = region_from_landmarks(points)
+            refined_points, refined_presence = self.landmarks_in_region(pixels, refined_region)
+            if refined_presence >= FACE_PRESENCE_THRESHOLD:
+                points, presence, region = refined_points, refined_presence, refined_region
+        if self.refine_iris if refine_iris is None else refine_iris:
+            points = self.iris.refine(pixels, points)
+        return FaceLandmarks(
+            points=points,
+            face_count=found,
+            box=candidate.detection.box,
+            score=candidate.detection.score,
+            presence=presence,
+            region=region,
+            detection=candidate.detection,
+            image_size=(width, height),
+            faces=faces,
+            face_index=chosen,
+        )
+
+    def _pixels(self, image: ImageSource) -> np.ndarray:
         if isinstance(image, np.ndarray):
             is_rgb8 = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
             pixels = np.ascontiguousarray(image if is_rgb8 else array_to_rgb8(image))
@@ -158,32 +220,17 @@ class FaceLandmarker:
             raise InvalidInputError(
                 f"a {width}×{height} image is too small to hold a face (at least {MIN_SIDE} px a side)"
             )
-        faces = self.find_faces(pixels)
-        # largest first; a detection the landmark model rejects falls through to the next
-        for detection in sorted(faces, key=lambda face: -face.area):
-            region = region_from_detection(detection)
-            points, presence = self.landmarks_in_region(pixels, region)
-            if presence < FACE_PRESENCE_THRESHOLD:
-                continue
-            if self.refine_roi:
-                refined_region = region_from_landmarks(points)
-                refined_points, refined_presence = self.landmarks_in_region(pixels, refined_region)
-                if refined_presence >= FACE_PRESENCE_THRESHOLD:
-                    points, presence, region = refined_points, refined_presence, refined_region
-            if self.refine_iris if refine_iris is None else refine_iris:
-                points = self.iris.refine(pixels, points)
-            return FaceLandmarks(
-                points=points,
-                face_count=len(faces),
-                box=detection.box,
-                score=detection.score,
-                presence=presence,
-                region=region,
-                detection=detection,
-                image_size=(width, height),
-            )
-        if faces:
-            raise NoFaceFound(
-                f"the detector found {len(faces)} face candidate(s) but the landmark model rejected them all"
-            )
-        raise NoFaceFound(f"no face found in the {width}×{height} image")
+        return pixels
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x_min, y_min, x_max, y_max boxes."""
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    union = np.clip(a[2:] - a[:2], 0, None).prod() + np.clip(b[2:] - b[:2], 0, None).prod() - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _no_face(found: int, pixels: np.ndarray) -> NoFaceFound:
+    if found:
+        return NoFaceFound(f"the detector found {found} face candidate(s) but the landmark model rejected them all")
+    return NoFaceFound(f"no face found in the {pixels.shape[1]}×{pixels.shape[0]} image")

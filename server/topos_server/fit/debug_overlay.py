@@ -50,7 +50,8 @@ def draw_overlay(image: np.ndarray, result: HeadResult, detected_px: np.ndarray 
 def write_debug_files(folder: Path, image_bytes: bytes, result: HeadResult) -> None:
     """Write ``overlay.png`` and ``landmarks.json`` (detected vs fitted, pixels) into ``folder``."""
     image = load_image(image_bytes)
-    detected = FaceLandmarker(refine_iris=True).detect(image).points
+    face_index = result.provenance.extra.get("face", {}).get("index")  # the face the head was made from
+    detected = FaceLandmarker(refine_iris=True).detect(image, face_index=face_index).points
     folder.mkdir(parents=True, exist_ok=True)
     overlay = draw_overlay(image, result, detected)
     ok, png = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))

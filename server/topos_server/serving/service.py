@@ -40,7 +40,7 @@ import topos_sdk
 from topos_sdk import InvalidInputError, ReferenceTopology, wire
 from topos_sdk._proto.v1 import topos_pb2 as pb
 from topos_sdk._proto.v1 import topos_pb2_grpc as pb_grpc
-from topos_server.engines.base import TEXTURE_SIZES, Engine, EngineUnavailable, GenerateOptions
+from topos_server.engines.base import MAX_VIEWS, TEXTURE_SIZES, Engine, EngineUnavailable, GenerateOptions
 from topos_server.serving.work_queue import BatchingWorker, Job, JobCancelled, QueueFull
 
 log = logging.getLogger("topos.server")
@@ -173,10 +173,16 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
         if engine_name not in self.engines:
             raise EngineUnavailable(f"engine {engine_name!r} is not served here; available: {', '.join(self.engines)}")
         options = GenerateOptions(seed=request.seed, texture_size=request.texture_size or 1024,
-                                  focal_length_px=request.focal_length_px or None)
-        return engine_name, self._image(request), options
+                                  focal_length_px=request.focal_length_px or None,
+                                  face_index=request.face_index if request.HasField("face_index") else None)
+        image = self._image(request)
+        if len(request.same_person_views) >= MAX_VIEWS:
+            raise InvalidInputError(f"{1 + len(request.same_person_views)} views of one person; at most {MAX_VIEWS}")
+        if request.same_person_views:  # several photos of one person: the engine fits them as one head
+            image = (image, *(self._encoded_image(view) for view in request.same_person_views))
+        return engine_name, image, options
 
-    def _image(self, request: pb.GenerateRequest) -> bytes | np.ndarray:
+    def _image(self, request: pb.GenerateRequest | pb.ListFacesRequest) -> bytes | np.ndarray:
         limits = self.limits
         which = request.WhichOneof("image")
         if which is None:
@@ -188,7 +194,10 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
             if raw.width * raw.height > limits.max_image_pixels:
                 raise InvalidInputError(f"image is {raw.width}×{raw.height} pixels; the limit is {limits.max_image_pixels}")
             return np.frombuffer(raw.rgb, np.uint8).reshape(raw.height, raw.width, 3)  # (H, W, 3)
-        data = request.encoded_image
+        return self._encoded_image(request.encoded_image)
+
+    def _encoded_image(self, data: bytes) -> bytes:
+        limits = self.limits
         if not data:
             raise InvalidInputError("the image is empty (0 bytes)")
         if len(data) > limits.max_image_bytes:
@@ -209,6 +218,22 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
         log.info("rid=%s rejected %s: %s", request_id, code.name, message)
         await context.abort(code, message, trailing_metadata=(
             (wire.ERROR_TYPE_KEY, error_type), (wire.REQUEST_ID_KEY, request_id)))
+
+    # ---- ListFaces -------------------------------------------------------------------------
+    async def ListFaces(self, request: pb.ListFacesRequest, context) -> pb.ListFacesResponse:
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            engine_name = request.engine or self.default_engine
+            engine = self.engines.get(engine_name)
+            if engine is None:
+                raise EngineUnavailable(f"engine {engine_name!r} is not served here; available: {', '.join(self.engines)}")
+            if not hasattr(engine, "list_faces"):
+                raise EngineUnavailable(f"engine {engine_name!r} cannot list faces")
+            image = self._image(request)
+            faces = await asyncio.to_thread(engine.list_faces, image)  # detection: off the event loop
+        except Exception as exc:  # every failure becomes its status, bugs INTERNAL
+            await self._abort_for(context, request_id, exc)
+        return wire.faces_to_pb(faces)
 
     # ---- GetTopology / GetServerInfo -------------------------------------------------------
     async def GetTopology(self, request: pb.GetTopologyRequest, context):

@@ -35,7 +35,7 @@ DTYPE_FLOAT32: DType
 DTYPE_INT32: DType
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id", "cached_topology_ids")
+    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id", "cached_topology_ids", "face_index", "same_person_views")
     ENCODED_IMAGE_FIELD_NUMBER: _ClassVar[int]
     RAW_IMAGE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class GenerateRequest(_message.Message):
     FOCAL_LENGTH_PX_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CACHED_TOPOLOGY_IDS_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SAME_PERSON_VIEWS_FIELD_NUMBER: _ClassVar[int]
     encoded_image: bytes
     raw_image: RawImage
     engine: str
@@ -52,7 +54,9 @@ class GenerateRequest(_message.Message):
     focal_length_px: float
     request_id: str
     cached_topology_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ..., cached_topology_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    face_index: int
+    same_person_views: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ..., cached_topology_ids: _Optional[_Iterable[str]] = ..., face_index: _Optional[int] = ..., same_person_views: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RawImage(_message.Message):
     __slots__ = ("width", "height", "rgb")
@@ -99,7 +103,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class Geometry(_message.Message):
-    __slots__ = ("topology_id", "num_points", "points", "camera", "expression_weights", "blendshape_names", "texture_names", "provenance")
+    __slots__ = ("topology_id", "num_points", "points", "camera", "expression_weights", "blendshape_names", "texture_names", "provenance", "view_cameras")
     class ExpressionWeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +119,7 @@ class Geometry(_message.Message):
     BLENDSHAPE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    VIEW_CAMERAS_FIELD_NUMBER: _ClassVar[int]
     topology_id: str
     num_points: int
     points: bytes
@@ -123,7 +128,8 @@ class Geometry(_message.Message):
     blendshape_names: _containers.RepeatedScalarFieldContainer[str]
     texture_names: _containers.RepeatedScalarFieldContainer[str]
     provenance: Provenance
-    def __init__(self, topology_id: _Optional[str] = ..., num_points: _Optional[int] = ..., points: _Optional[bytes] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., expression_weights: _Optional[_Mapping[str, float]] = ..., blendshape_names: _Optional[_Iterable[str]] = ..., texture_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    view_cameras: _containers.RepeatedCompositeFieldContainer[Camera]
+    def __init__(self, topology_id: _Optional[str] = ..., num_points: _Optional[int] = ..., points: _Optional[bytes] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., expression_weights: _Optional[_Mapping[str, float]] = ..., blendshape_names: _Optional[_Iterable[str]] = ..., texture_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., view_cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ...) -> None: ...
 
 class Camera(_message.Message):
     __slots__ = ("focal_length_px", "principal_point_x_px", "principal_point_y_px", "image_width", "image_height", "world_to_camera")
@@ -220,6 +226,44 @@ class Done(_message.Message):
     texture_tile_count: int
     server_seconds: float
     def __init__(self, blendshape_count: _Optional[int] = ..., texture_tile_count: _Optional[int] = ..., server_seconds: _Optional[float] = ...) -> None: ...
+
+class ListFacesRequest(_message.Message):
+    __slots__ = ("encoded_image", "raw_image", "engine")
+    ENCODED_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    RAW_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    encoded_image: bytes
+    raw_image: RawImage
+    engine: str
+    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ListFacesResponse(_message.Message):
+    __slots__ = ("faces", "chosen_index", "image_width", "image_height")
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[FaceInfo]
+    chosen_index: int
+    image_width: int
+    image_height: int
+    def __init__(self, faces: _Optional[_Iterable[_Union[FaceInfo, _Mapping]]] = ..., chosen_index: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
+class FaceInfo(_message.Message):
+    __slots__ = ("index", "box", "detection_score", "yaw_deg", "visible_fraction", "choice_score")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    box: _containers.RepeatedScalarFieldContainer[float]
+    detection_score: float
+    yaw_deg: float
+    visible_fraction: float
+    choice_score: float
+    def __init__(self, index: _Optional[int] = ..., box: _Optional[_Iterable[float]] = ..., detection_score: _Optional[float] = ..., yaw_deg: _Optional[float] = ..., visible_fraction: _Optional[float] = ..., choice_score: _Optional[float] = ...) -> None: ...
 
 class GetTopologyRequest(_message.Message):
     __slots__ = ("topology_id",)

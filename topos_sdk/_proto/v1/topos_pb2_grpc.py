@@ -49,6 +49,11 @@ class HeadGeneratorStub:
                 request_serializer=topos_dot_v1_dot_topos__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=topos_dot_v1_dot_topos__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.ListFaces = channel.unary_unary(
+                '/topos.v1.HeadGenerator/ListFaces',
+                request_serializer=topos_dot_v1_dot_topos__pb2.ListFacesRequest.SerializeToString,
+                response_deserializer=topos_dot_v1_dot_topos__pb2.ListFacesResponse.FromString,
+                _registered_method=True)
 
 
 class HeadGeneratorServicer:
@@ -80,6 +85,14 @@ class HeadGeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFaces(self, request, context):
+        """The faces of a (group) photo, in the order `GenerateRequest.face_index` counts them (left to
+        right), with the one Generate picks by default marked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadGeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +110,11 @@ def add_HeadGeneratorServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=topos_dot_v1_dot_topos__pb2.GetServerInfoRequest.FromString,
                     response_serializer=topos_dot_v1_dot_topos__pb2.ServerInfo.SerializeToString,
+            ),
+            'ListFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaces,
+                    request_deserializer=topos_dot_v1_dot_topos__pb2.ListFacesRequest.FromString,
+                    response_serializer=topos_dot_v1_dot_topos__pb2.ListFacesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +198,33 @@ class HeadGenerator:
             '/topos.v1.HeadGenerator/GetServerInfo',
             topos_dot_v1_dot_topos__pb2.GetServerInfoRequest.SerializeToString,
             topos_dot_v1_dot_topos__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topos.v1.HeadGenerator/ListFaces',
+            topos_dot_v1_dot_topos__pb2.ListFacesRequest.SerializeToString,
+            topos_dot_v1_dot_topos__pb2.ListFacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
