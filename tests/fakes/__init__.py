@@ -23,7 +23,7 @@ def _forget(prefixes: tuple[str, ...], monkeypatch) -> None:
 
 def install_fake_maya(monkeypatch):
     """Fake ``maya`` package on sys.modules and ``topos_maya`` importable; returns the fresh recorder."""
-    from .maya import cmds, mel, utils  # noqa: F401 - registers the submodules
+    from .maya import cmds, mel, standalone, utils  # noqa: F401 - registers the submodules
     from . import maya as fake_maya
     from .maya.session import MayaSession
 
@@ -34,6 +34,7 @@ def install_fake_maya(monkeypatch):
     monkeypatch.setitem(sys.modules, "maya.cmds", fake_maya.cmds)
     monkeypatch.setitem(sys.modules, "maya.mel", fake_maya.mel)
     monkeypatch.setitem(sys.modules, "maya.utils", fake_maya.utils)
+    monkeypatch.setitem(sys.modules, "maya.standalone", fake_maya.standalone)
     monkeypatch.syspath_prepend(str(MAYA_SCRIPTS))
     return session
 

@@ -91,9 +91,13 @@ def showWindow(*args, **kw):  # noqa: N802
 
 
 def deleteUI(*args, **kw):  # noqa: N802
-    _s().record("deleteUI", args, kw)
+    s = _s()
+    s.record("deleteUI", args, kw)
     for name in args:
-        _s().controls.pop(name, None)
+        s.controls.pop(name, None)
+        for control in s.controls.values():
+            if name in control.get("childArray", []):
+                control["childArray"].remove(name)
 
 
 def optionVar(*args, **kw):  # noqa: N802
@@ -123,12 +127,6 @@ def scriptJob(*args, **kw):  # noqa: N802
     return job
 
 
-def pluginInfo(*args, **kw):  # noqa: N802
-    s = _s()
-    s.record("pluginInfo", args, kw)
-    return args[0] in s.plugins_loaded
-
-
 def loadPlugin(*args, **kw):  # noqa: N802
     s = _s()
     s.record("loadPlugin", args, kw)
@@ -137,6 +135,9 @@ def loadPlugin(*args, **kw):  # noqa: N802
 
 
 def mayaUSDImport(*args, **kw):  # noqa: N802
+    """Builds the Maya nodes maya-usd would (see fakes/maya/usd_import.py) from the real USD file."""
+    from .usd_import import import_stage
+
     s = _s()
     s.record("mayaUSDImport", args, kw)
     if "mayaUsdPlugin" not in s.plugins_loaded:
@@ -144,17 +145,135 @@ def mayaUSDImport(*args, **kw):  # noqa: N802
     refused = s.rejected_flags & set(kw)
     if refused:
         raise TypeError(f"Invalid flag '{sorted(refused)[0]}'")
-    s.nodes["|head"] = {"type": "transform", "file": kw["file"]}
-    s.nodes["|head|skin|skinShape"] = {"type": "mesh", "uvSets": ["st"]}
-    return ["|head"]
+    return import_stage(s, kw["file"], kw)
+
+
+def _node_name(path_or_plug: str) -> str:
+    return path_or_plug.split(".")[0]
+
+
+def _matches(node: str, name: str) -> bool:
+    """``name`` (short, partial or full DAG path, or plain dependency node name) is ``node``."""
+    return node == name or node.endswith("|" + name.lstrip("|"))
+
+
+def _find(name: str) -> str | None:
+    nodes = _s().nodes
+    if name in nodes:
+        return name
+    found = [n for n in nodes if _matches(n, name)]
+    return found[0] if found else None
 
 
 def listRelatives(*args, **kw):  # noqa: N802
     s = _s()
     s.record("listRelatives", args, kw)
     roots = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
-    return [n for n, v in s.nodes.items() if v["type"] == kw.get("type")
-            and any(n.startswith(r + "|") for r in roots)]
+    roots = [_find(r) or r for r in roots]
+    out = []
+    for name, node in s.nodes.items():
+        if kw.get("type") and node["type"] != kw["type"]:
+            continue
+        if kw.get("shapes") and node["type"] not in ("mesh", "mayaUsdProxyShape"):
+            continue
+        if kw.get("noIntermediate") and node.get("intermediate"):
+            continue
+        parent = name.rsplit("|", 1)[0] if "|" in name else None
+        if any((name.startswith(r + "|") if kw.get("allDescendents") else parent == r) for r in roots):
+            out.append(name)
+    return out or None
+
+
+def listConnections(*args, **kw):  # noqa: N802
+    s = _s()
+    s.record("listConnections", args, kw)
+    items = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+    want_source, want_destination = kw.get("source", True), kw.get("destination", True)
+    out = []
+    for item in items:
+        item = item if "." in item else (_find(item) or item)
+        for src, dst in s.connections:
+            ends = []
+            if want_source and (dst == item or _node_name(dst) == item):
+                ends.append(src)
+            if want_destination and (src == item or _node_name(src) == item):
+                ends.append(dst)
+            for end in ends:
+                if kw.get("type") and s.nodes.get(_node_name(end), {}).get("type") != kw["type"]:
+                    continue
+                out.append(end if kw.get("plugs") else _node_name(end))
+    return out or None
+
+
+def listHistory(*args, **kw):  # noqa: N802
+    """Upstream nodes of the given ones, breadth first through the connections."""
+    s = _s()
+    s.record("listHistory", args, kw)
+    todo = list(args[0] if isinstance(args[0], (list, tuple)) else [args[0]])
+    seen = []
+    while todo:
+        node = todo.pop(0)
+        if node in seen:
+            continue
+        seen.append(node)
+        todo += [_node_name(src) for src, dst in s.connections if _node_name(dst) == node]
+    return seen
+
+
+def ls(*args, **kw):
+    s = _s()
+    s.record("ls", args, kw)
+    names = args[0] if args and isinstance(args[0], (list, tuple)) else list(args) or list(s.nodes)
+    return [n for n in names if n in s.nodes and (not kw.get("type") or s.nodes[n]["type"] == kw["type"])]
+
+
+def nodeType(name, **kw):  # noqa: N802
+    _s().record("nodeType", (name,), kw)
+    return _s().nodes[_find(name)]["type"]
+
+
+def shadingNode(node_type, **kw):  # noqa: N802
+    s = _s()
+    s.record("shadingNode", (node_type,), kw)
+    name = kw.get("name") or f"{node_type}{s.next_id()}"
+    s.nodes[name] = {"type": node_type}
+    return name
+
+
+def disconnectAttr(src, dst, **kw):  # noqa: N802
+    s = _s()
+    s.record("disconnectAttr", (src, dst), kw)
+    s.connections.remove((src, dst))
+
+
+def getAttr(plug, **kw):  # noqa: N802
+    _s().record("getAttr", (plug,), kw)
+    return _s().attributes.get(plug)
+
+
+def pluginInfo(*args, **kw):  # noqa: N802
+    s = _s()
+    s.record("pluginInfo", args, kw)
+    if kw.get("version"):
+        return s.maya_usd_version
+    return args[0] in s.plugins_loaded
+
+
+def playbackOptions(*args, **kw):  # noqa: N802
+    s = _s()
+    s.record("playbackOptions", args, kw)
+    if kw.get("q") or kw.get("query"):
+        (flag,) = [k for k, v in kw.items() if k not in ("q", "query") and v]
+        return s.timeline[flag]
+    s.timeline.update({k: v for k, v in kw.items() if k in s.timeline})
+
+
+def currentTime(*args, **kw):  # noqa: N802
+    s = _s()
+    s.record("currentTime", args, kw)
+    if kw.get("q") or kw.get("query"):
+        return s.current_time
+    s.current_time = args[0]
 
 
 def polyUVSet(*args, **kw):  # noqa: N802
@@ -178,12 +297,16 @@ def createNode(node_type, **kw):  # noqa: N802
 def setAttr(plug, *values, **kw):  # noqa: N802
     s = _s()
     s.record("setAttr", (plug,) + values, kw)
+    if _node_name(plug) not in s.nodes and not any(_matches(n, _node_name(plug)) for n in s.nodes):
+        raise RuntimeError(f"setAttr: No object matches name: {plug}")
     s.attributes[plug] = values[0] if len(values) == 1 else values
 
 
 def connectAttr(src, dst, **kw):  # noqa: N802
     s = _s()
     s.record("connectAttr", (src, dst), kw)
+    if kw.get("force"):
+        s.connections = [(a, b) for a, b in s.connections if b != dst]
     s.connections.append((src, dst))
 
 
