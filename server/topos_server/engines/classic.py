@@ -13,16 +13,18 @@ from typing import Sequence
 
 import numpy as np
 
-from topos_sdk import HeadResult, Provenance
+from topos_sdk import HeadResult, InvalidInputError, Provenance, ToposError
 from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
 from topos_server.assets.head_model import HeadModel
-from topos_server.engines.base import GenerateOptions, ProgressCallback
+from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
-from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks
+from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
 from topos_server.texture.bake import bake_textures
+from topos_server.texture.multiview import merge_view_bakes
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
+CONTOUR_POOL_GROUP = "narrow_face"  # ICT's front-of-face vertices: where the jaw/cheek outline can fall
 
 
 class ClassicEngine:
@@ -42,8 +44,9 @@ class ClassicEngine:
         self.identity_basis = model.identity_basis.numpy()  # (I, N, 3)
         self.expression_basis = model.expression_basis.numpy()  # (E, N, 3)
         self.expression_names = list(model.expression_names)
-        self.basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], self.neutral,
-                                              self.identity_basis, self.expression_basis)
+        self.basis = LandmarkBasis.from_model(
+            self.topology.landmarks[MEDIAPIPE_LANDMARKS], self.neutral, self.identity_basis, self.expression_basis,
+            contour_pool=self.topology.vertex_groups.get(CONTOUR_POOL_GROUP))
         self.landmarker = FaceLandmarker(cache=self.cache, refine_iris=True)  # 478: the iris constrains gaze
         self._lock = threading.Lock()  # the landmarker's interpreters are not re-entrant
 
@@ -55,7 +58,10 @@ class ClassicEngine:
                 if progress:
                     progress(stage, (index + fraction) / len(images), index)
 
-            results.append(self._generate_one(source, options, report))
+            if isinstance(source, tuple):  # several photos of one person → one head
+                results.append(self._generate_same_person(source, options, report))
+            else:
+                results.append(self._generate_one(source, options, report))
         return results
 
     def identity_points(self, identity: np.ndarray) -> np.ndarray:
@@ -92,6 +98,7 @@ class ClassicEngine:
             provenance=Provenance(engine=self.name, timings_s=timings, extra={
                 "fit_rms_px": round(fit.rms_px, 3), "faces_found": int(face.face_count),
                 "focal_length_px": round(fit.focal_length_px, 2),
+                "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                 "face": face_provenance(face, asked=face_index is not None)}))
         return result, face
 
@@ -114,9 +121,75 @@ class ClassicEngine:
         report("done", 1.0)
         return result
 
+    def _generate_same_person(self, sources: tuple, options: GenerateOptions, report) -> HeadResult:
+        """One identity fitted to every photo (per-view pose, focal length and expression); each photo
+        baked through its own camera and the bakes merged by visibility and viewing angle."""
+        if not 2 <= len(sources) <= MAX_VIEWS:
+            raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
+        timings = {}
+        t = time.perf_counter()
+        report("decoding", 0.0)
+        images = [source if isinstance(source, np.ndarray) else load_image(source) for source in sources]
+        timings["decode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        faces = []
+        for view, image in enumerate(images):
+            report("landmarks", 0.1 * (view + 1) / len(images))
+            try:
+                with self._lock:
+                    faces.append(self.landmarker.detect(image, face_index=options.face_index if view == 0 else None))
+            except ToposError as exc:
+                raise type(exc)(f"photo {view + 1} of {len(images)}: {exc}") from None
+        timings["landmarks"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        report("fitting", 0.2)
+        fits = fit_landmarks_multiview(self.basis, [face.points for face in faces],
+                                       [(image.shape[1], image.shape[0]) for image in images], options.focal_length_px)
+        timings["fit"] = time.perf_counter() - t
+        points = self.identity_points(fits[0].identity)  # (N, 3) the shared identity, neutral expression
+        cameras = [fit.to_camera() for fit in fits]
+
+        t = time.perf_counter()
+        bakes, roughness = [], None
+        for view, (image, fit, camera) in enumerate(zip(images, fits, cameras)):
+            report("texturing", 0.3 + 0.6 * view / len(images))
+            posed = points + np.tensordot(fit.expression, self.expression_basis, axes=1)  # (N, 3)
+            diagnostics: dict = {}
+            maps = bake_textures(image, posed, camera, self.topology, size=options.texture_size,
+                                 diagnostics=diagnostics)
+            roughness = roughness or maps["roughness"]
+            bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
+        textures = merge_view_bakes(bakes, roughness, points, self.topology, options.texture_size)
+        timings["bake"] = time.perf_counter() - t
+
+        hashes = [Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes())
+                  for source, image in zip(sources, images)]
+        views = [{"fit_rms_px": round(fit.rms_px, 3), "focal_length_px": round(fit.focal_length_px, 2),
+                  "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
+                  "face": face_provenance(face, asked=view == 0 and options.face_index is not None),
+                  "source_image_sha256": digest}
+                 for view, (fit, face, digest) in enumerate(zip(fits, faces, hashes))]
+        report("done", 1.0)
+        return HeadResult(
+            points=points, topology=self.topology, textures=textures,
+            expression_weights=dict(zip(self.expression_names, fits[0].expression.tolist())),
+            blendshape_names=self.expression_names, blendshape_deltas=self.expression_basis,
+            camera=cameras[0], view_cameras=cameras,
+            provenance=Provenance(engine=self.name, seed=int(options.seed), source_image_sha256=hashes[0],
+                                  timings_s={k: round(v, 4) for k, v in timings.items()},
+                                  extra={"same_person_views": len(images), "views": views,
+                                         "expression_from": "photo 1 (each view's is fitted; the asset keeps the first)"}))
+
 
 def face_provenance(face: FaceLandmarks, asked: bool) -> dict:
     """Which face of the photo the head is, and why (for the asset's provenance and the CLI)."""
     chosen = face.faces.faces[face.face_index]
     return {**chosen.as_dict(), "of": len(face.faces.faces),
             "chosen_by": "face index asked for" if asked else CHOICE_RULE}
+
+
+def fit_yaw_deg(rotation: np.ndarray) -> float:
+    """Head turn of a fitted (3, 3) OpenCV-frame rotation: the angle of the head's x axis out of the image plane."""
+    return float(np.degrees(np.arctan2(rotation[2, 0], rotation[0, 0])))

@@ -6,13 +6,22 @@ solve of the coefficients (scipy ``lsq_linear``). The perspective projection is 
 shape by multiplying through by depth (``f·X − (x − cx)·Z = 0``) and dividing by the current depth
 estimate, so every residual is in pixels.
 
+Strong poses (``FitWeights.visibility`` / ``contour_sliding``): each landmark is weighted by how
+squarely its surface faces the camera (a landmark on a cheek turned away is the detector's guess), an
+eye turned away drops its iris points, and the jaw/cheek contour landmarks — which a detector puts on
+the face's outline, wherever that falls on the 3D face — slide along their row of candidate vertices
+to the one on the mesh's occluding contour for the current pose (silhouette correspondences).
+
+Several photos of one person (:func:`fit_landmarks_multiview`): one identity, per-view pose, focal
+length and expression, solved jointly.
+
 Camera conventions inside this module are OpenCV's (looks down +Z, y down); :func:`to_camera`
 converts the result to :class:`topos_sdk.Camera` (looks down −Z, +Y up).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import cv2
@@ -27,8 +36,55 @@ from topos_sdk import Camera, LandmarkSet
 FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
                       152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109])
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
+# the jaw and cheek part of the face oval (below the eyes, off the chin's midline): these slide
+CONTOUR_SLIDING = np.array([389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+                            176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162])
+CONTOUR_ROW_STEP = 0.3  # model units (cm) between rows of contour candidates
+# MediaPipe's lid contours, per eye in iris order (468–472 for the 33/133 eye, 473–477 for the other)
+EYE_LIDS = (np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173]),
+            np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398]))
+IRIS_POINTS = (np.arange(468, 473), np.arange(473, 478))
 # focal-length candidates, as multiples of the image's longer side (≈ 53° … 14° horizontal FOV)
 FOCAL_CANDIDATES = (1.0, 1.4, 2.0, 2.8, 4.0)
+
+
+@dataclass
+class ContourCandidates:
+    """Rows of model vertices across the front of the face, per side: for a given pose the outermost
+    vertex of each row lies on the face's outline (the occluding contour, or where the face ends)."""
+
+    landmarks: np.ndarray  # (S,) landmark indices that slide
+    landmark_side: np.ndarray  # (S,) +1 on the model's +x half of the face, −1 on the other
+    rows: list[np.ndarray]  # R index arrays into `vertices`
+    row_side: np.ndarray  # (R,) ±1
+    vertices: "LandmarkBasis"  # the model at every candidate vertex, (C, ...)
+
+    @classmethod
+    def from_model(cls, landmark_points: np.ndarray, pool: np.ndarray, neutral: np.ndarray,
+                   identity_basis: np.ndarray, expression_basis: np.ndarray,
+                   sliding: np.ndarray = CONTOUR_SLIDING) -> "ContourCandidates":
+        """Rows of the ``pool`` vertices (the front of the face) every CONTOUR_ROW_STEP from the chin to
+        above the highest sliding landmark, per side of the face; ``landmark_points`` (K, 3) on the
+        neutral head."""
+        sliding = sliding[sliding < len(landmark_points)]
+        pool_points = neutral[pool]  # (P, 3)
+        heights = np.arange(pool_points[:, 1].min(), landmark_points[sliding, 1].max() + CONTOUR_ROW_STEP,
+                            CONTOUR_ROW_STEP)
+        rows, row_side = [], []
+        for side in (-1.0, 1.0):
+            for y in heights:
+                in_row = (np.abs(pool_points[:, 1] - y) <= CONTOUR_ROW_STEP / 2) & (pool_points[:, 0] * side > 0)
+                if in_row.any():
+                    rows.append(np.flatnonzero(in_row))
+                    row_side.append(side)
+        members = np.unique(np.concatenate(rows))  # pool positions in any row
+        remap = np.full(len(pool), -1)
+        remap[members] = np.arange(len(members))
+        vertices = pool[members]
+        basis = LandmarkBasis(neutral=neutral[vertices].astype(np.float64),
+                              identity=np.einsum("bkx->kxb", identity_basis[:, vertices].astype(np.float64)),
+                              expression=np.einsum("bkx->kxb", expression_basis[:, vertices].astype(np.float64)))
+        return cls(sliding, np.sign(landmark_points[sliding, 0]), [remap[r] for r in rows], np.array(row_side), basis)
 
 
 @dataclass
@@ -38,19 +94,27 @@ class LandmarkBasis:
     neutral: np.ndarray  # (K, 3)
     identity: np.ndarray  # (K, 3, I)
     expression: np.ndarray  # (K, 3, E)
+    normals: np.ndarray | None = None  # (K, 3) unit surface normals of the neutral head
+    contour: ContourCandidates | None = None
 
     @classmethod
     def from_model(cls, landmarks: LandmarkSet, neutral: np.ndarray, identity_basis: np.ndarray,
-                   expression_basis: np.ndarray) -> "LandmarkBasis":
-        """neutral (N, 3), identity_basis (I, N, 3), expression_basis (E, N, 3) → values at the landmarks."""
+                   expression_basis: np.ndarray, contour_pool: np.ndarray | None = None) -> "LandmarkBasis":
+        """neutral (N, 3), identity_basis (I, N, 3), expression_basis (E, N, 3) → values at the landmarks,
+        with the landmarks' smooth surface normals (visibility weights); ``contour_pool`` (vertex ids of
+        the front of the face) enables silhouette sliding of the jaw/cheek landmarks."""
         w = landmarks.weights.astype(np.float64)  # (K, 3 corners)
         v = landmarks.vertices  # (K, 3 corners)
 
         def at(basis):  # (B, N, 3) → (K, 3, B)
             return np.einsum("bkcx,kc->kxb", basis[:, v, :].astype(np.float64), w)
 
-        return cls(neutral=landmarks.evaluate(neutral.astype(np.float64)),
-                   identity=at(identity_basis), expression=at(expression_basis))
+        points = landmarks.evaluate(neutral.astype(np.float64))
+        normals = landmark_surface_normals(points)
+        contour = None if contour_pool is None else ContourCandidates.from_model(
+            points, np.asarray(contour_pool), neutral, identity_basis, expression_basis)
+        return cls(neutral=points, identity=at(identity_basis), expression=at(expression_basis),
+                   normals=normals, contour=contour)
 
     @cached_property
     def combined(self) -> np.ndarray:
@@ -59,20 +123,50 @@ class LandmarkBasis:
 
     def first(self, count: int) -> "LandmarkBasis":
         """The first ``count`` landmarks (468 plain FaceMesh points of a 478-point set)."""
-        return LandmarkBasis(self.neutral[:count], self.identity[:count], self.expression[:count])
+        return LandmarkBasis(self.neutral[:count], self.identity[:count], self.expression[:count],
+                             None if self.normals is None else self.normals[:count], self.contour)
 
     def points(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
         return self.neutral + self.identity @ identity + self.expression @ expression  # (K, 3)
+
+    def with_rows(self, rows: np.ndarray, source: "LandmarkBasis", source_rows: np.ndarray) -> "LandmarkBasis":
+        """A copy whose landmarks ``rows`` take ``source``'s ``source_rows`` (slid correspondences)."""
+        neutral, identity, expression = self.neutral.copy(), self.identity.copy(), self.expression.copy()
+        neutral[rows], identity[rows], expression[rows] = (source.neutral[source_rows], source.identity[source_rows],
+                                                           source.expression[source_rows])
+        return LandmarkBasis(neutral, identity, expression, self.normals, self.contour)
+
+
+def landmark_surface_normals(points: np.ndarray, neighbours: int = 16) -> np.ndarray:
+    """(K, 3) → (K, 3) unit normals of the smooth surface through the landmarks (plane of each point's
+    nearest landmarks), pointing out of the head. Smoother than the mesh's own normals, which on
+    eyelids and lips face every way."""
+    from scipy.spatial import cKDTree
+
+    _, nearest = cKDTree(points).query(points, k=min(neighbours, len(points)))
+    patches = points[nearest] - points[nearest].mean(axis=1, keepdims=True)  # (K, n, 3)
+    _, _, vt = np.linalg.svd(patches, full_matrices=False)
+    normals = vt[:, -1, :]  # (K, 3) least-variance direction
+    inside = points.mean(axis=0) - [0.0, 0.0, np.ptp(points[:, 0])]  # a point well inside the head
+    flip = np.einsum("kx,kx->k", normals, points - inside) < 0
+    normals[flip] *= -1
+    return normals
 
 
 @dataclass
 class FitWeights:
     landmark: float = 1.0
     face_oval: float = 0.3
+    sliding_contour: float = 0.3  # below half the top weight: slid points shape the head but stay out of the PnP pose solve
     depth: float = 0.25  # relative to the 2D terms, MediaPipe's z is noisier
     identity_prior: float = 2.0  # pixels of residual one unit-variance coefficient is worth
     expression_prior: float = 1.0
     iterations: int = 5
+    visibility: bool = True  # weight landmarks by how squarely they face the camera (needs normals)
+    contour_sliding: bool = True  # jaw/cheek landmarks on the occluding contour (needs contour candidates)
+    full_weight_facing: float = 0.35  # cos of the viewing angle from which a landmark counts fully
+    turned_away: float = 0.1  # weight factor of landmarks edge-on or turned away from the camera
+    hidden_eye_yaw_deg: float = 50.0  # beyond this head turn the nose hides the far eye: its iris points drop
 
 
 @dataclass
@@ -86,12 +180,31 @@ class LandmarkFit:
     expression: np.ndarray  # (E,)
     rms_px: float
     per_focal_rms_px: dict[float, float] = field(default_factory=dict)
+    hidden_eyes: tuple[int, ...] = ()  # 0: the 33/133 eye, 1: the 263/362 eye, turned away from the camera
 
     def to_camera(self) -> Camera:
         m = np.eye(4)
         m[:3, :3] = _CV_TO_GL @ self.rotation
         m[:3, 3] = _CV_TO_GL @ self.translation
         return Camera(self.focal_length_px, self.principal_point_px, self.image_size, m)
+
+
+@dataclass
+class ViewObservation:
+    """One photo's landmarks and the per-view state of the fit."""
+
+    lm2d: np.ndarray  # (K, 2) pixels
+    lm_depth: np.ndarray | None  # (K,) MediaPipe z
+    base_weights: np.ndarray  # (K,)
+    image_size: tuple[int, int]
+    focal: float
+    rvec: np.ndarray | None = None
+    tvec: np.ndarray | None = None
+    expression: np.ndarray | None = None  # (E,)
+
+    @property
+    def principal_point(self) -> tuple[float, float]:
+        return self.image_size[0] / 2.0, self.image_size[1] / 2.0
 
 
 def _intrinsics(f: float, c: tuple[float, float]) -> np.ndarray:
@@ -111,53 +224,108 @@ def _solve_pose(points3d, points2d, f, c, weights, rvec=None, tvec=None):
     return rvec, tvec
 
 
-def _solve_coefficients(basis: LandmarkBasis, rot, trans, f, c, lm2d, lm_depth, w_lm, weights: FitWeights):
-    """Linearised (in px) least squares for [identity, expression] given the pose.
+def slide_contour(basis: LandmarkBasis, identity, expression, rot, trans, f, c, lm2d: np.ndarray) -> LandmarkBasis:
+    """The basis with each sliding contour landmark moved to the point of the face's outline for this
+    pose nearest (in the image) to where the detector put it. The outline: the vertex of each row that
+    projects furthest out along the head's projected x axis, on its side of the face."""
+    contour = basis.contour
+    if contour is None:
+        return basis
+    cam = contour.vertices.points(identity, expression) @ rot.T + trans  # (C, 3)
+    projected = f * cam[:, :2] / cam[:, 2:3] + np.asarray(c)  # (C, 2)
+    across = rot[:2, 0] / max(np.linalg.norm(rot[:2, 0]), 1e-9)  # the head's x axis in the image
+    outline = np.array([row[np.argmax(side * projected[row] @ across)]
+                        for row, side in zip(contour.rows, contour.row_side)])  # (R,) one vertex per row
+    keep = contour.landmarks < len(basis.neutral)
+    landmarks, sides = contour.landmarks[keep], contour.landmark_side[keep]
+    chosen = np.empty(len(landmarks), int)
+    for i, (k, side) in enumerate(zip(landmarks, sides)):
+        candidates = outline[contour.row_side == side]
+        chosen[i] = candidates[np.argmin(np.linalg.norm(projected[candidates] - lm2d[k], axis=1))]
+    return basis.with_rows(landmarks, contour.vertices, chosen)
+
+
+def visibility_weights(basis: LandmarkBasis, base: np.ndarray, identity, expression, rot, trans,
+                       weights: FitWeights) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(K,) landmark weights scaled by how squarely each landmark faces the camera, and the eyes
+    turned away (whose iris points get weight 0)."""
+    if basis.normals is None:
+        return base, ()
+    cam = basis.points(identity, expression) @ rot.T + trans  # (K, 3)
+    to_camera = -cam / np.linalg.norm(cam, axis=1, keepdims=True)
+    facing = np.einsum("kx,kx->k", basis.normals @ rot.T, to_camera)  # (K,) cos of the viewing angle
+    # landmarks edge-on or turned away are the detector's guess
+    scale = np.clip(facing / weights.full_weight_facing, weights.turned_away, 1.0)
+    if basis.contour is not None and weights.contour_sliding:
+        sliding = basis.contour.landmarks[basis.contour.landmarks < len(scale)]
+        scale[sliding] = 1.0  # on the silhouette by construction
+    w = base * scale
+    yaw = np.degrees(np.arctan2(rot[2, 0], rot[0, 0]))  # > 0: the model's +x side turned away
+    hidden = ()
+    if abs(yaw) > weights.hidden_eye_yaw_deg:
+        far = 1 if yaw > 0 else 0  # EYE_LIDS[1] is the +x eye
+        hidden = (far,)
+        if IRIS_POINTS[far][-1] < len(w):
+            w[IRIS_POINTS[far]] = 0.0
+    return w, hidden
+
+
+def _solve_coefficients(bases: list[LandmarkBasis], views: list[ViewObservation], rotations, translations,
+                        weights_per_view: list[np.ndarray], weights: FitWeights):
+    """Linearised (in px) least squares for the shared identity and every view's expression, given
+    the poses.
 
     Identity is held by its Gaussian prior (unbounded); expression weights are bounded to [0, 1].
-    The identity block is eliminated in closed form, so the bounded solve runs on the E expression
+    The identity block is eliminated in closed form, so the bounded solve runs on the V·E expression
     coefficients only.
     """
-    n_id, n_ex = basis.identity.shape[2], basis.expression.shape[2]
-    A = basis.combined  # (K, 3, P)
-    cam_neutral = basis.neutral @ rot.T + trans  # (K, 3)
-    depth = cam_neutral[:, 2]  # (K,) current depth estimate
-    du = lm2d[:, 0] - c[0]
-    dv = lm2d[:, 1] - c[1]
-    # rows: (f r1 − du r3) · p + f t1 − du t3 = 0, same for y, all divided by depth → pixels
-    row_x = f * rot[0][None, :] - du[:, None] * rot[2][None, :]  # (K, 3)
-    row_y = f * rot[1][None, :] - dv[:, None] * rot[2][None, :]
-    sw = (w_lm / depth)[:, None]
-    Mx = np.einsum("kx,kxp->kp", row_x, A) * sw
-    My = np.einsum("kx,kxp->kp", row_y, A) * sw
-    bx = -((row_x * basis.neutral).sum(1) + f * trans[0] - du * trans[2]) * sw[:, 0]
-    by = -((row_y * basis.neutral).sum(1) + f * trans[1] - dv * trans[2]) * sw[:, 0]
-    blocks, rhs = [Mx, My], [bx, by]
-    if lm_depth is not None and weights.depth > 0:
-        # camera-space depth differences ≈ MediaPipe z (px) × depth / f, both centred
-        zmean = depth.mean()
-        Az = np.einsum("x,kxp->kp", rot[2], A)
-        Az = Az - Az.mean(0, keepdims=True)
-        target = (lm_depth - lm_depth.mean()) * zmean / f - (depth - depth.mean())
-        scale = weights.depth * f / zmean  # back to px
-        blocks.append(Az * scale * w_lm[:, None])
-        rhs.append(target * scale * w_lm)
-    prior = np.concatenate([np.full(n_id, weights.identity_prior), np.full(n_ex, weights.expression_prior)])
+    n_id, n_ex = bases[0].identity.shape[2], bases[0].expression.shape[2]
+    n_views = len(views)
+    blocks, rhs = [], []
+    for v, (basis, view, rot, trans, w_lm) in enumerate(zip(bases, views, rotations, translations, weights_per_view)):
+        f, c = view.focal, view.principal_point
+        A = basis.combined  # (K, 3, I + E)
+        cam_neutral = basis.neutral @ rot.T + trans  # (K, 3)
+        depth = cam_neutral[:, 2]  # (K,) current depth estimate
+        du = view.lm2d[:, 0] - c[0]
+        dv = view.lm2d[:, 1] - c[1]
+        # rows: (f r1 − du r3) · p + f t1 − du t3 = 0, same for y, all divided by depth → pixels
+        row_x = f * rot[0][None, :] - du[:, None] * rot[2][None, :]  # (K, 3)
+        row_y = f * rot[1][None, :] - dv[:, None] * rot[2][None, :]
+        sw = (w_lm / depth)[:, None]
+        view_blocks = [np.einsum("kx,kxp->kp", row_x, A) * sw, np.einsum("kx,kxp->kp", row_y, A) * sw]
+        rhs += [-((row_x * basis.neutral).sum(1) + f * trans[0] - du * trans[2]) * sw[:, 0],
+                -((row_y * basis.neutral).sum(1) + f * trans[1] - dv * trans[2]) * sw[:, 0]]
+        if view.lm_depth is not None and weights.depth > 0:
+            # camera-space depth differences ≈ MediaPipe z (px) × depth / f, both centred
+            zmean = depth.mean()
+            Az = np.einsum("x,kxp->kp", rot[2], A)
+            Az = Az - Az.mean(0, keepdims=True)
+            target = (view.lm_depth - view.lm_depth.mean()) * zmean / f - (depth - depth.mean())
+            scale = weights.depth * f / zmean  # back to px
+            view_blocks.append(Az * scale * w_lm[:, None])
+            rhs.append(target * scale * w_lm)
+        for block in view_blocks:  # (rows, I + E) → (rows, I + V·E): this view's expression columns
+            wide = np.zeros((len(block), n_id + n_views * n_ex))
+            wide[:, :n_id] = block[:, :n_id]
+            wide[:, n_id + v * n_ex:n_id + (v + 1) * n_ex] = block[:, n_id:]
+            blocks.append(wide)
+    prior = np.concatenate([np.full(n_id, weights.identity_prior), np.full(n_views * n_ex, weights.expression_prior)])
     blocks.append(np.diag(prior))
-    rhs.append(np.zeros(n_id + n_ex))
+    rhs.append(np.zeros(len(prior)))
     M, b = np.concatenate(blocks), np.concatenate(rhs)  # (rows, P), (rows,)
     N, n = M.T @ M, M.T @ b  # normal equations (P, P), (P,)
     Nii, Nie, Nee = N[:n_id, :n_id], N[:n_id, n_id:], N[n_id:, n_id:]
     # identity = Nii⁻¹ (n_i − Nie e) is optimal for any expression e; eliminating it leaves a bounded
     # problem in e alone with the Schur complement S, solved as least squares ||Lᵀe − L⁻¹s||² (S = L Lᵀ)
-    solve_ii = np.linalg.solve(Nii, np.concatenate([Nie, n[:n_id, None]], axis=1))  # (I, E + 1)
-    S = Nee - Nie.T @ solve_ii[:, :-1]  # (E, E)
+    solve_ii = np.linalg.solve(Nii, np.concatenate([Nie, n[:n_id, None]], axis=1))  # (I, V·E + 1)
+    S = Nee - Nie.T @ solve_ii[:, :-1]  # (V·E, V·E)
     s = n[n_id:] - Nie.T @ solve_ii[:, -1]
     L = np.linalg.cholesky(S)
     expression = lsq_linear(L.T, np.linalg.solve(L, s), bounds=(0.0, 1.0), method="bvls", max_iter=400).x
     expression = np.clip(expression, 0.0, 1.0)  # bvls may overshoot a bound by rounding
     identity = solve_ii[:, -1] - solve_ii[:, :-1] @ expression
-    return identity, expression
+    return identity, list(expression.reshape(n_views, n_ex))
 
 
 def _reprojection_rms(basis, identity, expression, rot, trans, f, c, lm2d, w_lm) -> float:
@@ -167,9 +335,11 @@ def _reprojection_rms(basis, identity, expression, rot, trans, f, c, lm2d, w_lm)
     return float(np.sqrt(np.sum(w_lm * err ** 2) / np.sum(w_lm)))
 
 
-def landmark_weights(count: int, weights: FitWeights) -> np.ndarray:
+def landmark_weights(count: int, weights: FitWeights, sliding: bool = False) -> np.ndarray:
     w = np.full(count, weights.landmark)
     w[FACE_OVAL[FACE_OVAL < count]] = weights.face_oval
+    if sliding:
+        w[CONTOUR_SLIDING[CONTOUR_SLIDING < count]] = weights.sliding_contour
     return w
 
 
@@ -181,28 +351,96 @@ def fit_landmarks(basis: LandmarkBasis, landmarks_px: np.ndarray, image_size: tu
         return _fit(basis, landmarks_px, image_size, focal_length_px, weights)
 
 
-def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkFit:
+def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray], image_sizes: list[tuple[int, int]],
+                            focal_length_px: float | None = None, weights: FitWeights | None = None
+                            ) -> list[LandmarkFit]:
+    """One identity fitted to several photos of one person: per view (K, 2|3) landmarks in pixels and
+    (width, height). Each view is first fitted alone (its focal length and pose), then all jointly:
+    shared identity, per-view pose and expression. One LandmarkFit per view, sharing ``identity``."""
     weights = weights or FitWeights()
+    with threadpool_limits(1, user_api="blas"):
+        singles = [_fit(basis, lm, size, focal_length_px, weights) for lm, size in zip(landmarks_px, image_sizes)]
+        views, bases = [], []
+        for lm, size, single in zip(landmarks_px, image_sizes, singles):
+            view, view_basis = _observation(basis, lm, size, weights)
+            view.focal = single.focal_length_px
+            view.rvec, view.tvec = cv2.Rodrigues(single.rotation)[0], single.translation.reshape(3, 1).copy()
+            view.expression = single.expression.astype(np.float64)
+            views.append(view)
+            bases.append(view_basis)
+        identity = np.mean([single.identity for single in singles], axis=0).astype(np.float64)
+        states = _refine(bases, views, identity, weights.iterations, weights)
+    return [LandmarkFit(rot, trans, float(view.focal), view.principal_point, tuple(map(int, view.image_size)),
+                        state_identity.astype(np.float32), view.expression.astype(np.float32), rms, {}, hidden)
+            for view, (rms, rot, trans, state_identity, hidden) in zip(views, states)]
+
+
+def _observation(basis: LandmarkBasis, landmarks_px, image_size, weights: FitWeights
+                 ) -> tuple[ViewObservation, LandmarkBasis]:
     lm = np.asarray(landmarks_px, np.float64)
     if len(lm) > len(basis.neutral):
         raise ValueError(f"{len(lm)} landmarks given, the model embeds {len(basis.neutral)}")
-    basis = basis.first(len(lm))
-    lm2d, lm_depth = lm[:, :2], (lm[:, 2] if lm.shape[1] > 2 else None)
+    if not np.isfinite(lm).all():
+        raise ValueError("landmarks must be finite")
+    view_basis = basis.first(len(lm))
+    if not weights.visibility:
+        view_basis = replace(view_basis, normals=None)
+    if not weights.contour_sliding:
+        view_basis = replace(view_basis, contour=None)
+    sliding = view_basis.contour is not None
+    view = ViewObservation(lm[:, :2], lm[:, 2] if lm.shape[1] > 2 else None,
+                           landmark_weights(len(lm), weights, sliding), tuple(image_size), 0.0)
+    return view, view_basis
+
+
+def _refine(bases: list[LandmarkBasis], views: list[ViewObservation], identity: np.ndarray, iterations: int,
+            weights: FitWeights) -> list[tuple]:
+    """Alternate per-view pose (PnP), contour sliding and visibility, and the joint coefficient solve.
+    Updates the views' pose and expression in place; per view (rms, rotation, translation, identity,
+    hidden eyes)."""
+
+    def view_state(basis, view):
+        c = view.principal_point
+        current = basis
+        if view.rvec is not None:  # slide to the contour of the previous pose before solving the next
+            rot = cv2.Rodrigues(view.rvec)[0]
+            current = slide_contour(basis, identity, view.expression, rot, view.tvec.ravel(), view.focal, c, view.lm2d)
+        w, _ = (visibility_weights(current, view.base_weights, identity, view.expression,
+                                   cv2.Rodrigues(view.rvec)[0], view.tvec.ravel(), weights)
+                if view.rvec is not None else (view.base_weights, ()))
+        view.rvec, view.tvec = _solve_pose(current.points(identity, view.expression), view.lm2d, view.focal, c, w,
+                                           view.rvec, view.tvec)
+        rot, trans = cv2.Rodrigues(view.rvec)[0], view.tvec.ravel()
+        current = slide_contour(basis, identity, view.expression, rot, trans, view.focal, c, view.lm2d)
+        w, hidden = visibility_weights(current, view.base_weights, identity, view.expression, rot, trans, weights)
+        return current, rot, trans, w, hidden
+
+    for _ in range(iterations):
+        states = [view_state(basis, view) for basis, view in zip(bases, views)]
+        identity, expressions = _solve_coefficients([s[0] for s in states], views, [s[1] for s in states],
+                                                    [s[2] for s in states], [s[3] for s in states], weights)
+        for view, expression in zip(views, expressions):
+            view.expression = expression
+    results = []
+    for basis, view in zip(bases, views):
+        current, rot, trans, w, hidden = view_state(basis, view)
+        rms = _reprojection_rms(current, identity, view.expression, rot, trans, view.focal, view.principal_point,
+                                view.lm2d, w)
+        results.append((rms, rot, trans, identity, hidden))
+    return results
+
+
+def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkFit:
+    weights = weights or FitWeights()
+    view, view_basis = _observation(basis, landmarks_px, image_size, weights)
     w, h = image_size
-    c = (w / 2.0, h / 2.0)
-    w_lm = landmark_weights(len(lm), weights)
     focals = [focal_length_px] if focal_length_px else [s * max(w, h) for s in FOCAL_CANDIDATES]
-    n_id, n_ex = basis.identity.shape[2], basis.expression.shape[2]
+    n_id, n_ex = view_basis.identity.shape[2], view_basis.expression.shape[2]
 
     def refine(f, iterations, identity, expression, rvec=None, tvec=None):
-        for _ in range(iterations):
-            rvec, tvec = _solve_pose(basis.points(identity, expression), lm2d, f, c, w_lm, rvec, tvec)
-            rot = cv2.Rodrigues(rvec)[0]
-            identity, expression = _solve_coefficients(basis, rot, tvec.ravel(), f, c, lm2d, lm_depth, w_lm, weights)
-        rvec, tvec = _solve_pose(basis.points(identity, expression), lm2d, f, c, w_lm, rvec, tvec)
-        rot, trans = cv2.Rodrigues(rvec)[0], tvec.ravel()
-        rms = _reprojection_rms(basis, identity, expression, rot, trans, f, c, lm2d, w_lm)
-        return rms, rot, trans, f, identity, expression, rvec, tvec
+        trial = replace(view, focal=f, rvec=rvec, tvec=tvec, expression=expression)
+        (rms, rot, trans, identity, hidden), = _refine([view_basis], [trial], identity, iterations, weights)
+        return rms, rot, trans, f, identity, trial.expression, trial.rvec, trial.tvec, hidden
 
     # a short fit per focal candidate picks the focal length; the best one is then refined
     scan = weights.iterations if len(focals) == 1 else 2
@@ -213,8 +451,8 @@ def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkF
         if best is None or trial[0] < best[0]:
             best = trial
     if len(focals) > 1:
-        _, _, _, f, identity, expression, rvec, tvec = best
+        _, _, _, f, identity, expression, rvec, tvec, _ = best
         best = refine(f, weights.iterations - scan, identity, expression, rvec, tvec)
-    rms, rot, trans, f, identity, expression = best[:6]
-    return LandmarkFit(rot, trans, float(f), c, (int(w), int(h)), identity.astype(np.float32),
-                       expression.astype(np.float32), rms, per_focal)
+    rms, rot, trans, f, identity, expression, _, _, hidden = best
+    return LandmarkFit(rot, trans, float(f), view.principal_point, (int(w), int(h)), identity.astype(np.float32),
+                       expression.astype(np.float32), rms, per_focal, hidden)

@@ -1,0 +1,51 @@
+"""Textures of one head from several photos: each photo baked on its own (bake.py: visibility,
+viewing angle, feathered edges, de-lighting, fill), then merged texel by texel.
+
+Weight of a view at a texel: its direct-observation weight from the bake (z-buffer visibility ×
+smoothstep of the viewing angle × skin-colour doubt, feathered in UV space) raised to
+``ANGLE_SHARPNESS`` — the view that sees a texel most squarely dominates, and where two views meet
+the weights cross smoothly (no seam). Texels no photo saw directly keep the blend of each bake's own
+fill (its mirrored side and harmonic fill), weighted by how much that bake covered them. The normal
+map is recomputed from the merged albedo; the roughness map does not depend on the photos.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from topos_sdk.head_result import TextureMap
+from topos_sdk.topology import ReferenceTopology
+from topos_server.texture import material_maps
+from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
+from topos_server.texture.fill import extend_beyond_islands
+from topos_server.texture.skin_lighting import linear_to_srgb8
+
+ANGLE_SHARPNESS = 2.0
+UNSEEN_WEIGHT = 1e-3  # how much a bake's fill counts against a direct observation
+
+
+def merge_view_bakes(diagnostics: list[dict], roughness: TextureMap, points: np.ndarray,
+                     topology: ReferenceTopology, size: int) -> dict[str, TextureMap]:
+    """``diagnostics``: per view, the ``diagnostics`` dict bake_textures filled (``direct_weight``,
+    ``coverage``, ``albedo_linear``: tile → (S, S) / (3, S, S) float32); points: (N, 3) neutral head.
+    Returns albedo (sRGB), normal and the given roughness."""
+    layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
+    albedo_tiles, coverage_tiles = {}, {}
+    for tt in layout.tiles:
+        total = np.zeros((3, size, size), np.float64)
+        weight_sum = np.zeros((size, size), np.float64)
+        coverage = np.zeros((size, size), np.float64)
+        for view in diagnostics:
+            direct = view["direct_weight"][tt.tile].astype(np.float64) ** ANGLE_SHARPNESS  # (S, S)
+            weight = direct + UNSEEN_WEIGHT * view["coverage"][tt.tile]
+            total += weight * view["albedo_linear"][tt.tile]
+            weight_sum += weight
+            coverage = np.maximum(coverage, view["coverage"][tt.tile])
+        merged = np.divide(total, weight_sum, out=diagnostics[0]["albedo_linear"][tt.tile].astype(np.float64).copy(),
+                           where=weight_sum > 0)
+        albedo_tiles[tt.tile] = extend_beyond_islands(np.clip(merged, 0.0, 1.0).astype(np.float32), tt.island)
+        coverage_tiles[tt.tile] = coverage.astype(np.float32)
+    albedo = {t: np.ascontiguousarray(linear_to_srgb8(img).transpose(1, 2, 0)) for t, img in albedo_tiles.items()}
+    normal = material_maps.normal_tiles(layout, points, albedo_tiles, coverage_tiles)
+    return {"albedo": TextureMap("albedo", albedo, "sRGB"), "normal": TextureMap("normal", normal, "raw"),
+            "roughness": roughness}
