@@ -3,7 +3,7 @@ with replicas across GPUs and machines (``pip install "topos[ray]"``).
 
 The application (named ``topos``)::
 
-    Ray Serve gRPC proxy (every node, port 9000 by default)
+    Ray Serve gRPC proxy (every node, port 50051 by default)
       └─ HeadGeneratorIngress        1 replica, no CPU reserved: bearer token, engine by name, relays the
          │                           stream, turns Ray failures into the single server's statuses, health
          └─ EngineDeployment         one deployment per engine ("engine-classic"): N replicas or autoscaled,
@@ -39,6 +39,7 @@ health-checks every replica and replaces the ones that fail.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -64,7 +65,7 @@ log = logging.getLogger("topos.server")
 
 APP_NAME = "topos"
 ROUTE_PREFIX = "/topos"  # the proxy needs one to list the application; gRPC calls never use it
-DEFAULT_GRPC_PORT = 9000
+DEFAULT_GRPC_PORT = 50051  # as `topos serve`
 REPLICA_LOSS_RETRIES = 2  # re-sends of one request when the replica serving it dies before any result
 
 
@@ -292,8 +293,9 @@ class HeadGeneratorIngress:
                                          "ServerUnavailable", request_id)
                     break
                 log.warning("rid=%s replica lost (%s); re-sending the request", request_id or "-", type(exc).__name__)
-            finally:
-                stream.cancel()  # a no-op once the stream is finished; stops the replica's work otherwise
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away: stop the replica's work
+                stream.cancel()
+                raise
         if failure is not None:
             if held is None:
                 _reject(grpc_context, failure)
