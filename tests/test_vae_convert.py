@@ -171,7 +171,9 @@ def test_largest_component_drops_separate_parts(remeshed_head):
 def test_same_head_in_two_topologies_decodes_alike(topology):
     """Topology invariance: the same head as two meshes converts to points within 1 mm of each other on
     average (the issue's goal; 0.45 mm here with the committed checkpoint, 0.69 mm over 20 held-out
-    marching-cubes vs isotropic pairs in BENCHMARKS.md)."""
+    marching-cubes vs isotropic pairs in BENCHMARKS.md). The VAE's own property: the refinement (on by
+    default) then puts each result on its own input, so two coarse meshes of one head differ by their
+    chordal error as well."""
     from dataclasses import replace
 
     from topos_server.assets.head_model import HeadModel
@@ -185,7 +187,8 @@ def test_same_head_in_two_topologies_decodes_alike(topology):
     results = []
     for method in ("decimation", "isotropic"):
         mesh_points, mesh_triangles = heads.retopologized_surface(head, method, rng)
-        results.append(converter.convert_surface(mesh_points, mesh_triangles, units="cm", report=False).input_frame_points)
+        results.append(converter.convert_surface(mesh_points, mesh_triangles, units="cm", report=False,
+                                                 refine=False).input_frame_points)
     distance_mm = 10.0 * np.linalg.norm(results[0] - results[1], axis=1)
     assert distance_mm.mean() < 1.0
 

@@ -23,6 +23,12 @@ def register(sub) -> None:
     p.add_argument("--usdz", action="store_true", help="also write NAME.usdz")
     p.add_argument("--texture-size", type=int, default=1024, metavar="N",
                    help="albedo tile size when the input has vertex colours (default 1024; 0: points only)")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="keep TOPOS-VAE's head as decoded (default: pull its skin onto the input where the input "
+                        "has surface)")
+    p.add_argument("--landmarks", type=Path, metavar="FILE",
+                   help="JSON landmarks in the mesh's coordinates: named multipie68 points {name: [x, y, z]} or "
+                        "the 68 Multi-PIE points in order; they set the pose and pin correspondence")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run)
 
@@ -32,10 +38,13 @@ def run(args) -> int:
 
     asset, report = convert_mesh_file(args.mesh, args.out, name=args.name, weights=args.weights, units=args.units,
                                       seed=args.seed, all_components=args.all_components, usdz=args.usdz,
-                                      texture_size=args.texture_size)
-    err = report["surface_error"]["converted_to_input"]
-    print(f"wrote {asset} ({report['units']}; converted→input surface distance mean {err['mean_mm']:.2f} mm, "
-          f"p95 {err['p95_mm']:.2f} mm; {sum(report['timings_s'].values()):.2f} s)", file=sys.stderr)
+                                      texture_size=args.texture_size, refine=args.refine,
+                                      landmarks_file=args.landmarks)
+    err = report["surface_error"]["input_to_converted"]
+    constrained = report["refinement"].get("constrained_skin_fraction")
+    covered = "" if constrained is None else f"; {100 * constrained:.0f} % of the skin on the input"
+    print(f"wrote {asset} ({report['units']}; input→converted surface distance mean {err['mean_mm']:.2f} mm, "
+          f"p95 {err['p95_mm']:.2f} mm{covered}; {sum(report['timings_s'].values()):.2f} s)", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

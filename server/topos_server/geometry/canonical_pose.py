@@ -48,6 +48,53 @@ def principal_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return centroid, vt, float(np.sqrt((centred ** 2).sum(1).mean()))
 
 
+def fibonacci_directions(count: int) -> np.ndarray:
+    """(count, 3) unit vectors spread evenly over the sphere."""
+    k = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * k / count
+    azimuth = np.pi * (1.0 + 5.0 ** 0.5) * k
+    r = np.sqrt(1.0 - z ** 2)
+    return np.stack([r * np.cos(azimuth), r * np.sin(azimuth), z], 1)
+
+
+def directions_around(centre: np.ndarray, rings: tuple[float, ...], per_ring: int) -> np.ndarray:
+    """(1 + len(rings)·per_ring, 3) unit vectors: ``centre`` and rings of ``per_ring`` at the given angles (degrees)."""
+    centre = centre / np.linalg.norm(centre)
+    side = np.cross(centre, np.eye(3)[np.argmin(np.abs(centre))])
+    side /= np.linalg.norm(side)
+    out = [centre]
+    for ring in np.deg2rad(rings):
+        tilted = rotation_about(side, ring) @ centre
+        out += [rotation_about(centre, a) @ tilted for a in np.linspace(0.0, 2 * np.pi, per_ring, endpoint=False)]
+    return np.stack(out)
+
+
+def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """(3, 3) rotation by ``angle`` about the unit ``axis`` (Rodrigues)."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) the smallest rotation taking unit vector ``a`` to unit vector ``b``."""
+    axis = np.cross(a, b)
+    sine, cosine = np.linalg.norm(axis), float(np.dot(a, b))
+    if sine < 1e-9:
+        if cosine > 0:
+            return np.eye(3)
+        ortho = np.eye(3)[np.argmin(np.abs(a))]
+        axis = np.cross(a, ortho)
+        return rotation_about(axis / np.linalg.norm(axis), np.pi)
+    return rotation_about(axis / sine, float(np.arctan2(sine, cosine)))
+
+
+def extreme_point(points: np.ndarray, direction: np.ndarray, fraction: float = 0.01) -> np.ndarray:
+    """(3,) mean of the ``fraction`` of ``points`` farthest along ``direction`` (robust to a stray point)."""
+    height = points @ direction
+    count = max(1, int(fraction * len(points)))
+    return points[np.argpartition(-height, count - 1)[:count]].mean(0)
+
+
 def compose(outer: Similarity, inner: Similarity) -> Similarity:
     """``outer ∘ inner``."""
     return Similarity(outer.scale * inner.scale, outer.rotation @ inner.rotation,
@@ -195,6 +242,68 @@ class PoseCanonicalizer:
         restarts = [self.refine_to_plane(probe, start, iterations=6) for start in restarts]
         best = min(restarts, key=lambda sim: self.plane_residual(probe, sim))
         return self.refine_to_plane(final_points, best, iterations=8)
+
+    def align_partial(self, points: np.ndarray, normals: np.ndarray, scale_guess: float,
+                      facing: np.ndarray | None = None, search_points: int = 150, seed: int = 0, keep_best: int = 5,
+                      search_iterations: int = 6,
+                      relative_scales: tuple[float, ...] = (0.45, 0.55, 0.67, 0.82, 1.0)) -> Similarity:
+        """:meth:`align` for a surface that covers only part of a head (a face-only scan, a mask).
+
+        Principal axes and centroids say nothing about where a face patch sits on a head, so the
+        search is over where the patch's mean outward normal points on the template (24 directions all
+        round × 8 rolls about each; with ``facing``, the template direction most partial scans face — the
+        face's — 17 directions within 40° of it × 12 rolls) and over scales (``relative_scales`` × ``scale_guess``), each candidate
+        placed by matching the patch's extreme point along its mean normal with the template's
+        extreme point along that direction, then refined like :meth:`align` but scored one-sided
+        (input → template only: the template has surface where the input has none).
+        """
+        points = np.asarray(points, np.float64)
+        normals = np.asarray(normals, np.float64)
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(points), min(search_points, len(points)), replace=False)
+        subset = points[pick]  # (K, 3)
+        mean_normal = normals.mean(0)
+        if np.linalg.norm(mean_normal) < 1e-9:
+            return self.align(points, seed=seed)  # closed surface: no side to go by
+        mean_normal /= np.linalg.norm(mean_normal)
+        if facing is None:
+            directions = fibonacci_directions(24)  # (D, 3) template directions the patch may face
+            rolls = np.deg2rad(np.arange(0.0, 360.0, 45.0))
+        else:
+            directions = directions_around(np.asarray(facing, np.float64), rings=(20.0, 40.0), per_ring=8)
+            rolls = np.deg2rad(np.arange(0.0, 360.0, 30.0))
+        rotations = np.stack([rotation_about(d, roll) @ rotation_between(mean_normal, d)
+                              for d in directions for roll in rolls])  # (C, 3, 3)
+        facing = np.repeat(directions, len(rolls), axis=0)  # (C, 3)
+        input_tip = extreme_point(subset, mean_normal)  # (3,)
+        template_tips = np.stack([extreme_point(self.samples, d) for d in facing])  # (C, 3)
+        best = []
+        for relative in relative_scales:
+            scale = scale_guess * relative
+            centred = scale * (subset - input_tip)  # (K, 3)
+            rot, trans = rotations.copy(), template_tips.copy()
+            for _ in range(search_iterations):
+                mapped = np.einsum("kj,cij->cki", centred, rot) + trans[:, None]  # (C, K, 3)
+                target = self.samples[self.grid.lookup(mapped)]
+                distance = np.linalg.norm(mapped - target, axis=-1)  # (C, K)
+                keep = (distance <= 2.5 * np.median(distance, axis=1, keepdims=True)).astype(np.float64)
+                rot = batched_rigid_fit(np.broadcast_to(centred, mapped.shape), target, keep)
+                w = keep / keep.sum(1, keepdims=True)
+                trans = (w[:, :, None] * target).sum(1) - np.matmul(rot, (w @ centred)[:, :, None])[:, :, 0]
+            mapped = np.einsum("kj,cij->cki", centred, rot) + trans[:, None]
+            _, nearest = self.tree.query(mapped.reshape(-1, 3))
+            offset = mapped.reshape(-1, 3) - self.samples[nearest]
+            plane = np.abs((offset * self.normals[nearest]).sum(1)).reshape(len(rot), -1)  # (C, K)
+            scores = np.sort(plane, axis=1)[:, : int(0.9 * plane.shape[1])].mean(1)
+            for c in np.argsort(scores)[:keep_best]:
+                best.append((scores[c], Similarity(scale, rot[c], trans[c] - scale * rot[c] @ input_tip)))
+        best.sort(key=lambda item: item[0])
+        probe = points[:: max(1, len(points) // PROBE_POINTS)]
+        refined = [self.refine_to_plane(probe, sim, iterations=6) for _, sim in best]
+        # one-sided fits can shrink the patch onto any small flat spot: keep scales near where they started
+        plausible = [sim for sim, (_, start) in zip(refined, best) if 0.7 < sim.scale / start.scale < 1.4] or refined
+        winner = min(plausible, key=lambda sim: self.plane_residual(probe, sim))
+        return self.refine_to_plane(points[:: max(1, len(points) // FINAL_POINTS)], winner, iterations=8)
 
     def _tilt(self, axis: int, angle: float) -> Similarity:
         """A rotation by ``angle`` about template axis ``axis`` through the template's centroid."""

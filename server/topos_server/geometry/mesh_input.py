@@ -271,3 +271,25 @@ def largest_component(mesh: InputMesh) -> InputMesh:
     remap[used] = np.arange(len(used))
     colors = None if mesh.vertex_colors is None else mesh.vertex_colors[used]
     return InputMesh(mesh.points[used], remap[keep_tri], colors, mesh.source)
+
+
+def open_boundary_ratio(points: np.ndarray, triangles: np.ndarray) -> float:
+    """Length of the longest boundary loop over √(surface area): 0 for a closed mesh, ~1–2 for a head with a
+    neck cut and small holes, >3 for a face-only patch (scale-free)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    from topos_server.geometry.surface_points import face_normals_and_areas
+
+    triangles = np.asarray(triangles, np.int64)
+    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    boundary = unique[counts == 1]  # (B, 2)
+    if not len(boundary):
+        return 0.0
+    n = len(points)
+    graph = sp.coo_matrix((np.ones(len(boundary)), (boundary[:, 0], boundary[:, 1])), shape=(n, n))
+    _, loop = connected_components(graph, directed=False)
+    lengths = np.linalg.norm(points[boundary[:, 0]] - points[boundary[:, 1]], axis=1)
+    _, area = face_normals_and_areas(points, triangles)
+    return float(np.bincount(loop[boundary[:, 0]], lengths).max() / np.sqrt(max(area.sum(), 1e-30)))

@@ -1,13 +1,18 @@
 """``topos convert``: a head mesh of any topology → a validated head asset in the reference topology.
 
     mesh file ─► largest connected component ─► points + normals (uniform by area)
-              ─► pose canonicalisation (similarity onto the mean head) ─► TOPOS-VAE encode → decode
+              ─► pose canonicalisation (similarity onto the mean head; a face-only / partial surface is
+                 searched by where it faces; ``--landmarks`` give the pose directly)
+              ─► TOPOS-VAE encode → decode (the prior: a whole plausible head)
+              ─► refinement: the skin pulled onto the input where the input has matching surface,
+                 following the prior smoothly where it has none (``geometry/surface_refinement.py``)
               ─► reference frame, the input's metric size ─► HeadResult ─► USD asset + error report
 
-The error report measures the converted outer skin against the input surface, in the input's
-frame: distance from converted-surface samples to the input surface (exact closest points) and,
-for coverage, from input samples to the converted skin. Vertex colours of the input are re-baked into
-an albedo texture in the reference UVs (``texture/colour_transfer.py``); UV textures of the input are not read.
+The error report measures, in the input's frame, the distance from the input surface to the converted
+skin (every input sample: is the scan covered?) and from the converted skin to the input (only
+meaningful where the input has surface), per region of the reference (face, ears, neck, back of the
+head) with the fraction of each region the input constrained. Vertex colours or a UV texture of the
+input are re-baked into an albedo texture in the reference UVs (``texture/colour_transfer.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import torch
 
 from topos_sdk.errors import AssetError, InvalidInputError, ToposError
 from topos_server.data.synthetic_heads import outer_surface
-from topos_server.geometry.canonical_pose import PoseCanonicalizer, invert
-from topos_server.geometry.mesh_input import InputMesh, largest_component, read_mesh
-from topos_server.geometry.registration import Similarity, TriangleSurface
+from topos_server.geometry.canonical_pose import PoseCanonicalizer, invert, principal_frame
+from topos_server.geometry.mesh_input import InputMesh, largest_component, open_boundary_ratio, read_mesh
+from topos_server.geometry.registration import Similarity, TriangleSurface, inverse_distance_displacement, umeyama
 from topos_server.geometry.surface_points import sample_surface
+from topos_server.geometry.surface_refinement import SurfaceRefiner
 from topos_server.models import WEIGHTS_DIR
 from topos_server.models.vae import ToposVAE
+from topos_server.pipelines.input_landmarks import InputLandmarks, read_landmarks_file
 from topos_server.texture.colour_transfer import transfer_vertex_colours
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "topos_vae_small"
@@ -38,6 +45,11 @@ INFERENCE_POINTS = 8192
 COLOUR_MAX_DISTANCE_CM = 0.5
 # centimetres per input unit for --units
 UNITS_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0, "in": 2.54}
+# longest boundary loop / √area above this: the input covers part of a head (a face-only scan or mask);
+# whole heads with a neck cut and holes measure 1.5–1.8, face-only crops 3.4–3.6
+PARTIAL_BOUNDARY_RATIO = 2.5
+# samples per direction for the error report
+REPORT_SAMPLES = 10000
 
 
 class VaeWeightsMissing(ToposError):
@@ -75,7 +87,11 @@ class HeadConverter:
         self.topology = topology
         self.surface_vertex_count, self.surface_triangles = outer_surface(topology)
         template = model.template_points.detach().cpu().numpy().astype(np.float64)
+        self.template = template  # (N, 3) the mean head: the canonical frame
         self.canonicalizer = PoseCanonicalizer(template[: self.surface_vertex_count], self.surface_triangles)
+        self.refiner = SurfaceRefiner(self.surface_triangles, self.surface_vertex_count)
+        self.regions = skin_regions(template, topology, self.surface_vertex_count)  # (V,) index into REGIONS
+        self.face_facing = facing_direction(template, topology)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, cache=None, device: str = "cpu") -> "HeadConverter":
@@ -91,7 +107,8 @@ class HeadConverter:
         return self.model.decode(self.model.encode(p, n, o).mode())[0].float().cpu().numpy()
 
     def convert_surface(self, points: np.ndarray, triangles: np.ndarray, units: str = "auto", seed: int = 0,
-                        num_points: int | None = None, report: bool = True) -> Conversion:
+                        num_points: int | None = None, report: bool = True, refine: bool = True,
+                        landmarks: InputLandmarks | None = None) -> Conversion:
         timings = {}
         start = time.perf_counter()
         rng = np.random.default_rng(seed)
@@ -101,11 +118,20 @@ class HeadConverter:
         flipped = float(((samples - samples.mean(0)) * normals).sum(1).mean()) < 0
         if flipped:
             normals = -normals
-        canonical = self.canonicalizer.align(samples, seed=seed)
+        boundary_ratio = open_boundary_ratio(points, triangles)
+        partial = boundary_ratio > PARTIAL_BOUNDARY_RATIO
+        canonical, alignment = self.canonicalize(samples, normals, partial, landmarks, seed)
         timings["canonicalize_s"] = time.perf_counter() - start
         start = time.perf_counter()
         decoded = self.decode_canonical(canonical.apply(samples), normals @ canonical.rotation.T)  # (N, 3)
         timings["vae_s"] = time.perf_counter() - start
+        constrained = None
+        refinement_info = {"refined": False}
+        if refine:
+            start = time.perf_counter()
+            decoded, constrained, refinement_info = self._refine(decoded.astype(np.float64), canonical.apply(points),
+                                                                 triangles, canonical, landmarks)
+            timings["refine_s"] = time.perf_counter() - start
         input_frame = invert(canonical).apply(decoded)
         cm_per_unit, units = self._units(units, canonical.scale)
         centre = decoded[: self.surface_vertex_count].mean(0)
@@ -113,26 +139,83 @@ class HeadConverter:
         result = Conversion(metric.astype(np.float32), input_frame.astype(np.float32), canonical, cm_per_unit, units)
         result.report = {"units": units, "cm_per_input_unit": cm_per_unit, "input_triangles": int(len(triangles)),
                          "input_vertices": int(len(points)), "normals_flipped": flipped,
-                         "canonical_scale": canonical.scale, "timings_s": timings}
+                         "canonical_scale": canonical.scale, "alignment": alignment,
+                         "input_boundary_ratio": boundary_ratio, "partial_input": bool(partial),
+                         "refinement": refinement_info, "timings_s": timings}
         if report:
-            result.report["surface_error"] = self.surface_error(input_frame, points, triangles, cm_per_unit, rng)
+            start = time.perf_counter()
+            result.report["surface_error"] = self.surface_error(input_frame, points, triangles, cm_per_unit, rng,
+                                                                constrained)
+            result.report["report_s"] = time.perf_counter() - start
         return result
 
+    def canonicalize(self, samples: np.ndarray, normals: np.ndarray, partial: bool,
+                     landmarks: InputLandmarks | None = None, seed: int = 0) -> tuple[Similarity, str]:
+        """The similarity input → canonical frame for surface samples (P, 3) with outward normals, and how it was found."""
+        if landmarks is not None:
+            return self._align_to_landmarks(samples, landmarks), "landmarks"
+        if partial:
+            scale_guess = self.canonicalizer.rms / principal_frame(samples)[2]
+            return self.canonicalizer.align_partial(samples, normals, scale_guess, facing=self.face_facing,
+                                                    seed=seed), "partial search"
+        return self.canonicalizer.align(samples, seed=seed), "whole-head search"
+
+    def _align_to_landmarks(self, samples: np.ndarray, landmarks: InputLandmarks) -> Similarity:
+        """Similarity from the given landmarks onto the mean head's, refined on the surface from there."""
+        reference = landmarks.reference_points(self.topology, self.template)  # (K, 3)
+        start = umeyama(landmarks.points, reference)
+        probe = samples[:: max(1, len(samples) // 2048)]
+        return self.canonicalizer.refine_to_plane(probe, start, iterations=8)
+
+    def _refine(self, decoded: np.ndarray, canonical_input: np.ndarray, triangles: np.ndarray, canonical: Similarity,
+                landmarks: InputLandmarks | None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """The VAE head (N, 3, canonical frame) with its skin pulled onto the input; the rest follows the skin."""
+        count = self.surface_vertex_count
+        target = TriangleSurface(canonical_input, triangles, candidates=8)
+        landmark_ids = landmark_targets = None
+        if landmarks is not None:
+            landmark_ids, landmark_targets = landmarks.skin_pins(self.topology, canonical, count)
+        refinement = self.refiner.refine(decoded[:count], target, landmark_ids, landmark_targets)
+        skin0 = decoded[:count]
+        out = decoded.copy()
+        out[:count] = refinement.points
+        out[count:] += inverse_distance_displacement(skin0, refinement.points - skin0, decoded[count:])
+        info = {"refined": True, "rounds": refinement.rounds,
+                "matched_distance_canonical": [round(d, 5) for d in refinement.matched_distance],
+                "constrained_skin_fraction": float(refinement.constrained.mean())}
+        return out, refinement.constrained, info
+
     def surface_error(self, converted: np.ndarray, points: np.ndarray, triangles: np.ndarray, cm_per_unit: float,
-                      rng: np.random.Generator, count: int = 20000) -> dict:
-        """Distances between the converted outer skin and the input surface, input units and mm."""
-        converted_samples, _, _ = sample_surface(converted[: self.surface_vertex_count], self.surface_triangles, count, rng)
+                      rng: np.random.Generator, constrained: np.ndarray | None = None,
+                      count: int = REPORT_SAMPLES) -> dict:
+        """Distances between the converted outer skin and the input surface (input units and mm), overall and
+        per region of the reference skin; ``constrained`` (V,) marks skin vertices the input pinned."""
+        skin = converted[: self.surface_vertex_count]
+        converted_samples, _, converted_tri = sample_surface(skin, self.surface_triangles, count, rng)
         to_input = TriangleSurface(points, triangles).closest(converted_samples).distance
         input_samples, _, _ = sample_surface(points, triangles, count, rng)
-        to_converted = TriangleSurface(converted[: self.surface_vertex_count], self.surface_triangles).closest(input_samples).distance
+        hits = TriangleSurface(skin, self.surface_triangles).closest(input_samples)
+        to_converted = hits.distance
+        region_of_converted = self.regions[self.surface_triangles[converted_tri, 0]]
+        region_of_input = self.regions[self.surface_triangles[hits.triangle, 0]]
 
         def stats(d):
+            if not len(d):
+                return None
             mm = d * cm_per_unit * 10.0
             return {"mean": float(d.mean()), "p50": float(np.median(d)), "p95": float(np.percentile(d, 95)),
                     "max": float(d.max()), "mean_mm": float(mm.mean()), "p95_mm": float(np.percentile(mm, 95)),
                     "within_1mm": float((mm <= 1.0).mean())}
 
-        return {"converted_to_input": stats(to_input), "input_to_converted": stats(to_converted)}
+        regions = {}
+        for index, name in enumerate(REGIONS):
+            in_region = self.regions == index
+            regions[name] = {
+                "constrained_fraction": None if constrained is None else float(constrained[in_region].mean()),
+                "input_to_converted": stats(to_converted[region_of_input == index]),
+                "converted_to_input": stats(to_input[region_of_converted == index]),
+            }
+        return {"converted_to_input": stats(to_input), "input_to_converted": stats(to_converted), "regions": regions}
 
     @staticmethod
     def _units(units: str, canonical_scale: float) -> tuple[float, str]:
@@ -149,12 +232,46 @@ class HeadConverter:
         return UNITS_CM[name], name
 
 
+REGIONS = ("face", "ears", "neck", "back_of_head")
+
+
+def skin_regions(template: np.ndarray, topology, surface_vertex_count: int) -> np.ndarray:
+    """(V,) index into :data:`REGIONS` per outer-skin vertex, from the mean head (cm, +y up, +z forward).
+
+    ``face``: the topology's face sub-mesh; the rest of the skin is ears (beside the head, ear height),
+    neck (below the ears) or the back of the head.
+    """
+    skin = template[:surface_vertex_count]
+    region = np.full(surface_vertex_count, REGIONS.index("back_of_head"), np.int64)
+    face = topology.submesh("face")
+    region[face.vertex_start:min(face.vertex_stop, surface_vertex_count)] = REGIONS.index("face")
+    rest = region != REGIONS.index("face")
+    half_width = np.abs(skin[:, 0]).max()
+    ears = rest & (np.abs(skin[:, 0]) > 0.62 * half_width) & (skin[:, 1] > -9.0) & (skin[:, 2] > -6.0)
+    neck = rest & ~ears & (skin[:, 1] < -11.0)
+    region[ears] = REGIONS.index("ears")
+    region[neck] = REGIONS.index("neck")
+    return region
+
+
+def facing_direction(template: np.ndarray, topology) -> np.ndarray:
+    """(3,) unit mean outward normal of the template's face: where a face-only scan looks."""
+    triangles, face_of = topology.triangles()
+    face = topology.submesh("face")
+    corners = template[triangles[(face_of >= face.face_start) & (face_of < face.face_stop)]]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).sum(0)  # area-weighted
+    return normal / np.linalg.norm(normal)
+
+
 def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = None, weights: str | Path | None = None,
                       units: str = "auto", seed: int = 0, all_components: bool = False, usdz: bool = False,
                       overwrite: bool = True, converter: HeadConverter | None = None,
-                      texture_size: int = 1024) -> tuple[Path, dict]:
+                      texture_size: int = 1024, refine: bool = True,
+                      landmarks_file: str | Path | None = None) -> tuple[Path, dict]:
     """Convert one mesh file; returns (path of NAME.usda, report). The report is written beside the asset.
 
+    ``refine``: pull the VAE's head onto the input (default; False: the VAE's head as decoded).
+    ``landmarks_file``: JSON landmarks in the mesh's coordinates (see ``input_landmarks.py``).
     An input with vertex colours also gets an ``albedo`` texture (``texture_size``² per UDIM tile; 0: none).
     """
     from topos_sdk.atomic_files import atomic_output_path
@@ -168,7 +285,9 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
     if not all_components:
         mesh = largest_component(mesh)
     converter = converter or HeadConverter.load(weights)
-    conversion = converter.convert_surface(mesh.points, mesh.triangles, units=units, seed=seed)
+    landmarks = None if landmarks_file is None else read_landmarks_file(landmarks_file, converter.topology)
+    conversion = converter.convert_surface(mesh.points, mesh.triangles, units=units, seed=seed, refine=refine,
+                                           landmarks=landmarks)
     textures = {}
     if mesh.vertex_colors is not None and texture_size:
         start = time.perf_counter()
