@@ -45,6 +45,8 @@ def test_proxy_services_import_and_messages_pickle():
     ({"replicas": 0}, "replicas"),
     ({"device": "cuda:1"}, "device"),
     ({"engine": "classic"}, "unknown topos app argument"),
+    ({"engines": ["dit"]}, "engines must name"),
+    ({"max_ongoing": 0}, "max_ongoing"),
 ])
 def test_bad_app_arguments_are_clear_errors(args, problem):
     with pytest.raises(ValueError, match=problem):

@@ -95,6 +95,8 @@ class RayServeOptions:
         values = dict(args)
         if isinstance(values.get("autoscale"), str):
             values["autoscale"] = parse_autoscale(values["autoscale"])
+        elif isinstance(values.get("autoscale"), list):  # [MIN, MAX] in YAML
+            values["autoscale"] = tuple(values["autoscale"])
         if isinstance(values.get("engines"), str):
             values["engines"] = [values["engines"]]
         options = cls(**values)
@@ -102,18 +104,25 @@ class RayServeOptions:
         return options
 
     def check(self) -> None:
-        if not self.engines:
-            raise ValueError("serve at least one engine")
+        from topos_server.engines.base import engine_names
+
+        unknown = [name for name in self.engines if name not in engine_names()]
+        if not self.engines or unknown:
+            raise ValueError(f"engines must name at least one of {', '.join(engine_names())}; got {self.engines!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda for Ray replicas, got {self.device!r}")
-        for name, value in (("replicas", self.replicas), ("max_queued", self.max_queued),
-                            ("max_batch", self.max_batch), ("max_ongoing", self.max_ongoing or 1)):
+        counts = [("replicas", self.replicas), ("max_queued", self.max_queued), ("max_batch", self.max_batch)]
+        if self.max_ongoing is not None:
+            counts.append(("max_ongoing", self.max_ongoing))
+        for name, value in counts:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.autoscale is not None:
             low, high = self.autoscale
-            if not 0 <= low <= high or high < 1:
-                raise ValueError(f"autoscale needs 0 <= MIN <= MAX and MAX >= 1, got {low}:{high}")
+            if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high and high >= 1):
+                raise ValueError(f"autoscale needs whole numbers 0 <= MIN <= MAX, MAX >= 1; got {low}:{high}")
+        if not (self.max_batch_wait_s >= 0 and self.grace_s >= 0):
+            raise ValueError("max_batch_wait_s and grace_s must not be negative")
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
@@ -122,8 +131,6 @@ def parse_autoscale(text: str) -> tuple[int, int]:
         low, high = (int(part) for part in text.split(":"))
     except ValueError:
         raise ValueError(f"autoscale must be MIN:MAX replicas, e.g. 1:4; got {text!r}") from None
-    if not 0 <= low <= high or high < 1:
-        raise ValueError(f"autoscale needs 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
     return low, high
 
 
