@@ -79,3 +79,38 @@ def head_model():
     from topos_server.assets.head_model import HeadModel
 
     return HeadModel.load()
+
+
+# ---- topos convert inputs ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def weights(topology, tmp_path_factory):
+    """The committed checkpoint when there is one, else an untrained tiny model (decodes the mean head)."""
+    from topos_server.pipelines.convert import DEFAULT_WEIGHTS
+
+    if (DEFAULT_WEIGHTS / "config.json").is_file():
+        return DEFAULT_WEIGHTS
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.training.vae import TrainingConfig, build_model
+
+    folder = tmp_path_factory.mktemp("vae") / "tiny"
+    build_model(TrainingConfig(size="tiny"), HeadModel.load(), topology).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def remeshed_head(topology):
+    """The ICT rest head's outer skin, isotropically remeshed, in millimetres and a random pose."""
+    from topos_server.data.synthetic_heads import outer_surface, random_rotation
+    from topos_server.geometry.retopology import retopologize
+
+    count, triangles = outer_surface(topology)
+    rest = topology.rest_points[:count].astype(np.float64)
+    op = retopologize("isotropic", rest, triangles, np.random.default_rng(4))
+    rotation = random_rotation(np.random.default_rng(5))
+    points = 10.0 * op.apply(rest) @ rotation.T + np.array([120.0, -40.0, 300.0])
+    return points, op.triangles, rotation
+
+
+def write_obj(path, points, triangles):
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in points] + [f"f {a} {b} {c}" for a, b, c in triangles + 1]
+    path.write_text("\n".join(lines) + "\n")

@@ -29,6 +29,7 @@ class ObjMesh:
     vertex_colors: np.ndarray | None = None  # (N, 3) float32 from "v x y z r g b"
     # (kind, name, first face) for every g / o / usemtl statement, in file order
     group_starts: list[tuple[str, str, int]] = field(default_factory=list)
+    material_libraries: list[str] = field(default_factory=list)  # mtllib file names, relative to the OBJ
 
     def face_groups(self, kind: str = "usemtl") -> list[tuple[str, int, int]]:
         """Contiguous face runs ``(name, face_start, face_stop)`` by ``usemtl``, ``g`` or ``o``."""
@@ -68,6 +69,7 @@ def read_obj(path: str | os.PathLike) -> ObjMesh:
     t_idx: list[int] = []
     faces_missing_vt = 0
     groups: list[tuple[str, str, int]] = []
+    libraries: list[str] = []
 
     def resolve(token: str, count: int, lineno: int, what: str) -> int:
         try:
@@ -130,7 +132,9 @@ def read_obj(path: str | os.PathLike) -> ObjMesh:
                     counts.append(len(corners))
                 elif tag in ("g", "o", "usemtl"):
                     groups.append((tag, " ".join(parts[1:]) or "default", len(counts)))
-                elif tag in ("vn", "vp", "s", "mtllib", "l", "p", "cstype", "deg", "curv", "surf", "parm", "end"):
+                elif tag == "mtllib":
+                    libraries.extend(parts[1:])
+                elif tag in ("vn", "vp", "s", "l", "p", "cstype", "deg", "curv", "surf", "parm", "end"):
                     continue
                 else:
                     raise ObjFormatError(where, lineno, f"unknown statement {tag!r}")
@@ -150,4 +154,5 @@ def read_obj(path: str | os.PathLike) -> ObjMesh:
         uv_indices=np.asarray(t_idx, np.int32) if has_uv else None,
         vertex_colors=np.asarray(colors, np.float32) if colors else None,
         group_starts=groups,
+        material_libraries=libraries,
     )

@@ -1,21 +1,39 @@
 """Reading a head mesh of any topology for ``topos convert``: OBJ, PLY, STL, USD → triangles.
 
-Returns an :class:`InputMesh` (points, triangles, optional per-vertex colours). Faces are fan
-triangulated. Every malformed file raises :class:`~topos_sdk.errors.InvalidInputError` with one
-line naming the file.
+Returns an :class:`InputMesh` (points, triangles, optional per-vertex colours, optional UV textures:
+OBJ ``vt`` + the ``map_Kd`` of each ``usemtl`` material, USD ``primvars:st`` + the ``UsdUVTexture``
+feeding the bound ``UsdPreviewSurface``'s ``diffuseColor``). Faces are fan triangulated. Every
+malformed file raises :class:`~topos_sdk.errors.InvalidInputError` with one line naming the file; a
+texture that cannot be read is skipped with a warning (the geometry still converts).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from topos_sdk.errors import InvalidInputError
 
+log = logging.getLogger(__name__)
+
 SUFFIXES = (".obj", ".obj.gz", ".obj.xz", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
+
+
+@dataclass
+class UvTextures:
+    """Colour images on the surface through UVs: one image per material, UVs per triangle corner."""
+
+    corner_uvs: np.ndarray  # (T, 3, 2) float32, v up (OBJ/USD convention)
+    triangle_image: np.ndarray  # (T,) int64 index into images, -1: no texture on this triangle
+    images: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) float32 sRGB in [0, 1]
+    names: list[str] = field(default_factory=list)  # the image files
+
+    def subset(self, keep: np.ndarray) -> "UvTextures":
+        return UvTextures(self.corner_uvs[keep], self.triangle_image[keep], self.images, self.names)
 
 
 @dataclass
@@ -24,6 +42,24 @@ class InputMesh:
     triangles: np.ndarray  # (T, 3) int64
     vertex_colors: np.ndarray | None = None  # (V, 3) float32 in [0, 1]
     source: str = ""
+    textures: UvTextures | None = None
+
+
+def read_texture_image(path: Path) -> np.ndarray | None:
+    """(H, W, 3) float32 sRGB in [0, 1], or None (with a warning) when the file is missing or unreadable."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if image is None:
+        log.warning("%s: texture missing or unreadable; the converted head gets no colour from it", path)
+        return None
+    if image.dtype != np.uint8:
+        image = (image.astype(np.float32) / np.iinfo(image.dtype).max * 255.0 if image.dtype.kind in "ui"
+                 else np.clip(image, 0.0, 1.0) * 255.0).astype(np.float32)
+    image = image.astype(np.float32) / 255.0
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, 2::-1] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, axis=2))
 
 
 def fan_triangles(counts: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -76,7 +112,58 @@ def _read_obj(path: Path) -> InputMesh:
     except ObjFormatError as exc:
         raise InvalidInputError(str(exc)) from exc
     colors = None if obj.vertex_colors is None else np.clip(obj.vertex_colors, 0, 1).astype(np.float32)
-    return InputMesh(obj.points.astype(np.float64), fan_triangles(obj.face_vertex_counts, obj.face_vertex_indices), colors)
+    triangles = fan_triangles(obj.face_vertex_counts, obj.face_vertex_indices)
+    return InputMesh(obj.points.astype(np.float64), triangles, colors, textures=_obj_textures(obj, path))
+
+
+# MTL texture-map options and how many values each takes (the file name follows them, and may hold spaces)
+_MAP_OPTIONS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1,
+                "-mm": 2, "-o": 3, "-s": 3, "-t": 3, "-texres": 1, "-type": 1}
+
+
+def _map_file_name(tokens: list[str]) -> str:
+    """The file name of a ``map_Kd`` statement's tokens, after its options."""
+    i = 0
+    while i < len(tokens) - 1 and tokens[i] in _MAP_OPTIONS:
+        i += 1 + _MAP_OPTIONS[tokens[i]]
+    return " ".join(tokens[i:])
+
+
+def _obj_textures(obj, path: Path) -> UvTextures | None:
+    """UV textures from ``vt`` and the ``map_Kd`` of each ``usemtl`` material in the ``mtllib`` files."""
+    if obj.uv_values is None or not obj.material_libraries:
+        return None
+    maps: dict[str, Path] = {}
+    for library in obj.material_libraries:
+        library_path = path.parent / library
+        if not library_path.is_file():
+            log.warning("%s: material library %s not found; no texture", path, library)
+            continue
+        material = None
+        for line in library_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "newmtl":
+                material = " ".join(parts[1:])
+            elif len(parts) >= 2 and parts[0] == "map_Kd" and material is not None:
+                maps[material] = library_path.parent / _map_file_name(parts[1:])
+    if not maps:
+        return None
+    images, names, index_of = [], [], {}
+    for material, image_path in maps.items():
+        image = read_texture_image(image_path)
+        if image is not None:
+            index_of[material] = len(images)
+            images.append(image)
+            names.append(image_path.name)
+    if not images:
+        return None
+    counts = obj.face_vertex_counts
+    corner_uvs = obj.uv_values[fan_triangles(counts, obj.uv_indices)]  # (T, 3, 2)
+    polygon_image = np.full(len(counts), -1, np.int64)
+    for material, start, stop in obj.face_groups("usemtl"):
+        polygon_image[start:stop] = index_of.get(material, -1)
+    triangle_image = np.repeat(polygon_image, np.maximum(np.asarray(counts, np.int64) - 2, 0))
+    return UvTextures(corner_uvs.astype(np.float32), triangle_image, images, names)
 
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
@@ -202,7 +289,7 @@ def _read_usd(path: Path) -> InputMesh:
     if stage is None:
         raise InvalidInputError(f"{path}: USD could not open the stage")
     cache = UsdGeom.XformCache()
-    points, triangles, colours, offset = [], [], [], 0
+    points, triangles, colours, textures, offset = [], [], [], [], 0
     for prim in stage.Traverse():
         if not prim.IsA(UsdGeom.Mesh) or UsdGeom.Imageable(prim).ComputeVisibility() == UsdGeom.Tokens.invisible:
             continue
@@ -220,6 +307,10 @@ def _read_usd(path: Path) -> InputMesh:
         points.append(pts)
         triangles.append(tris + offset)
         colours.append(_usd_vertex_colours(mesh, len(pts)))
+        part_textures = _usd_textures(mesh, counts, indices, len(tris), path)
+        if part_textures is not None and mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded:
+            part_textures.corner_uvs = part_textures.corner_uvs[:, [0, 2, 1]]
+        textures.append(part_textures)
         offset += len(pts)
     if not points:
         raise InvalidInputError(f"{path}: no visible UsdGeom.Mesh with faces in the stage")
@@ -228,7 +319,72 @@ def _read_usd(path: Path) -> InputMesh:
     if up == UsdGeom.Tokens.z:  # to the reference's +Y up
         pts = pts[:, [0, 2, 1]] * np.array([1.0, 1.0, -1.0])
     vertex_colours = None if any(c is None for c in colours) else np.concatenate(colours)
-    return InputMesh(pts, np.concatenate(triangles), vertex_colours)
+    return InputMesh(pts, np.concatenate(triangles), vertex_colours,
+                     textures=_merged_textures(textures, [len(tris) for tris in triangles]))
+
+
+def _merged_textures(parts: list[UvTextures | None], triangle_counts: list[int]) -> UvTextures | None:
+    """One UvTextures for several meshes (meshes without a texture get image −1)."""
+    if all(part is None for part in parts):
+        return None
+    corner_uvs, triangle_image, images, names = [], [], [], []
+    for part, count in zip(parts, triangle_counts):
+        if part is None:
+            corner_uvs.append(np.zeros((count, 3, 2), np.float32))
+            triangle_image.append(np.full(count, -1, np.int64))
+            continue
+        corner_uvs.append(part.corner_uvs)
+        triangle_image.append(np.where(part.triangle_image >= 0, part.triangle_image + len(images), -1))
+        images += part.images
+        names += part.names
+    return UvTextures(np.concatenate(corner_uvs), np.concatenate(triangle_image), images, names)
+
+
+def _usd_textures(mesh, counts: np.ndarray, indices: np.ndarray, triangle_count: int, path: Path) -> UvTextures | None:
+    """UVs (``primvars:st`` or the name the material's UsdPrimvarReader reads) and the image on the bound
+    UsdPreviewSurface's ``diffuseColor`` (a UsdUVTexture), else None."""
+    from pxr import UsdGeom, UsdShade
+
+    material, _ = UsdShade.MaterialBindingAPI(mesh.GetPrim()).ComputeBoundMaterial()
+    if not material:
+        return None
+    shader = material.ComputeSurfaceSource()[0]
+    if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
+        return None
+    diffuse = shader.GetInput("diffuseColor")
+    source = diffuse.GetConnectedSources()[0] if diffuse else []
+    texture = UsdShade.Shader(source[0].source.GetPrim()) if source else None
+    if not texture or texture.GetIdAttr().Get() != "UsdUVTexture":
+        return None
+    file_input = texture.GetInput("file")
+    asset = file_input.Get() if file_input else None
+    if asset is None:
+        return None
+    image_path = Path(asset.resolvedPath or (path.parent / asset.path))
+    if "<UDIM>" in str(image_path):
+        log.warning("%s: UDIM texture %s is not read (single images only); no colour from it", path, asset.path)
+        return None
+    varname = "st"
+    st_source = texture.GetInput("st").GetConnectedSources()[0] if texture.GetInput("st") else []
+    if st_source:
+        reader = UsdShade.Shader(st_source[0].source.GetPrim())
+        name = reader.GetInput("varname").Get() if reader.GetInput("varname") else None
+        varname = str(name) if name else varname
+    primvar = UsdGeom.PrimvarsAPI(mesh.GetPrim()).GetPrimvar(varname)
+    if not primvar or not primvar.HasValue():
+        return None
+    uvs = np.asarray(primvar.ComputeFlattened(), np.float32).reshape(-1, 2)
+    interpolation = primvar.GetInterpolation()
+    if interpolation == UsdGeom.Tokens.faceVarying and len(uvs) == len(indices):
+        corner_uvs = uvs[fan_triangles(counts, np.arange(len(indices)))]
+    elif interpolation in (UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying) and len(uvs) > indices.max():
+        corner_uvs = uvs[fan_triangles(counts, indices)]
+    else:
+        return None
+    image = read_texture_image(image_path)
+    if image is None:
+        return None
+    return UvTextures(corner_uvs, np.zeros(triangle_count, np.int64), [image], [image_path.name])
 
 
 def _usd_vertex_colours(mesh, count: int) -> np.ndarray | None:
@@ -270,7 +426,8 @@ def largest_component(mesh: InputMesh) -> InputMesh:
     remap = np.full(n, -1, np.int64)
     remap[used] = np.arange(len(used))
     colors = None if mesh.vertex_colors is None else mesh.vertex_colors[used]
-    return InputMesh(mesh.points[used], remap[keep_tri], colors, mesh.source)
+    textures = None if mesh.textures is None else mesh.textures.subset(label[t[:, 0]] == best)
+    return InputMesh(mesh.points[used], remap[keep_tri], colors, mesh.source, textures)
 
 
 def open_boundary_ratio(points: np.ndarray, triangles: np.ndarray) -> float:

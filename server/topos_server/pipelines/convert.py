@@ -35,7 +35,7 @@ from topos_server.geometry.surface_refinement import SurfaceRefiner
 from topos_server.models import WEIGHTS_DIR
 from topos_server.models.vae import ToposVAE
 from topos_server.pipelines.input_landmarks import InputLandmarks, read_landmarks_file
-from topos_server.texture.colour_transfer import transfer_vertex_colours
+from topos_server.texture.colour_transfer import SurfaceColour, transfer_surface_colours
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "topos_vae_small"
 # Surface samples per conversion (the encoder trains on fewer, e.g. 2048: attention pools by region, so more
@@ -64,6 +64,7 @@ class Conversion:
     cm_per_unit: float
     units: str
     report: dict = field(default_factory=dict)
+    constrained: np.ndarray | None = None  # (V,) bool outer-skin vertices the input pinned in the refinement
 
 
 def load_vae(weights: str | Path | None = None, device: str = "cpu") -> ToposVAE:
@@ -136,7 +137,8 @@ class HeadConverter:
         cm_per_unit, units = self._units(units, canonical.scale)
         centre = decoded[: self.surface_vertex_count].mean(0)
         metric = centre + (cm_per_unit / canonical.scale) * (decoded - centre)  # reference pose, input's size
-        result = Conversion(metric.astype(np.float32), input_frame.astype(np.float32), canonical, cm_per_unit, units)
+        result = Conversion(metric.astype(np.float32), input_frame.astype(np.float32), canonical, cm_per_unit, units,
+                            constrained=constrained)
         result.report = {"units": units, "cm_per_input_unit": cm_per_unit, "input_triangles": int(len(triangles)),
                          "input_vertices": int(len(points)), "normals_flipped": flipped,
                          "canonical_scale": canonical.scale, "alignment": alignment,
@@ -272,7 +274,7 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
 
     ``refine``: pull the VAE's head onto the input (default; False: the VAE's head as decoded).
     ``landmarks_file``: JSON landmarks in the mesh's coordinates (see ``input_landmarks.py``).
-    An input with vertex colours also gets an ``albedo`` texture (``texture_size``² per UDIM tile; 0: none).
+    An input with vertex colours or a UV texture also gets an ``albedo`` texture (``texture_size``² per UDIM tile; 0: none).
     """
     from topos_sdk.atomic_files import atomic_output_path
     from topos_sdk.head_result import HeadResult, Provenance
@@ -289,14 +291,15 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
     conversion = converter.convert_surface(mesh.points, mesh.triangles, units=units, seed=seed, refine=refine,
                                            landmarks=landmarks)
     textures = {}
-    if mesh.vertex_colors is not None and texture_size:
+    colour = SurfaceColour.of_mesh(mesh)
+    if colour is not None and texture_size:
         start = time.perf_counter()
-        albedo, observed = transfer_vertex_colours(conversion.input_frame_points, converter.topology, mesh.points,
-                                                   mesh.triangles, mesh.vertex_colors,
-                                                   COLOUR_MAX_DISTANCE_CM / conversion.cm_per_unit, texture_size)
+        albedo, observed = transfer_surface_colours(conversion.input_frame_points, converter.topology, mesh.points,
+                                                    mesh.triangles, colour,
+                                                    COLOUR_MAX_DISTANCE_CM / conversion.cm_per_unit, texture_size)
         textures["albedo"] = albedo
         conversion.report["timings_s"]["colour_transfer_s"] = time.perf_counter() - start
-        conversion.report["colour"] = {"source": "vertex colours", "texture_size": texture_size,
+        conversion.report["colour"] = {"source": colour.source, "texture_size": texture_size,
                                        "observed_skin_fraction": observed}
     name = name or _asset_name(path)
     result = HeadResult(conversion.points, topology=converter.topology, textures=textures,
