@@ -29,7 +29,9 @@ Where Ray's proxy differs from ``topos serve`` (the SDK ``Client`` needs no chan
   cancellation reaches the replica, which stops the engine at its next progress step.
 - A replica that dies mid-request (killed, node lost): the ingress re-sends the request to another
   replica while no result message has left yet (the client sees progress restart), and answers
-  UNAVAILABLE otherwise, which the SDK retries. A request is answered once either way.
+  UNAVAILABLE otherwise, which the SDK retries. A request is answered once either way. The ingress
+  only relays; Ray restarts it if it dies, but the calls it was relaying end INTERNAL (Ray's proxy
+  reports a lost replica so), hence ``ingress_replicas`` on clusters.
 
 Health: ``grpc.health.v1.Health/Check`` (no token) is answered by the ingress, so it says that the
 proxy can route to a live replica of the application; Ray's own
@@ -84,6 +86,7 @@ class RayServeOptions:
     token_file: str | None = None  # read by the ingress replica on its node
     max_image_bytes: int = Limits.max_image_bytes
     grace_s: float = 30.0  # how long a replica being stopped may finish its requests
+    ingress_replicas: int = 1  # more for a cluster that must survive losing the ingress's node
 
     @classmethod
     def from_args(cls, args: dict) -> "RayServeOptions":
@@ -111,7 +114,8 @@ class RayServeOptions:
             raise ValueError(f"engines must name at least one of {', '.join(engine_names())}; got {self.engines!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda for Ray replicas, got {self.device!r}")
-        counts = [("replicas", self.replicas), ("max_queued", self.max_queued), ("max_batch", self.max_batch)]
+        counts = [("replicas", self.replicas), ("max_queued", self.max_queued), ("max_batch", self.max_batch),
+                  ("ingress_replicas", self.ingress_replicas)]
         if self.max_ongoing is not None:
             counts.append(("max_ongoing", self.max_ongoing))
         for name, value in counts:
@@ -186,8 +190,6 @@ class EngineDeployment:
                  max_queue: int, max_image_bytes: int):
         from topos_server.engines.base import get_engine
 
-        if device == "cuda":
-            import torch  # noqa: F401 (Ray sets CUDA_VISIBLE_DEVICES to this replica's GPU)
         engine = get_engine(engine_name, cache=None, device=device)
         engines = {engine_name: engine}
         self.worker = BatchingWorker(engines, max_batch=max_batch, max_queue=max_queue, max_wait_s=max_batch_wait_s)
@@ -411,7 +413,8 @@ def topos_application(options: RayServeOptions):
             max_queued_requests=options.max_queued, graceful_shutdown_timeout_s=options.grace_s, **scaling)
         engines[name] = deployment.bind(name, device, options.max_batch, options.max_batch_wait_s,
                                         2 * max_ongoing, options.max_image_bytes)
-    return HeadGeneratorIngress.bind(engines, options.token_file, options.max_queued)
+    return HeadGeneratorIngress.options(num_replicas=options.ingress_replicas).bind(
+        engines, options.token_file, options.max_queued)
 
 
 def build_app(args: dict):
