@@ -292,3 +292,16 @@ def test_topology_by_id_through_ray_equals_the_single_server(ray_server, single_
         replies.append(([p.SerializeToString() for p in parts], unknown.value.code()))
     assert replies[0] == replies[1] and replies[0][1] == grpc.StatusCode.NOT_FOUND
     assert wire.topology_from_parts(parts).topology_id == topology_id
+
+
+@pytest.mark.skipif(not hasattr(pb, "ListFacesRequest"), reason="the contract has no ListFaces")
+def test_list_faces_through_ray_equals_the_single_server(ray_server, single_server):
+    from topos_sdk.errors import InvalidInputError
+
+    faces = []
+    for address in (ray_server, single_server):
+        with _client(address) as client:
+            faces.append(client.list_faces(PORTRAIT))
+            with pytest.raises(InvalidInputError):
+                client.list_faces(b"not an image")
+    assert faces[0] == faces[1] and len(faces[0].faces) == 1
