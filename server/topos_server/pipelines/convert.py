@@ -65,6 +65,7 @@ class Conversion:
     units: str
     report: dict = field(default_factory=dict)
     constrained: np.ndarray | None = None  # (V,) bool outer-skin vertices the input pinned in the refinement
+    prior_input_frame_points: np.ndarray | None = None  # (N, 3) float32 the VAE's head before the refinement
 
 
 def load_vae(weights: str | Path | None = None, device: str = "cpu") -> ToposVAE:
@@ -128,6 +129,7 @@ class HeadConverter:
         timings["vae_s"] = time.perf_counter() - start
         constrained = None
         refinement_info = {"refined": False}
+        prior = decoded
         if refine:
             start = time.perf_counter()
             decoded, constrained, refinement_info = self._refine(decoded.astype(np.float64), canonical.apply(points),
@@ -138,7 +140,8 @@ class HeadConverter:
         centre = decoded[: self.surface_vertex_count].mean(0)
         metric = centre + (cm_per_unit / canonical.scale) * (decoded - centre)  # reference pose, input's size
         result = Conversion(metric.astype(np.float32), input_frame.astype(np.float32), canonical, cm_per_unit, units,
-                            constrained=constrained)
+                            constrained=constrained,
+                            prior_input_frame_points=invert(canonical).apply(prior).astype(np.float32))
         result.report = {"units": units, "cm_per_input_unit": cm_per_unit, "input_triangles": int(len(triangles)),
                          "input_vertices": int(len(points)), "normals_flipped": flipped,
                          "canonical_scale": canonical.scale, "alignment": alignment,
@@ -182,10 +185,40 @@ class HeadConverter:
         out = decoded.copy()
         out[:count] = refinement.points
         out[count:] += inverse_distance_displacement(skin0, refinement.points - skin0, decoded[count:])
+        pushed_back_cm = self._keep_mouth_inside(out)
         info = {"refined": True, "rounds": refinement.rounds,
                 "matched_distance_canonical": [round(d, 5) for d in refinement.matched_distance],
-                "constrained_skin_fraction": float(refinement.constrained.mean())}
+                "constrained_skin_fraction": float(refinement.constrained.mean()),
+                "mouth_interior_pushed_back_canonical": round(pushed_back_cm, 4)}
         return out, refinement.constrained, info
+
+    def _keep_mouth_inside(self, head: np.ndarray, probes: int = 256, reach_cm: float = 3.0,
+                           margin_cm: float = 0.05) -> float:
+        """Move teeth and gums (in place, rigidly, as one) so that none sits in front of the lips.
+
+        The refinement pulls the lips onto the input (closed on most scans) while the teeth follow the skin
+        only loosely; where a tooth ends up in front of skin that lies just behind it (within ``reach_cm``:
+        not the back of the head seen through an open mouth), the whole mouth interior moves back along
+        the face's direction. Returns the distance moved.
+        """
+        parts = [self.topology.submesh(name) for name in MOUTH_INTERIOR_PARTS
+                 if name in {s.name for s in self.topology.submeshes}]
+        if not parts:
+            return 0.0
+        ids = np.concatenate([np.arange(s.vertex_start, s.vertex_stop) for s in parts])
+        depth = head[ids] @ self.face_facing  # (K,) along the face's direction
+        front = ids[np.argsort(-depth)[:probes]]
+        skin = TriangleSurface(head[: self.surface_vertex_count], self.surface_triangles)
+        hits, hit = skin.ray_cast(head[front] + reach_cm * self.face_facing, -self.face_facing)
+        # a hit between the probe's start and reach_cm behind the tooth: skin the tooth pokes through
+        front_depth = head[front] @ self.face_facing
+        skin_depth = hits.points @ self.face_facing
+        poking = hit & (skin_depth > front_depth - reach_cm) & (skin_depth < front_depth + margin_cm)
+        if not poking.any():
+            return 0.0
+        shift = float((front_depth - skin_depth + margin_cm)[poking].max())
+        head[ids] -= shift * self.face_facing
+        return shift
 
     def surface_error(self, converted: np.ndarray, points: np.ndarray, triangles: np.ndarray, cm_per_unit: float,
                       rng: np.random.Generator, constrained: np.ndarray | None = None,
@@ -235,6 +268,8 @@ class HeadConverter:
 
 
 REGIONS = ("face", "ears", "neck", "back_of_head")
+# reference parts that must stay behind the lips (moved back rigidly when the refined lips close in front of them)
+MOUTH_INTERIOR_PARTS = ("teeth", "gums_tongue")
 
 
 def skin_regions(template: np.ndarray, topology, surface_vertex_count: int) -> np.ndarray:
