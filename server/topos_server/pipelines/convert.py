@@ -208,7 +208,12 @@ class HeadConverter:
         ids = np.concatenate([np.arange(s.vertex_start, s.vertex_stop) for s in parts])
         depth = head[ids] @ self.face_facing  # (K,) along the face's direction
         front = ids[np.argsort(-depth)[:probes]]
-        skin = TriangleSurface(head[: self.surface_vertex_count], self.surface_triangles)
+        corners = head[self.surface_triangles]  # (T, 3, 3)
+        low, high = head[ids].min(0) - reach_cm, head[ids].max(0) + reach_cm
+        near = ((corners >= low) & (corners <= high)).all(2).any(1)  # only skin around the mouth can be in front
+        if not near.any():
+            return 0.0
+        skin = TriangleSurface(head[: self.surface_vertex_count], self.surface_triangles[near])
         hits, hit = skin.ray_cast(head[front] + reach_cm * self.face_facing, -self.face_facing)
         # a hit between the probe's start and reach_cm behind the tooth: skin the tooth pokes through
         front_depth = head[front] @ self.face_facing
