@@ -156,8 +156,8 @@ class ReplicaCallContext:
     """The part of ``grpc.aio.ServicerContext`` that ``HeadGeneratorService`` uses, for calls that reach
     an engine replica through a deployment handle instead of a gRPC server."""
 
-    def __init__(self, metadata: list[tuple[str, str]]):
-        self._metadata = tuple(metadata)
+    def __init__(self, metadata: list[tuple[str, str]], peer: str = "ray-serve-ingress"):
+        self._metadata, self._peer = tuple(metadata), peer
         self.status: CallStatus | None = None
 
     async def send_initial_metadata(self, metadata) -> None:
@@ -170,7 +170,7 @@ class ReplicaCallContext:
         return None  # the proxy cancels the call when the client's deadline passes
 
     def peer(self) -> str:
-        return "ray-serve-ingress"
+        return self._peer
 
     def code(self):
         return grpc.StatusCode[self.status.code] if self.status else None
@@ -190,6 +190,7 @@ class EngineDeployment:
                  max_queue: int, max_image_bytes: int):
         from topos_server.engines.base import get_engine
 
+        _log_through_ray_serve()
         engine = get_engine(engine_name, cache=None, device=device)
         engines = {engine_name: engine}
         self.worker = BatchingWorker(engines, max_batch=max_batch, max_queue=max_queue, max_wait_s=max_batch_wait_s)
@@ -199,9 +200,9 @@ class EngineDeployment:
                                             devices=_device_names(device))
         log.info("engine replica %s ready on %s (pid %d)", engine_name, device, os.getpid())
 
-    async def generate_events(self, request_bytes: bytes, metadata: list[tuple[str, str]]):
+    async def generate_events(self, request_bytes: bytes, metadata: list[tuple[str, str]], peer: str):
         """The Generate stream: serialized GenerateEvents, then a CallStatus if the call failed."""
-        context = ReplicaCallContext(metadata)
+        context = ReplicaCallContext(metadata, peer)
         try:
             async for event in self.service.Generate(pb.GenerateRequest.FromString(request_bytes), context):
                 yield event.SerializeToString()
@@ -230,10 +231,26 @@ class EngineDeployment:
             worker.close(timeout=5.0)
 
 
+def _log_through_ray_serve() -> None:
+    """Send this replica's ``topos`` log records (rid=... queued / started / finished) to the handlers
+    Ray Serve gives its own logger: the replica's log file and, at INFO, the driver's console."""
+    topos_logger = logging.getLogger("topos")
+    for handler in logging.getLogger("ray.serve").handlers:
+        if handler not in topos_logger.handlers:
+            topos_logger.addHandler(handler)
+    topos_logger.setLevel(logging.INFO)
+    topos_logger.propagate = False
+
+
 def _message_type(method: str, direction: str):
     """The request ("input") or reply ("output") message class of a HeadGenerator method."""
     descriptor = pb.DESCRIPTOR.services_by_name["HeadGenerator"].methods_by_name[method]
     return getattr(pb, getattr(descriptor, f"{direction}_type").name)
+
+
+def _forwarded_metadata(grpc_context) -> list[tuple[str, str]]:
+    """What the engine replica's servicer reads from the call's metadata: the request id (never the token)."""
+    return [(key, value) for key, value in grpc_context.invocation_metadata() if key == wire.REQUEST_ID_KEY]
 
 
 class RequestRejected(Exception):
@@ -259,6 +276,7 @@ class HeadGeneratorIngress:
     """What Ray Serve's gRPC proxy calls: topos.v1.HeadGenerator and grpc.health.v1.Health methods."""
 
     def __init__(self, engines: dict, token_file: str | None = None, max_queued: int = 32):
+        _log_through_ray_serve()
         self.engines = engines  # engine name → DeploymentHandle of its EngineDeployment
         self.default_engine = next(iter(engines))
         self.max_queued = max_queued
@@ -268,11 +286,12 @@ class HeadGeneratorIngress:
     async def Generate(self, request: pb.GenerateRequest, grpc_context):
         self._authorize(grpc_context)
         handle = self._engine_handle(request.engine, grpc_context)
-        metadata = list(grpc_context.invocation_metadata())
+        metadata = _forwarded_metadata(grpc_context)
         held: pb.GenerateEvent | None = None  # one event held back to carry a failure's trailing metadata
         request_id, result_started, failure = "", False, None
         for attempt in range(REPLICA_LOSS_RETRIES + 1):
-            stream = handle.options(stream=True).generate_events.remote(request.SerializeToString(), metadata)
+            stream = handle.options(stream=True).generate_events.remote(request.SerializeToString(), metadata,
+                                                                        grpc_context.peer())
             try:
                 async for item in stream:
                     if isinstance(item, CallStatus):
@@ -347,7 +366,7 @@ class HeadGeneratorIngress:
         self._authorize(grpc_context)
         handle = self._engine_handle(request.engine, grpc_context)
         reply = await handle.call_unary.remote("ListFaces", request.SerializeToString(),
-                                               list(grpc_context.invocation_metadata()))
+                                               _forwarded_metadata(grpc_context))
         return _message_type("ListFaces", "output").FromString(self._reply_or_reject(grpc_context, reply))
 
     # ---- grpc.health.v1.Health -------------------------------------------------------------
