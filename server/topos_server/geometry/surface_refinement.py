@@ -30,10 +30,11 @@ from topos_server.geometry.registration import TriangleSurface, uniform_laplacia
 class RefinementSchedule:
     """Per round: stiffness α and the largest pair distance kept (template units, cm in the canonical frame)."""
 
-    # three rounds × two closest-point updates: as close as six rounds (0.10–0.25 mm on marching-cubes heads)
-    # for half the factorisations
-    stiffness: tuple[float, ...] = (10.0, 1.0, 0.1)
-    max_distance: tuple[float, ...] = (1.5, 0.6, 0.3)
+    # four rounds × two closest-point updates: as close as six rounds (0.10–0.25 mm on marching-cubes heads) for
+    # fewer factorisations; the first, stiff round reaches 3 cm so that a neck or jaw far from the prior still
+    # gets matched (MakeHuman's head: neck 6.2 → 0.2 mm)
+    stiffness: tuple[float, ...] = (30.0, 10.0, 1.0, 0.1)
+    max_distance: tuple[float, ...] = (3.0, 1.5, 0.6, 0.3)
     iterations_per_round: int = 2  # closest points recomputed this often per factorisation
     min_normal_dot: float = 0.5
     landmark_weight: float = 20.0
