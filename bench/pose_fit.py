@@ -7,7 +7,8 @@ Each head is drawn from the ICT model (identity ~ N(0, 0.8²), sparse expression
 anywhere else), posed at a yaw drawn uniformly in the bin (either direction, pitch ±10°, roll ±5°) and
 projected through a 512² pinhole camera (f = 717 px, face ≈ 200 px). What a detector would report is
 simulated from the render:
-- the 478 MediaPipe points project exactly, with 0.3 % (of the face box) noise;
+- the 478 MediaPipe points project exactly, with 0.3 % (of the face box) noise; their relative depth
+  (MediaPipe's z, in the pixel scale of x) gets 1.5 % noise;
 - the jaw/cheek face-oval points lie on the outline of the rendered front-of-face region (ICT's
   `narrow_face`) on their image row, as a detector puts them on the visible outline of the face;
 - points on the cheeks (> 2.5 cm off the midline) whose surface is turned away from the camera are
@@ -118,7 +119,8 @@ class SyntheticPortraits:
         if abs(yaw) > 50:  # the nose hides the far eye: the iris model's output there is noise
             far_iris = IRIS_POINTS[1 if yaw > 0 else 0]
             noisy[far_iris] += rng.normal(0, 0.05 * scale, (len(far_iris), 2))
-        z = (depth - depth.mean()) * FOCAL_PX / depth.mean()  # MediaPipe-like relative depth, pixel scale
+        # MediaPipe-like relative depth, in the pixel scale of x, noisy
+        z = (depth - depth.mean()) * FOCAL_PX / depth.mean() + rng.normal(0, 0.015 * scale, len(depth))
         return np.column_stack([noisy, z]), truth, scale
 
 

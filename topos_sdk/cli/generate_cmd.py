@@ -121,7 +121,7 @@ def _generate(args, out: Path, token: str | None, jobs: list) -> int:
         started = time.perf_counter()
         try:
             progress = _progress_bar(index, len(jobs), name)
-            if len(images) > 1:
+            if args.same_person:
                 written = [generate_same_person(images, out, name=name, on_progress=progress, **common)]
             elif face == "all":
                 faces = list_faces(images[0], server=args.server, engine=args.engine, token=token, device=args.device)

@@ -59,6 +59,23 @@ class ContourCandidates:
     row_side: np.ndarray  # (R,) ±1
     vertices: "LandmarkBasis"  # the model at every candidate vertex, (C, ...)
 
+    @cached_property
+    def padded_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R, L) the rows padded with their own first index, and (R, L) bool: a real member."""
+        length = max(len(row) for row in self.rows)
+        padded = np.stack([np.concatenate([row, np.full(length - len(row), row[0])]) for row in self.rows])
+        member = np.arange(length)[None, :] < np.array([len(row) for row in self.rows])[:, None]
+        return padded, member
+
+    @cached_property
+    def flat_basis(self) -> np.ndarray:
+        """(C·3, I + E): evaluating every candidate is one matrix-vector product."""
+        return self.vertices.combined.reshape(-1, self.vertices.combined.shape[2])
+
+    def points(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """(C, 3) the candidate vertices of the head with these coefficients."""
+        return self.vertices.neutral + (self.flat_basis @ np.concatenate([identity, expression])).reshape(-1, 3)
+
     @classmethod
     def from_model(cls, landmark_points: np.ndarray, pool: np.ndarray, neutral: np.ndarray,
                    identity_basis: np.ndarray, expression_basis: np.ndarray,
@@ -214,6 +231,7 @@ def _intrinsics(f: float, c: tuple[float, float]) -> np.ndarray:
 def _solve_pose(points3d, points2d, f, c, weights, rvec=None, tvec=None):
     k = _intrinsics(f, c)
     use = weights > 0.5 * weights.max()
+    use[468:] = False  # iris points add nothing to the pose the eye corners do not, and may be off an eye the nose hides
     if rvec is None:
         ok, rvec, tvec = cv2.solvePnP(points3d[use], points2d[use], k, None, flags=cv2.SOLVEPNP_SQPNP)
     else:
@@ -231,11 +249,12 @@ def slide_contour(basis: LandmarkBasis, identity, expression, rot, trans, f, c, 
     contour = basis.contour
     if contour is None:
         return basis
-    cam = contour.vertices.points(identity, expression) @ rot.T + trans  # (C, 3)
+    cam = contour.points(identity, expression) @ rot.T + trans  # (C, 3)
     projected = f * cam[:, :2] / cam[:, 2:3] + np.asarray(c)  # (C, 2)
     across = rot[:2, 0] / max(np.linalg.norm(rot[:2, 0]), 1e-9)  # the head's x axis in the image
-    outline = np.array([row[np.argmax(side * projected[row] @ across)]
-                        for row, side in zip(contour.rows, contour.row_side)])  # (R,) one vertex per row
+    padded, member = contour.padded_rows
+    outward = np.where(member, contour.row_side[:, None] * (projected @ across)[padded], -np.inf)  # (R, L)
+    outline = padded[np.arange(len(padded)), np.argmax(outward, axis=1)]  # (R,) one vertex per row
     keep = contour.landmarks < len(basis.neutral)
     landmarks, sides = contour.landmarks[keep], contour.landmark_side[keep]
     chosen = np.empty(len(landmarks), int)
@@ -356,7 +375,9 @@ def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray]
                             ) -> list[LandmarkFit]:
     """One identity fitted to several photos of one person: per view (K, 2|3) landmarks in pixels and
     (width, height). Each view is first fitted alone (its focal length and pose), then all jointly:
-    shared identity, per-view pose and expression. One LandmarkFit per view, sharing ``identity``."""
+    shared identity, per-view pose and expression, MediaPipe's depth weighted 1/V as much (the views'
+    geometry fixes depth). One LandmarkFit per view, sharing ``identity``. The head's overall size
+    stays the prior's: scaling the head and every camera distance together changes no photo."""
     weights = weights or FitWeights()
     with threadpool_limits(1, user_api="blas"):
         singles = [_fit(basis, lm, size, focal_length_px, weights) for lm, size in zip(landmarks_px, image_sizes)]
@@ -369,7 +390,9 @@ def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray]
             views.append(view)
             bases.append(view_basis)
         identity = np.mean([single.identity for single in singles], axis=0).astype(np.float64)
-        states = _refine(bases, views, identity, weights.iterations, weights)
+        # the views' geometry fixes depth better than each detector's own guess of it (MediaPipe's z)
+        joint_weights = replace(weights, depth=weights.depth / len(views))
+        states = _refine(bases, views, identity, weights.iterations, joint_weights)
     return [LandmarkFit(rot, trans, float(view.focal), view.principal_point, tuple(map(int, view.image_size)),
                         state_identity.astype(np.float32), view.expression.astype(np.float32), rms, {}, hidden)
             for view, (rms, rot, trans, state_identity, hidden) in zip(views, states)]

@@ -1,0 +1,207 @@
+"""The classic fit under strong poses (visibility weights, contour sliding, a hidden eye) and from several
+photos of one person (joint fit; ``topos generate --same-person``, SDK, gRPC). Synthetic landmarks of
+model heads stand in for detections; the measured comparison lives in bench/pose_fit.py and
+bench/multiview_fit.py."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data")
+
+IMAGE_SIZE = 512
+FOCAL_PX = 717.0
+CV_FROM_MODEL = np.diag([1.0, -1.0, -1.0])
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from topos_server.engines import shared_engine
+
+    return shared_engine("classic", "cpu")
+
+
+def pose(yaw_deg: float, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) OpenCV rotation of a head turned by ``yaw_deg`` and the translation putting ``centre`` 52 cm ahead."""
+    from scipy.spatial.transform import Rotation
+
+    rotation = CV_FROM_MODEL @ Rotation.from_euler("Y", yaw_deg, degrees=True).as_matrix()
+    return rotation, np.array([0.0, 0.0, 52.0]) - rotation @ centre
+
+
+def project(points: np.ndarray, rotation, translation) -> np.ndarray:
+    cam = points @ rotation.T + translation
+    return np.column_stack([FOCAL_PX * cam[:, :2] / cam[:, 2:3] + IMAGE_SIZE / 2,
+                            (cam[:, 2] - cam[:, 2].mean()) * FOCAL_PX / cam[:, 2].mean()])  # (K, 3) x, y, z
+
+
+def random_head(engine, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return engine.identity_points(rng.normal(0, 0.8, engine.identity_basis.shape[0])).astype(np.float64)
+
+
+def detections(engine, head: np.ndarray, yaw_deg: float, outline: bool = True) -> np.ndarray:
+    """(478, 3) landmarks of ``head`` turned by ``yaw_deg``; the jaw/cheek oval moved along its image row
+    onto the outline of the rendered front of the face, where a detector puts it."""
+    from topos_server.fit.landmark_fit import CONTOUR_SLIDING
+
+    mediapipe = engine.topology.landmarks["mediapipe"].evaluate(head)
+    rotation, translation = pose(yaw_deg, mediapipe.mean(axis=0))
+    landmarks = project(mediapipe, rotation, translation)
+    if outline:
+        triangles, _ = engine.topology.triangles()
+        front = np.zeros(engine.topology.num_points, bool)
+        front[engine.topology.vertex_groups["narrow_face"]] = True
+        xy = project(head, rotation, translation)[:, :2]
+        mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        cv2.fillPoly(mask, list(np.round(xy[triangles[front[triangles].all(axis=1)]] * 16).astype(np.int32)), 1, shift=4)
+        for k in CONTOUR_SLIDING:
+            row = int(round(landmarks[k, 1]))
+            columns = np.flatnonzero(mask[row])
+            landmarks[k, 0] = columns.max() if mediapipe[k, 0] > 0 else columns.min()
+            landmarks[k, 1] = row
+    return landmarks
+
+
+def multipie_error(engine, head, yaw_deg, fit) -> float:
+    """Mean 68-landmark distance, fitted vs true, as a fraction of the true landmarks' box size."""
+    multipie = engine.topology.landmarks["multipie68"]
+    rotation, translation = pose(yaw_deg, engine.topology.landmarks["mediapipe"].evaluate(head).mean(axis=0))
+    truth = project(multipie.evaluate(head), rotation, translation)[:, :2]
+    fitted_points = engine.identity_points(fit.identity) + np.tensordot(fit.expression, engine.expression_basis, axes=1)
+    cam = multipie.evaluate(fitted_points.astype(np.float64)) @ fit.rotation.T + fit.translation
+    fitted = fit.focal_length_px * cam[:, :2] / cam[:, 2:3] + np.asarray(fit.principal_point_px)
+    box = truth.max(axis=0) - truth.min(axis=0)
+    return float(np.linalg.norm(fitted - truth, axis=1).mean() / np.sqrt(box.prod()))
+
+
+def test_contour_sliding_follows_the_outline_of_a_turned_head(engine):
+    from topos_server.fit.landmark_fit import FitWeights, fit_landmarks
+
+    head = random_head(engine, 11)
+    landmarks = detections(engine, head, 50.0)
+    fixed = fit_landmarks(engine.basis, landmarks, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX,
+                          FitWeights(contour_sliding=False))
+    sliding = fit_landmarks(engine.basis, landmarks, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX, FitWeights())
+    assert sliding.rms_px < 0.6 * fixed.rms_px  # the outline landmarks are explained, not fought
+    assert multipie_error(engine, head, 50.0, sliding) < multipie_error(engine, head, 50.0, fixed)
+
+
+def test_cheek_turned_away_loses_its_weight(engine):
+    from topos_server.fit.landmark_fit import FitWeights, landmark_weights, visibility_weights
+
+    basis = engine.basis.first(478)
+    rotation, translation = pose(70.0, basis.neutral.mean(axis=0))
+    base = landmark_weights(478, FitWeights())
+    zeros = np.zeros(basis.identity.shape[2]), np.zeros(basis.expression.shape[2])
+    weights, hidden = visibility_weights(basis, base, *zeros, rotation, translation, FitWeights())
+    far_cheek, near_cheek = 425, 205  # MediaPipe cheek points on the model's +x (turned away) and −x sides
+    assert weights[far_cheek] < 0.2 * base[far_cheek] and weights[near_cheek] == base[near_cheek]
+    assert hidden == (1,) and (weights[473:478] == 0).all() and (weights[468:473] > 0).all()
+
+
+def test_hidden_eye_iris_garbage_does_not_move_the_fit(engine):
+    from topos_server.fit.landmark_fit import fit_landmarks
+
+    head = random_head(engine, 12)
+    clean = detections(engine, head, -65.0, outline=False)
+    garbage = clean.copy()
+    garbage[468:473, :2] += [40.0, -25.0]  # the iris model on the eye the nose hides
+    fits = [fit_landmarks(engine.basis, lm, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX) for lm in (clean, garbage)]
+    assert fits[1].hidden_eyes == (0,)
+    assert multipie_error(engine, head, -65.0, fits[1]) < 1.1 * multipie_error(engine, head, -65.0, fits[0])
+    np.testing.assert_allclose(fits[1].identity, fits[0].identity, atol=0.05)
+
+
+def test_joint_fit_of_three_views_beats_one(engine):
+    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
+
+    rng = np.random.default_rng(5)
+    errors_1, errors_3 = [], []
+    front = engine.topology.vertex_groups["narrow_face"]
+    for seed in (21, 22):
+        head = random_head(engine, seed)
+        views = [detections(engine, head, yaw) for yaw in (0.0, 35.0, -35.0)]
+        for view in views:
+            view[:, :2] += rng.normal(0, 0.6, view[:, :2].shape)
+        size = (IMAGE_SIZE, IMAGE_SIZE)
+        single = fit_landmarks(engine.basis, views[0], size)
+        joint = fit_landmarks_multiview(engine.basis, views, [size] * 3)
+        assert len(joint) == 3 and all(np.array_equal(fit.identity, joint[0].identity) for fit in joint)
+        assert [round(np.degrees(np.arctan2(fit.rotation[2, 0], fit.rotation[0, 0]))) for fit in joint] == \
+            pytest.approx([0, 35, -35], abs=4)
+        for fit, errors in ((single, errors_1), (joint[0], errors_3)):
+            fitted = engine.identity_points(fit.identity)[front]
+            a, b = fitted - fitted.mean(axis=0), head[front] - head[front].mean(axis=0)
+            errors.append(np.linalg.norm(a * ((a * b).sum() / (a * a).sum()) - b, axis=1).mean())
+    assert np.mean(errors_3) < 0.9 * np.mean(errors_1)
+
+
+# ---- topos generate --same-person, SDK, gRPC ----------------------------------------------------
+
+def png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def three_photos(tmp_path_factory) -> list:
+    """The astronaut, her mirror image and a closer crop: three photos of one person."""
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut = skimage_data.astronaut()
+    paths = []
+    for name, pixels in (("front", astronaut), ("mirror", np.ascontiguousarray(astronaut[:, ::-1])),
+                         ("close", astronaut[30:470, 40:480])):
+        paths.append(folder / f"{name}.png")
+        paths[-1].write_bytes(png(pixels))
+    return paths
+
+
+def test_cli_same_person_writes_one_asset_with_every_camera(three_photos, tmp_path, capsys):
+    from topos_sdk.cli import main
+    from topos_sdk.usd import read_head_asset, validate_asset
+
+    out = tmp_path / "out"
+    assert main(["generate", "--same-person", *map(str, three_photos), "-o", str(out), "--name", "eileen",
+                 "--texture-size", "512"]) == 0
+    usda = out / "eileen" / "eileen.usda"
+    assert capsys.readouterr().out.strip() == str(usda)
+    assert validate_asset(usda) == []
+    head = read_head_asset(usda)
+    assert len(head.view_cameras) == 3 and head.camera == head.view_cameras[0]
+    assert head.provenance.extra["same_person_views"] == 3 and len(head.provenance.extra["views"]) == 3
+    assert {"albedo", "normal", "roughness"} <= head.textures.keys()
+    assert sorted(p.name for p in out.iterdir()) == ["eileen"]
+
+
+def test_cli_same_person_refuses_a_single_photo_and_a_bad_name(three_photos, tmp_path, capsys):
+    from topos_sdk.cli import main
+
+    assert main(["generate", "--same-person", str(three_photos[0]), "-o", str(tmp_path), "--name", "x"]) == 1
+    assert "--same-person takes 2 to 8 photos, got 1" in capsys.readouterr().err
+    assert main(["generate", "--same-person", *map(str, three_photos), "-o", str(tmp_path), "--name", "9 lives"]) == 1
+    assert "--name '9 lives': use letters, digits and _" in capsys.readouterr().err
+
+
+def test_grpc_same_person_matches_in_process(three_photos):
+    from topos_server.engines import GenerateOptions, shared_engine
+    from topos_server.serving.server import ServerConfig, start_in_thread
+
+    from topos_sdk import InvalidInputError
+    from topos_sdk.client import Client
+
+    photos = [path.read_bytes() for path in three_photos]
+    local = shared_engine("classic", "cpu").generate([tuple(photos)], GenerateOptions(texture_size=512))[0]
+    with start_in_thread(ServerConfig(host="127.0.0.1", port=0, device="cpu", engines=["classic"])) as server:
+        with Client(server.address, retries=0, timeout=300) as client:
+            remote = client.generate_same_person(photos, texture_size=512)
+            with pytest.raises(InvalidInputError, match="photo 2 of 2: no face found"):
+                client.generate_same_person([photos[0], png(np.full((64, 64, 3), 128, np.uint8))], texture_size=512)
+    assert remote.differences(local, atol=1e-5) == []
+    assert len(remote.view_cameras) == 3
