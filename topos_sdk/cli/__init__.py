@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "topos_sdk.cli.serve_cmd",
     "topos_sdk.cli.train_cmd",
     "topos_sdk.cli.convert_cmd",
+    "topos_sdk.cli.topology_cmd",
 ]
 
 
