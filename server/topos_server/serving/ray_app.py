@@ -4,7 +4,7 @@ with replicas across GPUs and machines (``pip install "topos[ray]"``).
 The application (named ``topos``)::
 
     Ray Serve gRPC proxy (every node, port 50051 by default)
-      └─ HeadGeneratorIngress        1 replica, no CPU reserved: bearer token, engine by name, relays the
+      └─ HeadGeneratorIngress        1 replica (ingress_replicas), no CPU: bearer token, engine by name, relays the
          │                           stream, turns Ray failures into the single server's statuses, health
          └─ EngineDeployment         one deployment per engine ("engine-classic"): N replicas or autoscaled,
                                      num_gpus=1 each on a GPU cluster, num_cpus=1 otherwise
@@ -18,12 +18,14 @@ bound on waiting requests: ``max_ongoing_requests`` per replica, ``max_queued_re
 Where Ray's proxy differs from ``topos serve`` (the SDK ``Client`` needs no change for either):
 
 - Trailing metadata (``topos-error``, ``x-request-id``) rides on a message: the proxy forwards it
-  with each streamed event, never with a bare error. The ingress therefore holds back one progress
-  event and sends it with the error's status, so a failure after the first progress event (no face,
-  undecodable image, engine error) reaches the client exactly as from ``topos serve``. A call that
-  fails before any message (bad token, bad options, unknown engine, full queue) carries the same
-  status code and message but no trailing metadata; the SDK maps the code to the same exception
-  class, except that an unknown topology id in ``GetTopology`` reads as ``EngineUnavailable``.
+  with each streamed event, never with a bare error. The ingress therefore sends each event after
+  ``queued`` when the next one is ready (progress shows one step late) and the last one with the
+  error's status, so a failure after the first progress event (no face,
+  an image the engine cannot use, engine error) reaches the client exactly as from ``topos serve``.
+  A call that fails before any message (bad token, bad options or image header, unknown engine,
+  full queue) carries the same status code and message but no trailing metadata; the SDK maps the
+  code to the same exception class, except that an unknown topology id in ``GetTopology`` reads as
+  ``EngineUnavailable``.
 - No initial metadata: the request id comes in the ``queued`` event and in trailing metadata.
 - The client's deadline is not forwarded: when it passes, the proxy cancels the call and the
   cancellation reaches the replica, which stops the engine at its next progress step.
