@@ -179,10 +179,12 @@ class FitWeights:
     identity_prior: float = 2.0  # pixels of residual one unit-variance coefficient is worth
     expression_prior: float = 1.0
     iterations: int = 5
+    strong_pose_yaw_deg: float = 45.0  # beyond this head turn the weights move with the pose: iterate more
+    strong_pose_iterations: int = 4
     visibility: bool = True  # weight landmarks by how squarely they face the camera (needs normals)
     contour_sliding: bool = True  # jaw/cheek landmarks on the occluding contour (needs contour candidates)
     full_weight_facing: float = 0.35  # cos of the viewing angle from which a landmark counts fully
-    turned_away: float = 0.1  # weight factor of landmarks edge-on or turned away from the camera
+    turned_away: float = 0.03  # weight factor of landmarks edge-on or turned away from the camera
     hidden_eye_yaw_deg: float = 50.0  # beyond this head turn the nose hides the far eye: its iris points drop
 
 
@@ -476,6 +478,10 @@ def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkF
     if len(focals) > 1:
         _, _, _, f, identity, expression, rvec, tvec, _ = best
         best = refine(f, weights.iterations - scan, identity, expression, rvec, tvec)
+    rot = best[1]
+    if weights.visibility and abs(np.degrees(np.arctan2(rot[2, 0], rot[0, 0]))) > weights.strong_pose_yaw_deg:
+        _, _, _, f, identity, expression, rvec, tvec, _ = best
+        best = refine(f, weights.strong_pose_iterations, identity, expression, rvec, tvec)
     rms, rot, trans, f, identity, expression, _, _, hidden = best
     return LandmarkFit(rot, trans, float(f), view.principal_point, (int(w), int(h)), identity.astype(np.float32),
                        expression.astype(np.float32), rms, per_focal, hidden)
