@@ -46,6 +46,9 @@ DEFAULT_TEXTURE_SIZE = 1024
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 # median distance (mm) from the studio skin to the reference head placed on it above which the mesh is not a head
 MAX_RESIDUAL_MM = 2.0
+# median distance (mm) from the studio skin to TOPOS-VAE's head before the refinement above which the mesh is not
+# a head (the refinement alone can wrap the reference skin around a box)
+MAX_PRIOR_RESIDUAL_MM = 7.0  # heads here: 0.4 (quad head) to 2.8 mm (ICT with its mouth socket); a box: 10.9
 # a skin vertex this far (cm) from the reference's outer skin and twice as close to another reference part
 # (mouth socket, eye socket) maps onto that part
 INNER_SURFACE_CM = 0.1
@@ -174,9 +177,14 @@ def register_studio_head(path: str | Path, name: str, converter=None, landmarks_
                                         & (skin_hits.distance * cm > INNER_SURFACE_CM))
     distance = np.where(use_part, part_hits.distance, skin_hits.distance)
     residual_mm = distance[pieces.skin_vertices] * cm * 10.0
+    prior_mm = prior_residual_mm(conversion, points[pieces.skin_vertices], skin_tris)
+    if prior_mm > MAX_PRIOR_RESIDUAL_MM:
+        raise NotAHead(f"{path}: does not register onto a head: TOPOS-VAE's closest head stays {prior_mm:.1f} mm "
+                       f"from it (median, limit {MAX_PRIOR_RESIDUAL_MM:.0f} mm); check that it is a head, or pin it "
+                       f"with --landmarks")
     if np.median(residual_mm) > MAX_RESIDUAL_MM:
         raise NotAHead(f"{path}: does not register onto a head: the reference skin placed on it stays "
-                       f"{np.median(residual_mm):.1f} mm away (median; p95 {np.percentile(residual_mm, 95):.1f} mm, "
+                       f"{np.median(residual_mm):.1f} mm away (median, p95 {np.percentile(residual_mm, 95):.1f} mm, "
                        f"limit {MAX_RESIDUAL_MM} mm); check that it is a head, or pin it with --landmarks")
     target_triangles = np.concatenate([skin_tris, ref_triangles]).astype(np.int64)
     triangle_ids = np.where(use_part, len(skin_tris) + part_hits.triangle, skin_hits.triangle)
@@ -225,6 +233,7 @@ def register_studio_head(path: str | Path, name: str, converter=None, landmarks_
         "inner_pieces": pieces.inner_piece_sizes,
         "symmetry": None if symmetry_map is None else {"pairs_fraction": symmetric_fraction},
         "registration": {"alignment": conversion.report.get("alignment"),
+                         "prior_residual_mm": prior_mm,
                          "residual_mm": {"median": float(np.median(residual_mm)), "mean": float(residual_mm.mean()), "p95": float(np.percentile(residual_mm, 95)),
                                          "max": float(residual_mm.max())},
                          "vertices_on_reference_vertices": float(len(same[0]) / registered.num_points)},
@@ -232,6 +241,14 @@ def register_studio_head(path: str | Path, name: str, converter=None, landmarks_
     }
     manifest["add_seconds"] = round(time.perf_counter() - started, 3)
     return Registration(registered, dense, points, on_studio, cm, manifest, reference)
+
+
+def prior_residual_mm(conversion, skin_points: np.ndarray, skin_triangles: np.ndarray) -> float:
+    """Median distance (mm) from the studio skin to the VAE's head before the refinement (0 when not kept)."""
+    if conversion.prior_input_frame_points is None:
+        return 0.0
+    prior = TriangleSurface(conversion.prior_input_frame_points.astype(np.float64), skin_triangles)
+    return float(np.median(prior.closest(skin_points).distance) * conversion.cm_per_unit * 10.0)
 
 
 def same_vertices(points: np.ndarray, reference_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +263,7 @@ def same_vertices(points: np.ndarray, reference_points: np.ndarray) -> tuple[np.
         if close.sum() < 4:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         aligned = umeyama(points[close], reference_points[nearest[close]]).apply(points)
-    distance, nearest = tree.query(aligned, k=4)  # (S, 4): coincident reference vertices (seams) come in twos
+    distance, nearest = tree.query(aligned, k=16)  # (S, 16): reference vertices can coincide (seams, lash roots)
     within = distance <= SAME_VERTEX_TOLERANCE * size
     own_index = within & (nearest == np.arange(len(points))[:, None])  # a tie goes to the vertex of the same index
     choice = np.where(own_index.any(1), own_index.argmax(1), 0)
@@ -255,8 +272,25 @@ def same_vertices(points: np.ndarray, reference_points: np.ndarray) -> tuple[np.
 
 
 def mirror_pairs(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """(S,) int32 the vertex mirroring each across x = 0 (itself when none is near), and the paired fraction."""
-    distance, partner = cKDTree(points).query(points * np.array([-1.0, 1.0, 1.0]))
+    """(S,) int32 the vertex mirroring each (itself when none is near), and the paired fraction.
+
+    The mirror plane starts as x = 0 of the reference frame and is refitted to the pairs it finds (the
+    registered pose is a fraction of a millimetre off the mesh's own mid-plane).
+    """
+    tree = cKDTree(points)
+    normal, offset = np.array([1.0, 0.0, 0.0]), 0.0
+    for _ in range(4):
+        mirrored = points - 2.0 * ((points @ normal) - offset)[:, None] * normal
+        distance, partner = tree.query(mirrored)
+        ok = (distance <= SYMMETRY_TOLERANCE_CM * 4) & (partner != np.arange(len(points)))
+        if ok.sum() < 3:
+            break
+        across = points[ok] - points[partner[ok]]
+        across *= np.sign(across @ normal)[:, None]  # all pointing to +x
+        normal = across.sum(0) / np.linalg.norm(across.sum(0))
+        offset = float((0.5 * (points[ok] + points[partner[ok]]) @ normal).mean())
+    mirrored = points - 2.0 * ((points @ normal) - offset)[:, None] * normal
+    distance, partner = tree.query(mirrored)
     ok = (distance <= SYMMETRY_TOLERANCE_CM) & (partner[partner] == np.arange(len(points)))
     return np.where(ok, partner, np.arange(len(points))).astype(np.int32), float(ok.mean())
 
