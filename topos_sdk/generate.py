@@ -65,25 +65,26 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
                   engine: str = "classic", seed: int = 0, texture_size: int = 1024, name: str | None = None,
                   usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
                   device: str = "cpu", on_progress: Progress | None = None, face_index: int | None = None,
-                  focal_length_px: float | None = None) -> Path:
+                  focal_length_px: float | None = None, topology: str | None = None) -> Path:
     """Generate a head from ``image`` and write the asset ``out_dir/NAME/NAME.usda``; returns that path.
 
     ``server=None`` runs the engine in this process (needs the ``server`` extra and imported assets);
     otherwise ``server`` is a ``host:port`` address of ``topos serve``. An existing asset is never
     replaced unless ``overwrite``. ``face_index``: which face of a group photo (as :func:`list_faces`
-    numbers them); None takes the largest, most frontal, least occluded one.
+    numbers them); None takes the largest, most frontal, least occluded one. ``topology``: the name of a
+    studio topology (``topos topology add``; on the server for ``server=...``) the head is written in.
     """
     return _generate_and_write([image], out_dir, server=server, engine=engine, seed=seed, texture_size=texture_size,
                                name=name or asset_name_for(image), usdz=usdz, overwrite=overwrite, token=token,
                                debug=debug, device=device, on_progress=on_progress, face_index=face_index,
-                               focal_length_px=focal_length_px)
+                               focal_length_px=focal_length_px, topology=topology)
 
 
 def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: str | os.PathLike, *, name: str,
                          server: str | None = None, engine: str = "classic", seed: int = 0, texture_size: int = 1024,
                          usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
                          device: str = "cpu", on_progress: Progress | None = None,
-                         focal_length_px: float | None = None) -> Path:
+                         focal_length_px: float | None = None, topology: str | None = None) -> Path:
     """Several photos of one person → one asset ``out_dir/NAME/NAME.usda``: one identity fitted to every
     view (each with its own expression and camera), textures merged from all of them; every view's
     camera is kept in the asset (``cameras/view0``…)."""
@@ -92,7 +93,7 @@ def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: s
     return _generate_and_write(list(images), out_dir, server=server, engine=engine, seed=seed,
                                texture_size=texture_size, name=name, usdz=usdz, overwrite=overwrite, token=token,
                                debug=debug, device=device, on_progress=on_progress, face_index=None,
-                               focal_length_px=focal_length_px)
+                               focal_length_px=focal_length_px, topology=topology)
 
 
 def list_faces(image: str | os.PathLike | bytes, *, server: str | None = None, engine: str = "classic",
@@ -129,7 +130,7 @@ def write_face_overlay(image: str | os.PathLike | bytes, faces: FaceList, path: 
 
 
 def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_size, name, usdz, overwrite, token,
-                        debug, device, on_progress, face_index, focal_length_px) -> Path:
+                        debug, device, on_progress, face_index, focal_length_px, topology=None) -> Path:
     from .usd import write_head_asset
 
     out = check_output_folder(out_dir)
@@ -140,13 +141,18 @@ def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_
     # generation is the first 90 % of the job, writing the asset the rest
     report = (lambda stage, frac: on_progress(stage, 0.9 * frac)) if on_progress else None
     if server is None:
+        studio = _studio_topology(topology)
         result = _generate_in_process(data, engine, seed, texture_size, device, report, face_index, focal_length_px)
+        if studio is not None:
+            reference_result, result = result, studio.transfer(result)
     else:
         from .client import Client
 
         with Client(server, token=token) as client:
             options = dict(seed=seed, engine=engine, texture_size=texture_size, on_progress=report,
                            focal_length_px=focal_length_px)
+            if topology:
+                options["topology"] = topology
             if len(data) > 1:
                 result = client.generate_same_person(data, **options)
             else:
@@ -160,7 +166,7 @@ def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_
         except ImportError:
             raise ToposError("--debug draws the overlay with the face front-end: install the server extra "
                              "(pip install 'topos[server]')") from None
-        write_debug_files(usda.parent / "debug", data[0], result)
+        write_debug_files(usda.parent / "debug", data[0], reference_result if server is None and topology else result)
     if on_progress:
         on_progress("done", 1.0)
     return usda
@@ -175,6 +181,15 @@ def check_focal_length(focal_length_px: float | None) -> None:
             or not math.isfinite(focal_length_px) or not low <= focal_length_px <= high):
         raise InvalidInputError(f"focal length must be a finite number of pixels in [{low:g}, {high:g}], "
                                 f"got {focal_length_px!r}")
+
+
+def _studio_topology(name: str | None):
+    """The studio topology ``name`` from the local asset cache (None for the reference topology)."""
+    if not name:
+        return None
+    from topos_server.pipelines.studio_topology import load_studio_topology
+
+    return load_studio_topology(name)
 
 
 def _generate_in_process(data: list[bytes], engine_name, seed, texture_size, device, report, face_index,

@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--landmarks", type=Path, metavar="FILE",
                    help="JSON landmarks in the mesh's coordinates: named multipie68 points {name: [x, y, z]} or "
                         "the 68 Multi-PIE points in order; they set the pose and pin correspondence")
+    p.add_argument("--topology", metavar="NAME",
+                   help="write the head in a studio topology registered with `topos topology add`")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run)
 
@@ -39,7 +41,7 @@ def run(args) -> int:
     asset, report = convert_mesh_file(args.mesh, args.out, name=args.name, weights=args.weights, units=args.units,
                                       seed=args.seed, all_components=args.all_components, usdz=args.usdz,
                                       texture_size=args.texture_size, refine=args.refine,
-                                      landmarks_file=args.landmarks)
+                                      landmarks_file=args.landmarks, topology=args.topology)
     err = report["surface_error"]["input_to_converted"]
     constrained = report["refinement"].get("constrained_skin_fraction")
     covered = "" if constrained is None else f"; {100 * constrained:.0f} % of the skin on the input"

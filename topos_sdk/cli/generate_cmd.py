@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--same-person", action="store_true",
                    help="the IMAGEs are photos of one person: fit one head to all of them (needs --name)")
     p.add_argument("--name", help="asset name (one photo, or --same-person; default: the image's file name)")
+    p.add_argument("--topology", metavar="NAME",
+                   help="write the head in a studio topology registered with `topos topology add` (with --server: "
+                        "one registered on the server)")
     p.set_defaults(handler=run)
 
 
@@ -115,7 +118,7 @@ def _generate(args, out: Path, token: str | None, jobs: list) -> int:
 
     common = dict(server=args.server, engine=args.engine, seed=args.seed, texture_size=args.texture_size,
                   usdz=args.usdz, overwrite=args.overwrite, token=token, debug=args.debug, device=args.device,
-                  focal_length_px=args.focal_length)
+                  focal_length_px=args.focal_length, topology=args.topology)
     results, failures = [], 0
     for index, (label, images, name, face) in enumerate(jobs):
         started = time.perf_counter()

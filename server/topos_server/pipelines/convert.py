@@ -309,8 +309,10 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
                       units: str = "auto", seed: int = 0, all_components: bool = False, usdz: bool = False,
                       overwrite: bool = True, converter: HeadConverter | None = None,
                       texture_size: int = 1024, refine: bool = True,
-                      landmarks_file: str | Path | None = None) -> tuple[Path, dict]:
+                      landmarks_file: str | Path | None = None, topology: str | None = None) -> tuple[Path, dict]:
     """Convert one mesh file; returns (path of NAME.usda, report). The report is written beside the asset.
+
+    ``topology``: write the head in this studio topology (``topos topology add``) instead of the reference.
 
     ``refine``: pull the VAE's head onto the input (default; False: the VAE's head as decoded).
     ``landmarks_file``: JSON landmarks in the mesh's coordinates (see ``input_landmarks.py``).
@@ -321,6 +323,11 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
     from topos_sdk.usd import validate_asset, write_head_asset
 
     path = Path(path)
+    studio = None
+    if topology:
+        from topos_server.pipelines.studio_topology import load_studio_topology
+
+        studio = load_studio_topology(topology)
     if texture_size and not 64 <= texture_size <= 8192:
         raise InvalidInputError(f"--texture-size must be 0 or between 64 and 8192, got {texture_size}")
     mesh: InputMesh = read_mesh(path)
@@ -346,6 +353,9 @@ def convert_mesh_file(path: str | Path, out_dir: str | Path, name: str | None = 
                         provenance=Provenance(engine="topos-vae", seed=seed,
                                               timings_s=conversion.report["timings_s"],
                                               extra={"source_mesh": path.name, "units": conversion.units}))
+    if studio is not None:
+        result = studio.transfer(result)
+        conversion.report["topology"] = result.provenance.extra["topology"]
     out_dir = Path(out_dir)
     asset = write_head_asset(result, out_dir, name=name, usdz=usdz, overwrite=overwrite)
     problems = validate_asset(asset)
