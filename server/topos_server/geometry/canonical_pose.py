@@ -245,8 +245,8 @@ class PoseCanonicalizer:
 
     def align_partial(self, points: np.ndarray, normals: np.ndarray, scale_guess: float,
                       facing: np.ndarray | None = None, search_points: int = 150, seed: int = 0, keep_best: int = 5,
-                      search_iterations: int = 6,
-                      relative_scales: tuple[float, ...] = (0.45, 0.55, 0.67, 0.82, 1.0)) -> Similarity:
+                      search_iterations: int = 5,
+                      relative_scales: tuple[float, ...] = (0.5, 0.6, 0.72, 0.86)) -> Similarity:
         """:meth:`align` for a surface that covers only part of a head (a face-only scan, a mask).
 
         Principal axes and centroids say nothing about where a face patch sits on a head, so the

@@ -257,11 +257,17 @@ def fit_mesh_to_surface(source_points: np.ndarray, source_triangles: np.ndarray,
     return x
 
 
-def inverse_distance_displacement(anchors: np.ndarray, displacements: np.ndarray, queries: np.ndarray,
-                                  neighbours: int = 8) -> np.ndarray:
-    """(Q, 3) displacements at ``queries`` interpolated (1/d² weights) from the nearest ``anchors``."""
+def inverse_distance_weights(anchors: np.ndarray, queries: np.ndarray,
+                             neighbours: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) ids of the nearest ``anchors`` of each query and their 1/d² weights (rows sum to 1)."""
     dist, idx = cKDTree(anchors).query(queries, k=min(neighbours, len(anchors)))
     dist, idx = dist.reshape(len(queries), -1), idx.reshape(len(queries), -1)
     weights = 1.0 / np.maximum(dist, 1e-9) ** 2
-    weights /= weights.sum(1, keepdims=True)
+    return idx, weights / weights.sum(1, keepdims=True)
+
+
+def inverse_distance_displacement(anchors: np.ndarray, displacements: np.ndarray, queries: np.ndarray,
+                                  neighbours: int = 8) -> np.ndarray:
+    """(Q, 3) displacements at ``queries`` interpolated (1/d² weights) from the nearest ``anchors``."""
+    idx, weights = inverse_distance_weights(anchors, queries, neighbours)
     return np.einsum("qk,qkx->qx", weights, displacements[idx])

@@ -29,7 +29,7 @@ from topos_sdk.errors import AssetError, InvalidInputError, ToposError
 from topos_server.data.synthetic_heads import outer_surface
 from topos_server.geometry.canonical_pose import PoseCanonicalizer, invert, principal_frame
 from topos_server.geometry.mesh_input import InputMesh, largest_component, open_boundary_ratio, read_mesh
-from topos_server.geometry.registration import Similarity, TriangleSurface, inverse_distance_displacement, umeyama
+from topos_server.geometry.registration import Similarity, TriangleSurface, inverse_distance_weights, umeyama
 from topos_server.geometry.surface_points import sample_surface
 from topos_server.geometry.surface_refinement import SurfaceRefiner
 from topos_server.models import WEIGHTS_DIR
@@ -94,6 +94,10 @@ class HeadConverter:
         self.refiner = SurfaceRefiner(self.surface_triangles, self.surface_vertex_count)
         self.regions = skin_regions(template, topology, self.surface_vertex_count)  # (V,) index into REGIONS
         self.face_facing = facing_direction(template, topology)
+        # the parts inside the skin (eyes, teeth, mouth socket) follow the refined skin's displacement, interpolated
+        # from their nearest skin vertices on the mean head
+        self.interior_from_skin = inverse_distance_weights(template[: self.surface_vertex_count],
+                                                           template[self.surface_vertex_count:])  # (N − V, k) ×2
 
     @classmethod
     def load(cls, weights: str | Path | None = None, cache=None, device: str = "cpu") -> "HeadConverter":
@@ -184,7 +188,8 @@ class HeadConverter:
         skin0 = decoded[:count]
         out = decoded.copy()
         out[:count] = refinement.points
-        out[count:] += inverse_distance_displacement(skin0, refinement.points - skin0, decoded[count:])
+        ids, weights = self.interior_from_skin
+        out[count:] += np.einsum("qk,qkx->qx", weights, (refinement.points - skin0)[ids])
         pushed_back_cm = self._keep_mouth_inside(out)
         info = {"refined": True, "rounds": refinement.rounds,
                 "matched_distance_canonical": [round(d, 5) for d in refinement.matched_distance],
@@ -192,7 +197,7 @@ class HeadConverter:
                 "mouth_interior_pushed_back_canonical": round(pushed_back_cm, 4)}
         return out, refinement.constrained, info
 
-    def _keep_mouth_inside(self, head: np.ndarray, probes: int = 256, reach_cm: float = 3.0,
+    def _keep_mouth_inside(self, head: np.ndarray, probes: int = 64, reach_cm: float = 2.0,
                            margin_cm: float = 0.05) -> float:
         """Move teeth and gums (in place, rigidly, as one) so that none sits in front of the lips.
 
