@@ -354,3 +354,32 @@ def test_generate_and_convert_write_the_studio_topology(quad_studio, topos_home,
     assert verify_topology(converted, quad_studio.topology) == []
     assert main(["generate", str(example), "-o", str(tmp_path), "--topology", "nope", "--overwrite"]) == 1
     assert "no studio topology 'nope'" in capsys.readouterr().err
+
+
+def test_grpc_generate_in_a_studio_topology_and_get_topology(quad_studio, topos_home, tmp_path, monkeypatch):
+    import topos_sdk.client as client_module
+    from test_grpc_server import PORTRAIT
+    from topos_sdk.cli import main
+    from topos_sdk.client import Client
+    from topos_sdk.usd import validate_asset, verify_topology
+    from topos_server.serving.server import ServerConfig, start_in_thread
+
+    monkeypatch.setenv("TOPOS_HOME", str(topos_home))
+    studio_id = quad_studio.topology.topology_id
+    with start_in_thread(ServerConfig(host="127.0.0.1", port=0, device="cpu", engines=["classic"])) as server:
+        with Client(server.address, retries=0, timeout=300) as client:
+            remote = client.generate(PORTRAIT, seed=1, texture_size=512, topology="quad_head")
+            assert remote.topology_id == studio_id and remote.provenance.extra["topology"]["name"] == "quad_head"
+            assert np.array_equal(remote.topology.face_vertex_indices, quad_studio.topology.face_vertex_indices)
+            assert sorted(remote.textures["albedo"].tiles) == [1001, 1002]
+            client_module._topology_cache.pop(studio_id, None)
+            fetched = client.topology(studio_id)  # GetTopology serves the studio topology
+            assert fetched.topology_id == studio_id
+            assert np.array_equal(fetched.uv_indices, quad_studio.topology.uv_indices)
+            with pytest.raises(InvalidInputError, match="no studio topology 'nope'"):
+                client.generate(PORTRAIT, seed=1, texture_size=512, topology="nope")
+        (tmp_path / "astronaut.png").write_bytes(PORTRAIT)
+        assert main(["generate", str(tmp_path / "astronaut.png"), "-o", str(tmp_path / "remote"), "--server",
+                     server.address, "--topology", "quad_head", "--texture-size", "512"]) == 0
+    asset = tmp_path / "remote" / "astronaut" / "astronaut.usda"
+    assert validate_asset(asset) == [] and verify_topology(asset, quad_studio.topology) == []

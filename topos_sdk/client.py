@@ -86,12 +86,14 @@ class Client:
     def generate(self, image, *, seed: int = 0, engine: str | None = None, texture_size: int = 1024,
                  on_progress: Progress | None = None, focal_length_px: float | None = None,
                  timeout: float | None = None, request_id: str | None = None,
-                 face_index: int | None = None) -> HeadResult:
+                 face_index: int | None = None, topology: str | None = None) -> HeadResult:
         """One portrait (encoded bytes, an image file path, or an (H, W, 3) uint8 RGB array) → HeadResult
         with its topology attached. Deterministic for a given image, engine and seed. ``face_index``:
         which face of a group photo (as :meth:`list_faces` numbers them); None: the server's choice
-        (largest, most frontal, least occluded; the result's ``provenance.extra["face"]`` says which)."""
+        (largest, most frontal, least occluded; the result's ``provenance.extra["face"]`` says which).
+        ``topology``: a studio topology registered on the server (``topos topology add``); None: the reference."""
         request = self._request(image, seed, engine, texture_size, focal_length_px, request_id)
+        request.topology = topology or ""
         if face_index is not None:
             if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
                 raise InvalidInputError(f"face index must be a non-negative integer, got {face_index!r}")
@@ -101,12 +103,13 @@ class Client:
     def generate_same_person(self, images: Sequence, *, seed: int = 0, engine: str | None = None,
                              texture_size: int = 1024, on_progress: Progress | None = None,
                              focal_length_px: float | None = None, timeout: float | None = None,
-                             request_id: str | None = None) -> HeadResult:
+                             request_id: str | None = None, topology: str | None = None) -> HeadResult:
         """Several photos of one person (encoded bytes or file paths; the first may be an array) → one
         head: one identity fitted to every view, textures merged; ``view_cameras`` holds each view's camera."""
         if len(images) < 2:
             raise InvalidInputError(f"generate_same_person needs at least 2 photos, got {len(images)}")
         request = self._request(images[0], seed, engine, texture_size, focal_length_px, request_id)
+        request.topology = topology or ""
         for view in images[1:]:
             view_request = self._request(view, seed, engine, texture_size, focal_length_px, request_id)
             if view_request.WhichOneof("image") != "encoded_image":
@@ -162,6 +165,9 @@ class Client:
             else:  # cached here (the usual case), or an old server that does not stream it
                 result.topology = self.topology(result.topology_id, timeout=max(deadline - time.monotonic(), 1.0))
             result.topology.require_points(result.points)
+            if request.topology and result.provenance.extra.get("topology", {}).get("name") != request.topology:
+                raise TopologyMismatchError(f"the server sent the head in topology {result.topology.name!r}, not the "
+                                            f"studio topology {request.topology!r} (a server without studio topologies)")
             return result
 
         return self._with_retries(attempt, deadline)

@@ -11,6 +11,7 @@ empty / undecodable / oversize image, bad       INVALID_ARGUMENT       InvalidIn
 options (seed, texture size), wrong field type
 no face in the portrait                         INVALID_ARGUMENT       NoFaceFound
 engine not served here                          NOT_FOUND              EngineUnavailable
+unknown studio topology name                    INVALID_ARGUMENT       InvalidInputError
 unknown topology id                             NOT_FOUND              TopologyMismatchError
 queue full                                      RESOURCE_EXHAUSTED     ServerBusy
 missing / wrong bearer token (interceptor)      UNAUTHENTICATED        Unauthenticated
@@ -103,6 +104,7 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
                                   "the server is shutting down; retry on another server", "ServerUnavailable")
             try:
                 engine_name, image, options = self._parse(request)
+                studio = self._studio_topology(request.topology)
             except InvalidInputError as exc:
                 await self._abort_for(context, request_id, exc)
             deadline = context.time_remaining()
@@ -127,6 +129,8 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
                     await self._abort_for(context, request_id, exc)
                 else:
                     result = payload[0]
+                    if studio is not None:
+                        result = await asyncio.to_thread(studio.transfer, result)
                     if result.topology is not None:
                         self.topologies.setdefault(result.topology_id, result.topology)
                     missing = None if result.topology_id in request.cached_topology_ids \
@@ -156,6 +160,15 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
                 self.metrics.requests.labels(status=status).inc()
                 self.metrics.latency.observe(seconds)
             log.info("rid=%s finished status=%s in %.3f s", request_id, status, seconds)
+
+    @staticmethod
+    def _studio_topology(name: str):
+        """The studio topology a request asks for (None: the reference), from this server's asset cache."""
+        if not name:
+            return None
+        from topos_server.pipelines.studio_topology import load_studio_topology
+
+        return load_studio_topology(name)
 
     def _request_id(self, request: pb.GenerateRequest, context) -> str:
         supplied = request.request_id or dict(context.invocation_metadata() or ()).get(wire.REQUEST_ID_KEY, "")
