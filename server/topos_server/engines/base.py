@@ -57,6 +57,9 @@ class Engine(Protocol):
         """
         ...
 
+    # Optional: ``list_faces(image) -> topos_sdk.faces.FaceList`` (the faces of a group photo, numbered
+    # left to right as ``options.face_index`` counts them); the server's ListFaces needs it.
+
 
 # name → "module:factory"; the factory takes (cache, device) and returns an Engine
 _ENGINES = {
