@@ -25,9 +25,25 @@ def triangle_frames(corners: np.ndarray) -> np.ndarray:
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross product of (..., 3) arrays (np.cross is several times slower on large stacks)."""
-    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
-    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
-    return np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=-1)
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    np.multiply(a[..., 1], b[..., 2], out=out[..., 0])
+    out[..., 0] -= a[..., 2] * b[..., 1]
+    np.multiply(a[..., 2], b[..., 0], out=out[..., 1])
+    out[..., 1] -= a[..., 0] * b[..., 2]
+    np.multiply(a[..., 0], b[..., 1], out=out[..., 2])
+    out[..., 2] -= a[..., 1] * b[..., 0]
+    return out
+
+
+def _on_triangles(a: np.ndarray, b: np.ndarray, c: np.ndarray, weights: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(..., S, 3) points: barycentric ``weights`` (S, 3) on triangles (a, b, c) plus ``offset`` (S, 3) in their frames."""
+    edge, other = b - a, c - a
+    normal = _cross(edge, other)
+    edge /= np.maximum(np.sqrt((edge * edge).sum(-1, keepdims=True)), 1e-30)
+    normal /= np.maximum(np.sqrt((normal * normal).sum(-1, keepdims=True)), 1e-30)
+    out = weights[:, :1] * a + weights[:, 1:2] * b + weights[:, 2:] * c
+    out += offset[:, :1] * edge + offset[:, 1:2] * _cross(normal, edge) + offset[:, 2:] * normal
+    return out
 
 
 @dataclass
@@ -62,28 +78,35 @@ class DenseMap:
         if rows is not None:
             vertices, weights, offset, exact = vertices[rows], weights[rows], offset[rows], exact[rows]
         a, b, c = (head[..., vertices[:, k], :] for k in range(3))  # (..., S, 3) each
-        edge, other = b - a, c - a
-        normal = _cross(edge, other)
-        edge /= np.maximum(np.sqrt((edge * edge).sum(-1, keepdims=True)), 1e-30)
-        normal /= np.maximum(np.sqrt((normal * normal).sum(-1, keepdims=True)), 1e-30)
-        out = weights[:, :1] * a + weights[:, 1:2] * b + weights[:, 2:] * c
-        out += offset[:, :1] * edge + offset[:, 1:2] * _cross(normal, edge) + offset[:, 2:] * normal
+        out = _on_triangles(a, b, c, weights, offset)
         out[..., exact, :] = a[..., exact, :]
         return out
 
     def evaluate_deltas(self, head: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         """Deformation transfer of shapes: (K, N, 3) offsets of ``head`` (N, 3) → (K, S, 3) float32 offsets of the
-        mapped head; a mapped vertex whose reference triangle a shape does not move does not move either."""
-        moved = deltas.any(axis=2)  # (K, N)
-        touched = np.flatnonzero(moved[:, self.vertices].any(axis=(0, 2)))  # mapped rows any shape moves
+        mapped head. Only the (shape, vertex) pairs whose reference triangle the shape moves are computed; the
+        others are exactly 0, and a vertex mapped onto a reference vertex takes that vertex's offsets."""
+        deltas = np.asarray(deltas, np.float32)
         out = np.zeros((len(deltas), len(self), 3), np.float32)
-        if len(touched):
-            # float32 is plenty for offsets (1e-6 of a head's size) and halves the memory traffic
-            rest = self.evaluate(head, touched, np.float32)  # (R, 3)
-            shaped = self.evaluate(np.asarray(head, np.float32)[None] + deltas, touched, np.float32)  # (K, R, 3)
-            block = shaped - rest
-            block[~moved[:, self.vertices[touched]].any(axis=2)] = 0.0  # rows a shape leaves alone: exactly still
-            out[:, touched] = block
+        exact = np.flatnonzero(self._exact)
+        out[:, exact] = deltas[:, self.vertices[exact, 0]]
+        rows = np.flatnonzero(~self._exact)
+        if not len(rows):
+            return out
+        vertices = self.vertices[rows]  # (R, 3)
+        moved = (deltas[..., 0] != 0) | (deltas[..., 1] != 0) | (deltas[..., 2] != 0)  # (K, N)
+        touched = moved[:, vertices[:, 0]] | moved[:, vertices[:, 1]] | moved[:, vertices[:, 2]]  # (K, R)
+        shape, row = np.nonzero(touched)  # (P,) the pairs a shape moves
+        # float32 is plenty for offsets (1e-6 of a head's size) and halves the memory traffic
+        head = np.asarray(head, np.float32)
+        shaped = (head[None] + deltas).reshape(-1, 3)  # (K·N, 3)
+        weights, offset = self.barycentric[rows].astype(np.float32), self.offset[rows].astype(np.float32)
+        rest = _on_triangles(*(head[vertices[:, k]] for k in range(3)), weights, offset)  # (R, 3)
+        flat = shape * np.int64(len(head))
+        corners = [np.take(shaped, flat + vertices[row, k], axis=0) for k in range(3)]  # (P, 3) each
+        moved_pairs = _on_triangles(*corners, weights[row], offset[row])
+        moved_pairs -= rest[row]
+        out.reshape(-1, 3)[shape * np.int64(len(self)) + rows[row]] = moved_pairs
         return out
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -392,16 +393,24 @@ class StudioTopology:
             raise TopologyMismatchError(f"topology {self.name!r} was registered on reference {self.reference_topology_id}; "
                                         f"the head is in {result.topology_id}")
         started = time.perf_counter()
-        points = self.dense_map.evaluate(result.points)  # (S, 3)
-        deltas = None
-        if result.blendshape_deltas is not None:
-            deltas = self.dense_map.evaluate_deltas(result.points, result.blendshape_deltas)  # (K, S, 3)
-        geometry_s = time.perf_counter() - started
-        textures = {}
+        rebaking = {}
+        pool = None
         if result.textures and self.topology.uv_values is not None:
             size = max(next(iter(t.tiles.values())).shape[0] for t in result.textures.values())
             texel_map = self.texel_map(reference, size)
-            textures = {k: rebake(texel_map, tex) for k, tex in result.textures.items()}
+            # cv2.remap and numpy release the GIL: the maps re-bake while the geometry is carried
+            pool = ThreadPoolExecutor(max_workers=len(result.textures), thread_name_prefix="topos-rebake")
+            rebaking = {k: pool.submit(rebake, texel_map, tex) for k, tex in result.textures.items()}
+        try:
+            points = self.dense_map.evaluate(result.points)  # (S, 3)
+            deltas = None
+            if result.blendshape_deltas is not None:
+                deltas = self.dense_map.evaluate_deltas(result.points, result.blendshape_deltas)  # (K, S, 3)
+            geometry_s = time.perf_counter() - started
+            textures = {k: future.result() for k, future in rebaking.items()}
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         extra = dict(result.provenance.extra)
         extra["topology"] = {"name": self.name, "topology_id": self.topology.topology_id,
                              "from_topology_id": result.topology_id,
