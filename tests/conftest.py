@@ -114,3 +114,38 @@ def remeshed_head(topology):
 def write_obj(path, points, triangles):
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in points] + [f"f {a} {b} {c}" for a, b, c in triangles + 1]
     path.write_text("\n".join(lines) + "\n")
+
+
+def convert_with_texture(mesh_file: Path, out: Path, weights, texture_size: int = 256):
+    """``topos convert`` through the CLI with an albedo re-bake: (asset path, report); the asset must validate."""
+    import json
+
+    from topos_sdk.cli import main
+    from topos_sdk.usd import validate_asset
+
+    rc = main(["convert", str(mesh_file), "-o", str(out), "--weights", str(weights),
+               "--texture-size", str(texture_size)])
+    assert rc == 0
+    name = mesh_file.name.rsplit(".", 1)[0]
+    asset = out / name / f"{name}.usda"
+    assert validate_asset(asset) == []
+    report = json.loads((out / f"{name}.conversion.json").read_text())
+    assert report["colour"]["texture_size"] == texture_size
+    return asset, report
+
+
+def rebaked_albedo_error(asset: Path, topology, expected_colour, size: int = 256) -> np.ndarray:
+    """(K,) mean |albedo − expected| per skin texel, ``expected_colour`` (K, 3) cm on the rest head → sRGB [0, 1]."""
+    from topos_server.texture.bake import skin_uv_layout
+
+    from topos_sdk.usd import read_head_asset
+
+    albedo = read_head_asset(asset).textures["albedo"]
+    layout = skin_uv_layout(topology, size)
+    assert set(albedo.tiles) == {tt.tile for tt in layout.tiles}
+    errors = []
+    for tt in layout.tiles:
+        at_texels = tt.interpolate(np.ascontiguousarray(topology.rest_points.T.astype(np.float64))).T  # (K, 3) cm
+        got = albedo.tiles[tt.tile].reshape(-1, 3)[tt.texel] / 255.0
+        errors.append(np.abs(got - expected_colour(at_texels)).mean(1))
+    return np.concatenate(errors)

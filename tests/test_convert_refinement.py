@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_obj
+from conftest import convert_with_texture, rebaked_albedo_error, write_obj
 from scipy.spatial import cKDTree
 from topos_server.geometry.registration import uniform_laplacian
 from topos_server.pipelines.convert import DEFAULT_WEIGHTS, REGIONS, HeadConverter, load_vae
@@ -156,9 +156,7 @@ def test_textured_obj_rebakes_into_the_reference_uvs(remeshed_head, topology, we
     """An OBJ with its own UVs (a cylindrical unwrap) and a map_Kd image: the converted asset's albedo shows the
     image's colour at every reference texel's surface point."""
     import cv2
-    from topos_server.texture.bake import skin_uv_layout
 
-    from topos_sdk.usd import read_head_asset, validate_asset
 
     points, triangles, rotation = remeshed_head
     head_frame = ((points - OFFSET_MM) @ rotation) / 10.0  # cm
@@ -183,21 +181,9 @@ def test_textured_obj_rebakes_into_the_reference_uvs(remeshed_head, topology, we
     lines += [f"f {a}/{3 * i + 1} {b}/{3 * i + 2} {c}/{3 * i + 3}" for i, (a, b, c) in enumerate(triangles + 1)]
     mesh_file = tmp_path / "textured.obj"
     mesh_file.write_text("\n".join(lines) + "\n")
-    rc = main(["convert", str(mesh_file), "-o", str(tmp_path / "out"), "--weights", str(weights),
-               "--texture-size", "256"])
-    assert rc == 0
-    asset = tmp_path / "out" / "textured" / "textured.usda"
-    assert validate_asset(asset) == []
-    report = json.loads((tmp_path / "out" / "textured.conversion.json").read_text())
+    asset, report = convert_with_texture(mesh_file, tmp_path / "out", weights)
     assert report["colour"]["source"].startswith("UV texture") and report["colour"]["observed_skin_fraction"] > 0.8
-    albedo = read_head_asset(asset).textures["albedo"]
-    errors = []
-    for tt in skin_uv_layout(topology, 256).tiles:
-        at_texels = tt.interpolate(np.ascontiguousarray(topology.rest_points.T.astype(np.float64))).T  # (K, 3) cm
-        expected = colour_of_uv(uv_of(at_texels))
-        got = albedo.tiles[tt.tile].reshape(-1, 3)[tt.texel] / 255.0
-        errors.append(np.abs(got - expected).mean(1))
-    error = np.concatenate(errors)
+    error = rebaked_albedo_error(asset, topology, lambda p: colour_of_uv(uv_of(p)))
     assert np.median(error) < 0.03 and np.percentile(error, 90) < 0.1
 
 

@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import write_obj
+from conftest import convert_with_texture, rebaked_albedo_error, write_obj
 from topos_server.data.synthetic_heads import outer_surface
 from topos_server.geometry.mesh_input import largest_component, read_mesh
 from topos_server.pipelines.convert import DEFAULT_WEIGHTS, HeadConverter, load_vae
@@ -167,9 +167,7 @@ def test_same_head_in_two_topologies_decodes_alike(topology):
 def test_convert_rebakes_vertex_colours_into_the_reference_uvs(remeshed_head, topology, weights, tmp_path):
     """A remeshed ICT head whose vertex colours are a smooth function of position: the albedo texture of
     the converted asset shows that function at the reference surface point of every texel."""
-    from topos_server.texture.bake import skin_uv_layout
-
-    from topos_sdk.usd import read_head_asset, validate_asset
+    from topos_sdk.usd import read_head_asset
 
     points, triangles, rotation = remeshed_head
     head_frame = ((points - np.array([120.0, -40.0, 300.0])) @ rotation) / 10.0  # back to the ICT frame, cm
@@ -181,24 +179,9 @@ def test_convert_rebakes_vertex_colours_into_the_reference_uvs(remeshed_head, to
     lines = [f"v {x:.5f} {y:.5f} {z:.5f} {r:.5f} {g:.5f} {b:.5f}" for (x, y, z), (r, g, b) in zip(points, colours)]
     mesh_file = tmp_path / "painted.obj"
     mesh_file.write_text("\n".join(lines + [f"f {a} {b} {c}" for a, b, c in triangles + 1]) + "\n")
-    rc = main(["convert", str(mesh_file), "-o", str(tmp_path / "out"), "--weights", str(weights),
-               "--texture-size", "256"])
-    assert rc == 0
-    asset = tmp_path / "out" / "painted" / "painted.usda"
-    assert validate_asset(asset) == []
-    report = json.loads((tmp_path / "out" / "painted.conversion.json").read_text())
-    assert report["colour"]["texture_size"] == 256 and report["colour"]["observed_skin_fraction"] > 0.8
-    head = read_head_asset(asset)
-    albedo = head.textures["albedo"]
-    layout = skin_uv_layout(topology, 256)
-    assert set(albedo.tiles) == {tt.tile for tt in layout.tiles}
-    errors = []
-    for tt in layout.tiles:
-        at_texels = tt.interpolate(np.ascontiguousarray(topology.rest_points.T.astype(np.float64))).T  # (K, 3) cm
-        expected = colour_of(at_texels)
-        got = albedo.tiles[tt.tile].reshape(-1, 3)[tt.texel] / 255.0
-        errors.append(np.abs(got - expected).mean(1))
-    error = np.concatenate(errors)
+    asset, report = convert_with_texture(mesh_file, tmp_path / "out", weights)
+    assert report["colour"]["observed_skin_fraction"] > 0.8
+    error = rebaked_albedo_error(asset, topology, colour_of)
     assert np.median(error) < 0.03 and np.percentile(error, 90) < 0.1
     # an input without colours stays points-only
     plain = tmp_path / "plain.obj"
