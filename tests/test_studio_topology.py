@@ -7,7 +7,6 @@ ICT's own mesh (the identity), and MediaPipe's canonical face (Apache-2.0, read 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +382,57 @@ def test_grpc_generate_in_a_studio_topology_and_get_topology(quad_studio, topos_
                      server.address, "--topology", "quad_head", "--texture-size", "512"]) == 0
     asset = tmp_path / "remote" / "astronaut" / "astronaut.usda"
     assert validate_asset(asset) == [] and verify_topology(asset, quad_studio.topology) == []
+
+
+# ---- DCC menus ---------------------------------------------------------------------------------------------------
+def fake_registered_topology(home: Path, name: str) -> None:
+    folder = home / "topologies" / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": name}))
+
+
+def test_maya_dialog_offers_registered_topologies_and_passes_the_choice(monkeypatch, tmp_path):
+    from conftest import make_quad_grid
+    from fakes import install_fake_maya
+    from fakes.head_assets import head_result
+    from test_maya_integration import fake_generate, fill_dialog, run_to_completion
+
+    home = tmp_path / "home"
+    fake_registered_topology(home, "studio_a")
+    monkeypatch.setenv("TOPOS_HOME", str(home))
+    maya = install_fake_maya(monkeypatch)
+    portrait = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(portrait)
+    fake = fake_generate(monkeypatch, head_result(make_quad_grid(), seed=1))
+    dialog = fill_dialog(maya, portrait, tmp_path / "heads")
+    labels = [c["label"] for c in maya.calls_to("menuItem") if "label" in c]
+    assert "reference" in labels and "studio_a" in labels
+    assert maya.controls[dialog.TOPOLOGY]["value"] == "reference"
+    maya.controls[dialog.TOPOLOGY]["value"] = "studio_a"
+    run_to_completion(maya, dialog.on_generate())
+    (call,) = fake.calls
+    assert call["topology"] == "studio_a"
+    assert maya.option_vars["topos_topology"] == "studio_a"
+
+
+def test_houdini_cache_key_and_menu_know_the_topology(monkeypatch, tmp_path):
+    import hashlib
+
+    from fakes import install_fake_hou
+
+    install_fake_hou(monkeypatch)
+    from topos_houdini.generation_cache import GenerationKey
+    from topos_houdini.head_lop import topology_menu
+
+    home = tmp_path / "home"
+    fake_registered_topology(home, "studio_b")
+    monkeypatch.setenv("TOPOS_HOME", str(home))
+    reference = GenerationKey("0" * 64, 1, "classic", 1024)
+    studio = GenerationKey("0" * 64, 1, "classic", 1024, "studio_b")
+    assert reference.digest != studio.digest
+    # reference-topology keys hash as before topologies existed (cached heads are still found)
+    assert reference.digest == hashlib.sha256(json.dumps(
+        {"engine": "classic", "image_sha256": "0" * 64, "seed": 1, "texture_size": 1024}, sort_keys=True).encode()).hexdigest()
+    assert topology_menu() == ["", "Reference (ICT-FaceKit)", "studio_b", "studio_b"]

@@ -18,7 +18,6 @@ with one lookup per texel (:meth:`StudioTopology.transfer`).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,18 +32,16 @@ from scipy.spatial import cKDTree
 from topos_sdk.atomic_files import atomic_output_dir
 from topos_sdk.errors import InvalidInputError, ObjFormatError, ToposError, TopologyMismatchError
 from topos_sdk.head_result import HeadResult
+from topos_sdk.studio_topologies import MANIFEST_FILE, NAME_PATTERN, TOPOLOGIES_DIR, registered_topology_names
 from topos_sdk.topology import LandmarkSet, ReferenceTopology
 from topos_server.assets.cache import AssetCache, sha256_file
 from topos_server.geometry.dense_map import DenseMap
 from topos_server.geometry.registration import TriangleSurface, umeyama
 
 MANIFEST_FORMAT = "topos.studio-topology/1"
-TOPOLOGIES_DIR = "topologies"
 TOPOLOGY_FILE = "topology.npz"
 REGISTRATION_FILE = "registration.npz"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_TEXTURE_SIZE = 1024
-NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 # median distance (mm) from the studio skin to the reference head placed on it above which the mesh is not a head
 MAX_RESIDUAL_MM = 2.0
 # median distance (mm) from the studio skin to TOPOS-VAE's head before the refinement above which the mesh is not
@@ -442,10 +439,7 @@ class TopologyStore:
         return self.root / check_name(name)
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and NAME_PATTERN.fullmatch(p.name) and (p / MANIFEST_FILE).is_file())
+        return registered_topology_names(self.cache.root)
 
     def manifest(self, name: str) -> dict:
         path = self.folder(name) / MANIFEST_FILE

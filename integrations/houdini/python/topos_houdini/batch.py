@@ -48,17 +48,19 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="classic", choices=("classic", "topos"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--texture-size", type=int, default=1024, choices=(512, 1024, 2048))
+    p.add_argument("--topology", default="", metavar="NAME",
+                   help="a studio topology (`topos topology add`; default: the reference)")
     p.add_argument("--hip", metavar="FILE", help="also build a LOP network referencing the heads and save it here")
     return p
 
 
 def generate_all(portraits: list[str], out_dir: str, *, server: str | None, engine: str, seed: int,
-                 texture_size: int) -> tuple[list[BatchHead], list[tuple[str, str]]]:
+                 texture_size: int, topology: str = "") -> tuple[list[BatchHead], list[tuple[str, str]]]:
     """(heads made or reused, [(portrait, one-line reason)] for the ones that failed)."""
     heads, failures = [], []
     for portrait in portraits:
         try:
-            key = GenerationKey.for_portrait(portrait, seed, engine, texture_size)
+            key = GenerationKey.for_portrait(portrait, seed, engine, texture_size, topology)
             heads.append(BatchHead(portrait, key, generate_or_reuse(portrait, out_dir, key, server)))
         except Exception as exc:  # noqa: BLE001 - one bad portrait must not stop the batch
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -79,7 +81,8 @@ def build_stage_network(heads: list[BatchHead], out_dir: str, *, server: str, hi
         node = stage.createNode(HEAD_LOP_TYPE, f"head_{name}")
         for parm, value in (("portrait", head.portrait), ("output_folder", out_dir), ("server", server),
                             ("engine", head.key.engine), ("seed", head.key.seed),
-                            ("texture_size", str(head.key.texture_size)), ("primpath", f"/heads/{name}"),
+                            ("texture_size", str(head.key.texture_size)), ("topology", head.key.topology),
+                            ("primpath", f"/heads/{name}"),
                             ("asset_file", portable_path(os.fspath(head.asset))), ("asset_key", head.key.digest)):
             node.parm(parm).set(value)
         if previous is not None:
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no portraits found", file=sys.stderr)
         return 1
     heads, failures = generate_all(portraits, args.output, server=server_address(args.server), engine=args.engine,
-                                   seed=args.seed, texture_size=args.texture_size)
+                                   seed=args.seed, texture_size=args.texture_size, topology=args.topology)
     for head in heads:
         print(f"{head.portrait}\t{head.asset}")
     for portrait, reason in failures:

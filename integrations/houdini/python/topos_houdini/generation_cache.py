@@ -1,4 +1,4 @@
-"""Generation is cached by what determines the head: (portrait bytes, seed, engine, texture size).
+"""Generation is cached by what determines the head: (portrait bytes, seed, engine, texture size, topology).
 
 The cache lives on disk: the asset folder name carries the key's digest, so pressing Generate again with the
 same inputs (in this session or the next, even with the portrait renamed) finds the existing asset instead
@@ -34,14 +34,19 @@ class GenerationKey:
     seed: int
     engine: str
     texture_size: int
+    topology: str = ""  # a studio topology (`topos topology add`); "" = the reference topology
 
     @classmethod
-    def for_portrait(cls, portrait: str, seed: int, engine: str, texture_size: int) -> "GenerationKey":
-        return cls(image_sha256(portrait), int(seed), str(engine), int(texture_size))
+    def for_portrait(cls, portrait: str, seed: int, engine: str, texture_size: int,
+                     topology: str = "") -> "GenerationKey":
+        return cls(image_sha256(portrait), int(seed), str(engine), int(texture_size), str(topology or "").strip())
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        fields = asdict(self)
+        if not self.topology:  # reference-topology heads keep the digests they had before topologies existed
+            del fields["topology"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def asset_name(portrait: str, key: GenerationKey) -> str:
@@ -75,7 +80,7 @@ def generate_or_reuse(portrait: str, out_dir: str, key: GenerationKey, server: s
 
     return Path(generate_head(portrait, out_dir, server=server, engine=key.engine, seed=key.seed,
                               texture_size=key.texture_size, name=asset_name(portrait, key),
-                              on_progress=on_progress))
+                              on_progress=on_progress, topology=key.topology or None))
 
 
 def server_address(text: str) -> str | None:

@@ -19,8 +19,21 @@ PORTABLE_ROOTS = ("HIP", "JOB")   # asset_file is stored relative to these when 
 
 
 def generation_key(node) -> GenerationKey:
+    topology = node.parm("topology")  # absent on nodes saved before the parameter existed
     return GenerationKey.for_portrait(_portrait(node), node.evalParm("seed"), node.evalParm("engine"),
-                                      int(node.evalParm("texture_size")))
+                                      int(node.evalParm("texture_size")),
+                                      topology.evalAsString() if topology is not None else "")
+
+
+def topology_menu() -> list[str]:
+    """The Topology parameter's menu (token, label pairs): the reference, then the studio topologies registered
+    in this machine's asset cache (a server's own can be typed in)."""
+    from topos_sdk.studio_topologies import registered_topology_names
+
+    items = ["", "Reference (ICT-FaceKit)"]
+    for name in registered_topology_names():
+        items += [name, name]
+    return items
 
 
 def _portrait(node) -> str:

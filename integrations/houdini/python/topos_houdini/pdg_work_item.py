@@ -12,7 +12,8 @@ Out of process (a job script on a farm node)::
     pdg_work_item.generate(WorkItem.fromJobEnvironment())
 
 The portrait is the string attribute ``portrait`` or else the work item's first input file; optional
-attributes ``topos_output`` (default ``$HIP/topos``), ``seed``, ``engine``, ``texture_size``, ``server``.
+attributes ``topos_output`` (default ``$HIP/topos``), ``seed``, ``engine``, ``texture_size``, ``server``,
+``topology`` (a studio topology; default the reference).
 The asset layer is added as an output file tagged ``file/usd``. Generation is cached like the TOPOS Head
 LOP's, so a re-cooked work item reuses the head on disk.
 """
@@ -55,7 +56,8 @@ def generate(work_item) -> str:
     try:
         key = GenerationKey.for_portrait(portrait, int(attribute(work_item, "seed", 0)),
                                          str(attribute(work_item, "engine", "classic")),
-                                         int(attribute(work_item, "texture_size", 1024)))
+                                         int(attribute(work_item, "texture_size", 1024)),
+                                         str(attribute(work_item, "topology", "")))
         asset = os.fspath(generate_or_reuse(portrait, out_dir, key,
                                             server_address(str(attribute(work_item, "server", "")))))
     except Exception as exc:

@@ -38,6 +38,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="classic", choices=("classic", "topos"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--texture-size", type=int, default=1024, choices=(512, 1024, 2048))
+    p.add_argument("--topology", metavar="NAME", help="a studio topology (`topos topology add`; default: the reference)")
     p.add_argument("--import", dest="import_scene", action="store_true",
                    help="import each head into a new Maya scene and save it beside the asset")
     p.add_argument("--scene-type", default="mayaAscii", choices=sorted(SCENE_SUFFIXES))
@@ -61,7 +62,7 @@ def generate_all(args) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         try:
             name = unused_asset_name(args.output, f"{asset_name_for(portrait)}_s{args.seed}")
             asset = generate_head(portrait, args.output, server=server, engine=args.engine, seed=args.seed,
-                                  texture_size=args.texture_size, name=name)
+                                  texture_size=args.texture_size, name=name, topology=args.topology)
             done.append((portrait, os.fspath(asset)))
         except Exception as exc:  # noqa: BLE001 - one bad portrait must not stop the batch
             failed.append((portrait, one_line(exc)))

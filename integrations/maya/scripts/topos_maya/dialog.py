@@ -16,6 +16,7 @@ SEED = "toposSeedField"
 TEXTURE_SIZE = "toposTextureSizeMenu"
 OUTPUT = "toposOutputFolderField"
 IMPORT_MODE = "toposImportModeRadio"
+TOPOLOGY = "toposTopologyMenu"
 GENERATE_BUTTON = "toposGenerateButton"
 CANCEL_BUTTON = "toposCancelButton"
 
@@ -47,6 +48,15 @@ def show() -> str:
     for size in settings.TEXTURE_SIZES:
         cmds.menuItem(label=str(size))
     cmds.optionMenuGrp(TEXTURE_SIZE, e=True, value=str(remembered.texture_size))
+    cmds.optionMenuGrp(TOPOLOGY, label="Topology",
+                       annotation="The mesh the head comes out in: the reference, or a studio topology "
+                                  "registered with `topos topology add`")
+    choices = settings.topology_choices()
+    if remembered.topology and remembered.topology not in choices:
+        choices.append(remembered.topology)  # registered on the server, or removed since
+    for name in choices:
+        cmds.menuItem(label=name)
+    cmds.optionMenuGrp(TOPOLOGY, e=True, value=remembered.topology or settings.REFERENCE_TOPOLOGY)
     cmds.textFieldButtonGrp(OUTPUT, label="Output folder", text=remembered.output_folder, buttonLabel="Browse",
                             buttonCommand=lambda *_: _browse(OUTPUT, file_mode=3),
                             annotation="The asset folder NAME/ (NAME.usda, geo.usdc, textures) is written here")
@@ -72,6 +82,7 @@ def read_settings() -> DialogSettings:
         texture_size=int(cmds.optionMenuGrp(TEXTURE_SIZE, q=True, value=True)),
         output_folder=cmds.textFieldButtonGrp(OUTPUT, q=True, text=True).strip(),
         import_mode=settings.IMPORT_MODES[cmds.radioButtonGrp(IMPORT_MODE, q=True, select=True) - 1],
+        topology=cmds.optionMenuGrp(TOPOLOGY, q=True, value=True),
     ).validated()
 
 

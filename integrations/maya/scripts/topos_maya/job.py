@@ -44,6 +44,7 @@ class GenerationRequest:
     seed: int
     texture_size: int
     import_mode: str
+    topology: str = ""  # "" = the reference topology
 
     @classmethod
     def from_settings(cls, settings: DialogSettings) -> "GenerationRequest":
@@ -58,13 +59,14 @@ class GenerationRequest:
         return cls(portrait=settings.portrait, out_dir=settings.output_folder,
                    name=unused_asset_name(settings.output_folder, base), server=settings.server_address,
                    engine=settings.engine, seed=settings.seed, texture_size=settings.texture_size,
-                   import_mode=settings.import_mode)
+                   import_mode=settings.import_mode, topology=settings.topology)
 
     def worker_request(self) -> dict:
         """The ``generate_head`` arguments the worker receives."""
         r = asdict(self)
         return {"image": r["portrait"], "out_dir": r["out_dir"], "name": r["name"], "server": r["server"],
-                "engine": r["engine"], "seed": r["seed"], "texture_size": r["texture_size"]}
+                "engine": r["engine"], "seed": r["seed"], "texture_size": r["texture_size"],
+                "topology": r["topology"] or None}
 
 
 def unused_asset_name(out_dir: str, base: str) -> str:

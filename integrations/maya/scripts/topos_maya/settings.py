@@ -10,6 +10,7 @@ IMPORT_MODES = ("import", "proxy")  # mayaUSDImport into Maya nodes | live mayaU
 ENGINES = ("classic", "topos")
 TEXTURE_SIZES = (512, 1024, 2048)
 LOCAL_SERVER = "local"  # run the engine inside mayapy instead of calling a server
+REFERENCE_TOPOLOGY = "reference"  # the menu entry for the reference (ICT) topology: no studio topology
 
 OPTION_VAR_PREFIX = "topos_"
 
@@ -23,6 +24,7 @@ class DialogSettings:
     texture_size: int = 1024
     output_folder: str = ""
     import_mode: str = "import"
+    topology: str = ""  # a studio topology (`topos topology add`); "" = the reference topology
 
     def validated(self) -> "DialogSettings":
         """A copy with out-of-range choices replaced by defaults (an old optionVar may hold anything)."""
@@ -35,12 +37,21 @@ class DialogSettings:
             texture_size=self.texture_size if self.texture_size in TEXTURE_SIZES else default.texture_size,
             output_folder=self.output_folder,
             import_mode=self.import_mode if self.import_mode in IMPORT_MODES else default.import_mode,
+            topology="" if self.topology.strip() in ("", REFERENCE_TOPOLOGY) else self.topology.strip(),
         )
 
     @property
     def server_address(self) -> str | None:
         """``None`` for in-process generation, else ``host:port``."""
         return None if self.server in ("", LOCAL_SERVER) else self.server
+
+
+def topology_choices() -> list[str]:
+    """The topology menu: the reference, then the studio topologies registered in this machine's asset cache
+    (a server's own are typed into the field: the menu cannot ask it)."""
+    from topos_sdk.studio_topologies import registered_topology_names
+
+    return [REFERENCE_TOPOLOGY, *registered_topology_names()]
 
 
 def option_var_name(field_name: str) -> str:
