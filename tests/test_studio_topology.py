@@ -143,6 +143,7 @@ def test_quad_head_registers_with_its_udim_uvs(quad_studio, quad_head):
     assert quad_studio.topology.num_points == len(quad_head.points)
     assert np.allclose(quad_studio.topology.uv_values, quad_head.topology().uv_values, atol=1e-6)  # as written (6 digits)
     assert sorted(quad_studio.topology.landmarks) == ["mediapipe", "multipie68"]
+    assert sorted(quad_studio.topology.vertex_groups) == ["back", "front", "skin"]  # the OBJ's g groups kept
     assert (Path(quad_studio.folder) / f"texels_{TEXTURE_SIZE}.npz").is_file()
 
 

@@ -37,13 +37,14 @@ class QuadHead:
                        MaterialRange("M_StudioBack", front_count, len(order))])
 
     def write_obj(self, path: str | Path, points: np.ndarray | None = None, uvs: bool = True) -> Path:
-        """An OBJ with ``usemtl`` per tile (and ``vt`` when ``uvs``); ``points`` replace the rest points."""
+        """An OBJ with a group (``g front``/``g back``) and ``usemtl`` per tile (and ``vt`` when ``uvs``); ``points``
+        replace the rest points."""
         points = self.points if points is None else np.asarray(points)
         lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in points]
         if uvs:
             lines += [f"vt {u:.6f} {v:.6f}" for u, v in self.uv_values]
         for material, faces in (("M_StudioFront", np.flatnonzero(~self.back)), ("M_StudioBack", np.flatnonzero(self.back))):
-            lines.append(f"usemtl {material}")
+            lines += [f"g {material[len('M_Studio'):].lower()}", f"usemtl {material}"]
             for f in faces:
                 if uvs:
                     lines.append("f " + " ".join(f"{a + 1}/{t + 1}" for a, t in zip(self.quads[f], self.uv_quads[f])))

@@ -18,6 +18,7 @@ with one lookup per texel (:meth:`StudioTopology.transfer`).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +155,7 @@ def register_studio_head(path: str | Path, name: str, converter=None, landmarks_
     except (ValueError, IndexError) as exc:
         raise InvalidInputError(f"{path}: not a usable OBJ mesh ({exc})") from None
     pieces = check_studio_mesh(studio, str(path))
+    groups = obj_vertex_groups(path, studio)
     converter = converter or HeadConverter.load()
     reference = converter.topology
     landmarks = None if landmarks_file is None else read_landmarks_file(landmarks_file, reference)
@@ -213,7 +215,8 @@ def register_studio_head(path: str | Path, name: str, converter=None, landmarks_
     else:
         notes.append("skin only: the reference's eyes, teeth and mouth interior are not carried")
     studio_landmarks = transferred_landmarks(reference, on_studio, points, skin_triangles)
-    registered = replace_rest(studio, rest_reference.astype(np.float32), symmetry_map, studio_landmarks, pieces)
+    registered = replace_rest(studio, rest_reference.astype(np.float32), symmetry_map, studio_landmarks, pieces,
+                              groups)
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -305,13 +308,26 @@ def transferred_landmarks(reference: ReferenceTopology, on_studio: np.ndarray, s
     return out
 
 
-def replace_rest(studio: ReferenceTopology, rest_points: np.ndarray, symmetry, landmarks, pieces: MeshPieces
-                 ) -> ReferenceTopology:
+def obj_vertex_groups(path: Path, studio: ReferenceTopology) -> dict[str, np.ndarray]:
+    """The OBJ's ``g`` groups as vertex groups (the vertices of each group's faces)."""
+    from topos_sdk.obj_reader import read_obj
+
+    offsets = studio.face_offsets
+    groups: dict[str, list[np.ndarray]] = {}
+    for name, face_start, face_stop in read_obj(path).face_groups("g"):
+        if name not in ("mesh", "default"):
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # stored as an archive member name
+            groups.setdefault(name, []).append(studio.face_vertex_indices[offsets[face_start]:offsets[face_stop]])
+    return {name: np.unique(np.concatenate(ids)).astype(np.int32) for name, ids in groups.items()}
+
+
+def replace_rest(studio: ReferenceTopology, rest_points: np.ndarray, symmetry, landmarks, pieces: MeshPieces,
+                 groups: dict[str, np.ndarray]) -> ReferenceTopology:
     topology = ReferenceTopology(
         name=studio.name, rest_points=rest_points, face_vertex_counts=studio.face_vertex_counts,
         face_vertex_indices=studio.face_vertex_indices, uv_values=studio.uv_values, uv_indices=studio.uv_indices,
         submeshes=studio.submeshes, materials=studio.materials,
-        vertex_groups={**studio.vertex_groups, "skin": np.flatnonzero(pieces.skin_vertices)},
+        vertex_groups={**groups, "skin": np.flatnonzero(pieces.skin_vertices)},
         landmarks=landmarks, symmetry=symmetry, units="cm",
         info={"studio_topology": True})
     return topology
