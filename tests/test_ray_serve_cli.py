@@ -17,7 +17,7 @@ pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'topos
 
 from test_grpc_server import PORTRAIT  # noqa: E402
 from test_ray_serving import _alive, _descendants, _wait_serving  # noqa: E402
-from topos_server.serving.ray_app import _free_port  # noqa: E402
+from topos_server.serving.ray_app import free_port  # noqa: E402
 
 from topos_sdk.cli import main  # noqa: E402
 from topos_sdk.usd import read_head_asset  # noqa: E402
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def test_topos_serve_ray_serves_generate_and_stops_cleanly_on_sigterm(tmp_path):
     (tmp_path / "token.txt").write_text("cli-token\n")
     (tmp_path / "astronaut.png").write_bytes(PORTRAIT)
-    port = _free_port()
+    port = free_port()
     topos = Path(sys.executable).parent / "topos"
     proc = subprocess.Popen(
         [str(topos), "serve", "--ray", "--replicas", "1", "--port", str(port), "--device", "cpu",

@@ -38,7 +38,6 @@ REPLICAS = 2
 MAX_ONGOING = 1  # per replica: with MAX_QUEUED, 2 + 4 requests may be in the system at once
 MAX_QUEUED = 4
 TEXTURE = 512
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -78,7 +77,7 @@ def ray_server(tmp_path_factory):
     token_file.write_text(TOKEN + "\n")
     ray.init(num_cpus=REPLICAS, include_dashboard=False, log_to_driver=False)
     try:
-        port = ray_app._free_port()
+        port = ray_app.free_port()
         ray_app.deploy(ray_app.RayServeOptions(
             replicas=REPLICAS, max_ongoing=MAX_ONGOING, max_queued=MAX_QUEUED, max_batch=1,
             token_file=str(token_file)), port)

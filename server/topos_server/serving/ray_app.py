@@ -448,7 +448,8 @@ def grpc_options(port: int = DEFAULT_GRPC_PORT) -> dict:
     return {"port": port, "grpc_servicer_functions": ray_proxy_services.SERVICER_FUNCTIONS}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (Serve always starts an HTTP proxy; TOPOS needs only its gRPC one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -458,7 +459,7 @@ def deploy(options: RayServeOptions, port: int = DEFAULT_GRPC_PORT, http_port: i
     """Start Serve's proxies (gRPC on ``port``, all interfaces) on the connected Ray cluster and run the
     application; returns once every replica is up."""
     serve.start(grpc_options=grpc_options(port),
-                http_options={"host": "127.0.0.1", "port": http_port or _free_port()})
+                http_options={"host": "127.0.0.1", "port": http_port or free_port()})
     serve.run(topos_application(options), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
 
 
