@@ -283,6 +283,9 @@ class HeadGeneratorIngress:
         self.default_engine = next(iter(engines))
         self.max_queued = max_queued
         self._authorization = f"Bearer {ServerConfig.read_token(token_file)}".encode() if token_file else None
+        # fixed for the life of a deployment; cached so that these calls never wait behind engine work
+        self._topology_parts: dict[str, list[bytes]] = {}
+        self._server_info: pb.ServerInfo | None = None
 
     # ---- topos.v1.HeadGenerator ------------------------------------------------------------
     async def Generate(self, request: pb.GenerateRequest, grpc_context):
@@ -335,21 +338,27 @@ class HeadGeneratorIngress:
 
     async def GetTopology(self, request: pb.GetTopologyRequest, grpc_context):
         self._authorize(grpc_context)
-        for handle in self.engines.values():
-            parts = await handle.topology_parts.remote(request.topology_id)
-            if parts is not None:
-                for part in parts:
-                    yield pb.TopologyPart.FromString(part)
-                return
-        _reject(grpc_context, CallStatus("NOT_FOUND", f"no topology {request.topology_id!r} here",
-                                         "TopologyMismatchError"))
+        if request.topology_id not in self._topology_parts:
+            for handle in self.engines.values():
+                parts = await handle.topology_parts.remote(request.topology_id)
+                if parts is not None:
+                    self._topology_parts[request.topology_id] = parts
+                    break
+        parts = self._topology_parts.get(request.topology_id)
+        if parts is None:
+            _reject(grpc_context, CallStatus("NOT_FOUND", f"no topology {request.topology_id!r} here",
+                                             "TopologyMismatchError"))
+        for part in parts:
+            yield pb.TopologyPart.FromString(part)
 
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, grpc_context) -> pb.ServerInfo:
         import ray
 
         self._authorize(grpc_context)
+        if self._server_info is not None:
+            return self._server_info
         merged = pb.ServerInfo()
-        for name, handle in self.engines.items():
+        for handle in self.engines.values():
             info = pb.ServerInfo.FromString(self._reply_or_reject(
                 grpc_context, await handle.call_unary.remote("GetServerInfo", request.SerializeToString(), [])))
             if not merged.server_version:
@@ -362,6 +371,7 @@ class HeadGeneratorIngress:
         merged.auth_required = self._authorization is not None
         merged.limits.max_queue = self.max_queued
         merged.versions["ray"] = ray.__version__
+        self._server_info = merged
         return merged
 
     async def ListFaces(self, request, grpc_context):
