@@ -64,7 +64,9 @@ class TexelMap:
         for t in self.tiles:
             arrays[f"source_tile_{t.tile}"] = t.source_tile
             arrays[f"u_{t.tile}"], arrays[f"v_{t.tile}"] = t.u, t.v
-            arrays[f"rotation_{t.tile}"] = t.rotation.astype(np.float16)
+            # an orthogonal 2×2 is an angle and whether it mirrors: 3 bytes a texel instead of 16
+            arrays[f"angle_{t.tile}"] = np.arctan2(t.rotation[..., 1, 0], t.rotation[..., 0, 0]).astype(np.float16)
+            arrays[f"mirrored_{t.tile}"] = (np.linalg.det(t.rotation) < 0).astype(np.int8)
         with atomic_output_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -73,8 +75,15 @@ class TexelMap:
     def load(cls, path: Path) -> "TexelMap":
         with np.load(path) as data:
             return cls(int(data["size"]), [TileLookup(int(t), data[f"source_tile_{t}"], data[f"u_{t}"], data[f"v_{t}"],
-                                                      data[f"rotation_{t}"].astype(np.float32))
+                                                      rotation_matrices(data[f"angle_{t}"], data[f"mirrored_{t}"]))
                                            for t in data["tiles"]])
+
+
+def rotation_matrices(angle: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """(..., 2, 2) float32 rotations by ``angle``, mirrored (det −1, first column kept) where ``mirrored``."""
+    c, s = np.cos(angle.astype(np.float32)), np.sin(angle.astype(np.float32))
+    sign = np.where(mirrored.astype(bool), np.float32(-1), np.float32(1))
+    return np.stack([np.stack([c, -s * sign], -1), np.stack([s, c * sign], -1)], -2)
 
 
 def reference_skin_triangles(reference: ReferenceTopology) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +127,13 @@ def build_texel_map(studio: ReferenceTopology, reference: ReferenceTopology, stu
         whole = np.floor(uv)
         source_tile = (1001 + whole[:, 0] + 10 * whole[:, 1]).astype(np.int16)
         local = uv - whole
-        rotation = uv_frame_rotation(studio_points[layout.triangles[tt.triangle]], layout.uv_triangles[tt.triangle],
-                                     reference_on_studio[ref_triangles[triangle]], ref_uv[triangle])  # (K, 2, 2)
+        # one frame rotation per (studio triangle, reference triangle) pair, not per texel
+        pairs, pair_of_texel = np.unique(tt.triangle.astype(np.int64) * len(ref_triangles) + triangle,
+                                         return_inverse=True)
+        studio_tri, ref_tri = pairs // len(ref_triangles), pairs % len(ref_triangles)
+        angle, mirrored = uv_frame_rotation(studio_points[layout.triangles[studio_tri]], layout.uv_triangles[studio_tri],
+                                            reference_on_studio[ref_triangles[ref_tri]], ref_uv[ref_tri])
+        rotation = rotation_matrices(angle[pair_of_texel], mirrored[pair_of_texel])  # (K, 2, 2)
         # every texel of the tile reads what its nearest island texel reads
         flat_index = np.full(size * size, -1, np.int64)
         flat_index[tt.texel] = np.arange(tt.count)
@@ -133,9 +147,10 @@ def build_texel_map(studio: ReferenceTopology, reference: ReferenceTopology, stu
 
 
 def uv_frame_rotation(studio_corners: np.ndarray, studio_uv: np.ndarray, reference_corners: np.ndarray,
-                      reference_uv: np.ndarray) -> np.ndarray:
-    """(K, 2, 2) the orthogonal part of d(reference uv)/d(studio uv), transposed: it takes a tangent-space
-    vector in the reference UV frame into the studio UV frame. Corners (K, 3, 3), uvs (K, 3, 2)."""
+                      reference_uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The orthogonal part of d(reference uv)/d(studio uv), transposed — it takes a tangent-space vector in the
+    reference UV frame into the studio UV frame — as (K,) angles and (K,) bool mirrored (see
+    :func:`rotation_matrices`). Corners (K, 3, 3), uvs (K, 3, 2) of the studio and reference triangles."""
     studio_edges = np.stack([studio_corners[:, 1] - studio_corners[:, 0], studio_corners[:, 2] - studio_corners[:, 0]], -1)  # (K, 3, 2)
     studio_uv_edges = np.stack([studio_uv[:, 1] - studio_uv[:, 0], studio_uv[:, 2] - studio_uv[:, 0]], -1)  # (K, 2, 2)
     ref_edges = np.stack([reference_corners[:, 1] - reference_corners[:, 0],
@@ -145,9 +160,13 @@ def uv_frame_rotation(studio_corners: np.ndarray, studio_uv: np.ndarray, referen
     surface_from_studio_uv = studio_edges @ np.linalg.inv(studio_uv_edges + eye)  # (K, 3, 2)
     gram = np.swapaxes(ref_edges, 1, 2) @ ref_edges + eye  # (K, 2, 2)
     ref_uv_from_surface = ref_uv_edges @ np.linalg.inv(gram) @ np.swapaxes(ref_edges, 1, 2)  # (K, 2, 3)
-    jacobian = ref_uv_from_surface @ surface_from_studio_uv  # (K, 2, 2)
-    u, _, vt = np.linalg.svd(np.nan_to_num(jacobian))
-    return np.swapaxes(u @ vt, 1, 2)
+    j = np.nan_to_num(ref_uv_from_surface @ surface_from_studio_uv)  # (K, 2, 2) jacobian
+    # closed-form polar factor of a 2×2: the nearest rotation (det > 0) or reflection (det < 0); transposed,
+    # a rotation by θ becomes one by −θ and a reflection stays itself
+    mirrored = (j[:, 0, 0] * j[:, 1, 1] - j[:, 0, 1] * j[:, 1, 0]) < 0
+    rotation_angle = np.arctan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1])
+    reflection_angle = np.arctan2(j[:, 1, 0] + j[:, 0, 1], j[:, 0, 0] - j[:, 1, 1])
+    return np.where(mirrored, reflection_angle, -rotation_angle), mirrored
 
 
 def rebake(texel_map: TexelMap, texture: TextureMap) -> TextureMap:
