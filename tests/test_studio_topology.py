@@ -368,6 +368,8 @@ def test_grpc_generate_in_a_studio_topology_and_get_topology(quad_studio, topos_
     studio_id = quad_studio.topology.topology_id
     with start_in_thread(ServerConfig(host="127.0.0.1", port=0, device="cpu", engines=["classic"])) as server:
         with Client(server.address, retries=0, timeout=300) as client:
+            client_module._topology_cache.pop(studio_id, None)
+            assert client.topology(studio_id).topology_id == studio_id  # registered, not used by a request yet
             remote = client.generate(PORTRAIT, seed=1, texture_size=512, topology="quad_head")
             assert remote.topology_id == studio_id and remote.provenance.extra["topology"]["name"] == "quad_head"
             assert np.array_equal(remote.topology.face_vertex_indices, quad_studio.topology.face_vertex_indices)

@@ -510,6 +510,16 @@ class TopologyStore:
         _LOADED[str(folder)] = (stamp, studio)
         return studio
 
+    def find(self, topology_id: str) -> StudioTopology | None:
+        """The registered studio topology with this topology id, or None."""
+        for name in self.names():
+            try:
+                if self.manifest(name).get("topology_id") == topology_id:
+                    return self.load(name)
+            except (OSError, ValueError, ToposError):
+                continue
+        return None
+
     def remove(self, name: str) -> Path:
         self.manifest(name)  # one clear error when it is not there
         folder = self.folder(name)

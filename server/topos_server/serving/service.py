@@ -251,6 +251,11 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
     # ---- GetTopology / GetServerInfo -------------------------------------------------------
     async def GetTopology(self, request: pb.GetTopologyRequest, context):
         topology = self.topologies.get(request.topology_id)
+        if topology is None:  # a studio topology registered here but not used by a request yet
+            from topos_server.pipelines.studio_topology import TopologyStore
+
+            studio = await asyncio.to_thread(TopologyStore().find, request.topology_id)
+            topology = None if studio is None else self.topologies.setdefault(request.topology_id, studio.topology)
         if topology is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no topology {request.topology_id!r} here; known: {', '.join(self.topologies) or 'none yet'}",
