@@ -302,7 +302,9 @@ def test_cancelled_call_stops_the_work():
         with pytest.raises(KeyboardInterrupt):
             client.generate(PORTRAIT, on_progress=cancel_at_first_stage)
         time.sleep(1.0)
-        assert slow.stages_run[:2] == ["decode", "detect"] and len(slow.stages_run) < 4
+        # the server notices the cancel at one of the engine's next progress reports: right after "decode" (the
+        # event the client cancelled on) or a stage later when the cancel arrives while that report is on its way
+        assert slow.stages_run[0] == "decode" and len(slow.stages_run) < 4
         # a raw stub sees CANCELLED after cancelling its own call
         with grpc.insecure_channel(srv.address) as channel:
             call = pb_grpc.HeadGeneratorStub(channel).Generate(pb.GenerateRequest(encoded_image=PORTRAIT), timeout=10)
