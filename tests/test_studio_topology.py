@@ -191,6 +191,51 @@ def test_textures_rebake_into_the_studio_uvs(quad_studio, topology, head_model):
     assert np.abs(normal - np.array([128, 128, 255])).max() <= 1  # flat stays flat under the UV-frame rotation
 
 
+def uv_tangent_direction(points: np.ndarray, layout, world: np.ndarray) -> np.ndarray:
+    """(T, 2) ``world`` direction in each triangle's tangent frame (unit ∂x/∂u, ∂x/∂v): a tangent-space xy."""
+    corners = points[layout.triangles].astype(np.float64)
+    uv = layout.uv_triangles.astype(np.float64)
+    edges = np.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], -1)  # (T, 3, 2)
+    uv_edges = np.stack([uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]], -1)
+    tangents = edges @ np.linalg.inv(uv_edges + 1e-12 * np.eye(2))  # (T, 3, 2)
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    return np.einsum("x,txk->tk", world, tangents)
+
+
+def test_normal_maps_turn_into_the_studio_uv_frame(quad_studio, topology):
+    """A normal map leaning towards world +Y in the reference UVs leans towards world +Y in the studio UVs."""
+    from topos_server.texture.bake import skin_uv_layout
+    from topos_server.texture.studio_rebake import rebake, skin_materials
+
+    up = np.array([0.0, 1.0, 0.0])
+    layout = skin_uv_layout(topology, TEXTURE_SIZE)
+    lean = uv_tangent_direction(topology.rest_points, layout, up)
+    tiles = {}
+    for tt in layout.tiles:
+        encoded = np.tile([0.0, 0.0, 1.0], (TEXTURE_SIZE * TEXTURE_SIZE, 1))
+        d = lean[tt.triangle]
+        encoded[tt.texel, :2] = 0.6 * d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        encoded[tt.texel, 2] = 0.8
+        tiles[tt.tile] = np.rint((encoded.reshape(TEXTURE_SIZE, TEXTURE_SIZE, 3) + 1) * 127.5).astype(np.uint8)
+    texel_map = quad_studio.texel_map(topology, TEXTURE_SIZE)
+    studio_layout = skin_uv_layout(quad_studio.topology, TEXTURE_SIZE, materials=skin_materials(quad_studio.topology))
+    expected = uv_tangent_direction(quad_studio.topology.rest_points, studio_layout, up)
+
+    def angle_errors(texture: TextureMap) -> np.ndarray:
+        errors = []
+        for tt in studio_layout.tiles:
+            want = expected[tt.triangle]
+            got = texture.tiles[tt.tile].reshape(-1, 3)[tt.texel, :2] / 127.5 - 1.0
+            turn = np.arctan2(got[:, 1], got[:, 0]) - np.arctan2(want[:, 1], want[:, 0])
+            errors.append(np.degrees(np.abs(np.angle(np.exp(1j * turn))))[np.linalg.norm(want, axis=1) > 0.5])
+        return np.concatenate(errors)
+
+    turned = angle_errors(rebake(texel_map, TextureMap("normal", tiles, "raw")))
+    copied = angle_errors(rebake(texel_map, TextureMap("not_a_normal_map", tiles, "raw")))  # no turn
+    assert np.median(turned) < 8 and np.percentile(turned, 90) < 25
+    assert np.percentile(copied, 90) > 2 * np.percentile(turned, 90)
+
+
 def test_transfer_refuses_a_head_of_another_topology(quad_studio, quad_topology):
     with pytest.raises(TopologyMismatchError, match="registered on reference"):
         quad_studio.transfer(HeadResult(quad_topology.rest_points, topology=quad_topology))
