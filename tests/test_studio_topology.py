@@ -484,3 +484,19 @@ def test_houdini_cache_key_and_menu_know_the_topology(monkeypatch, tmp_path):
     assert reference.digest == hashlib.sha256(json.dumps(
         {"engine": "classic", "image_sha256": "0" * 64, "seed": 1, "texture_size": 1024}, sort_keys=True).encode()).hexdigest()
     assert topology_menu() == ["", "Reference (ICT-FaceKit)", "studio_b", "studio_b"]
+
+
+def test_landmarks_file_sets_the_pose_of_an_upside_down_studio_head(quad_head, converter, topology, tmp_path):
+    from topos_server.pipelines.studio_topology import register_studio_head
+
+    turn = np.diag([1.0, -1.0, -1.0])  # upside down, in millimetres
+    points = 10.0 * quad_head.points @ turn.T
+    mesh = quad_head.write_obj(tmp_path / "upside_down.obj", points=points, uvs=False)
+    landmarks = 10.0 * topology.landmarks["multipie68"].evaluate(topology.rest_points.astype(np.float64)) @ turn.T
+    (tmp_path / "landmarks.json").write_text(json.dumps(landmarks.tolist()))
+    registration = register_studio_head(mesh, "pinned", converter=converter, landmarks_file=tmp_path / "landmarks.json")
+    assert registration.manifest["registration"]["alignment"] == "landmarks"
+    assert registration.manifest["source"]["units"] == "mm"
+    assert registration.manifest["registration"]["residual_mm"]["median"] < 0.3
+    # rest points come back in the reference frame and centimetres
+    assert np.abs(registration.topology.rest_points - quad_head.points).mean() < 0.1

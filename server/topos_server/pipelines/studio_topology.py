@@ -99,7 +99,7 @@ def check_studio_mesh(topology: ReferenceTopology, where: str) -> MeshPieces:
     n = topology.num_points
     adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     count, label = connected_components(adjacency, directed=False)
-    triangles, face_of = topology.triangles()
+    triangles, _ = topology.triangles()
     corners = topology.rest_points[triangles].astype(np.float64)
     area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     piece_area = np.bincount(label[triangles[:, 0]], weights=area, minlength=count)
