@@ -95,6 +95,10 @@ class SurfaceHits:
     distance: np.ndarray  # (Q,)
     on_boundary: np.ndarray  # (Q,) bool: the point lies on a boundary edge of the surface
 
+    def subset(self, rows: np.ndarray) -> "SurfaceHits":
+        return SurfaceHits(self.triangle[rows], self.barycentric[rows], self.points[rows], self.normals[rows],
+                           self.distance[rows], self.on_boundary[rows])
+
 
 class TriangleSurface:
     """A triangle mesh (vertex ids index ``points``) answering closest-point queries and ray casts."""

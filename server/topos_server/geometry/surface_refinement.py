@@ -35,7 +35,7 @@ class RefinementSchedule:
     # gets matched (MakeHuman's head: neck 6.2 → 0.2 mm)
     stiffness: tuple[float, ...] = (30.0, 10.0, 1.0, 0.1)
     max_distance: tuple[float, ...] = (3.0, 1.5, 0.6, 0.3)
-    iterations_per_round: int = 2  # closest points recomputed this often per factorisation
+    iterations: tuple[int, ...] = (1, 2, 2, 2)  # per round: closest points recomputed this often per factorisation
     min_normal_dot: float = 0.5
     landmark_weight: float = 20.0
     min_improvement: float = 0.01  # stop when a round lowers the matched mean distance by less than this fraction
@@ -53,8 +53,8 @@ class SurfaceRefiner:
     """Refines many heads of one reference surface (the Laplacian is built once)."""
 
     def __init__(self, triangles: np.ndarray, num_vertices: int, schedule: RefinementSchedule = RefinementSchedule()):
-        if len(schedule.stiffness) != len(schedule.max_distance):
-            raise ValueError("the schedule needs one max_distance per stiffness")
+        if not len(schedule.stiffness) == len(schedule.max_distance) == len(schedule.iterations):
+            raise ValueError("the schedule needs one max_distance and one iteration count per stiffness")
         self.triangles = np.asarray(triangles, np.int64)
         self.num_vertices = int(num_vertices)
         self.schedule = schedule
@@ -77,11 +77,13 @@ class SurfaceRefiner:
         previous = np.inf
         # vertices far from every input point in the first round (the back of the head on a face scan) cannot be
         # matched later: the whole refinement moves the surface less than the first round's reach
-        nearby = np.flatnonzero(target.closest(x).distance <= 2.0 * schedule.max_distance[0])
-        for stiffness, max_distance in zip(schedule.stiffness, schedule.max_distance):
+        first = target.closest(x)
+        nearby = np.flatnonzero(first.distance <= 2.0 * schedule.max_distance[0])
+        for stiffness, max_distance, iterations in zip(schedule.stiffness, schedule.max_distance, schedule.iterations):
             factor = None
-            for _ in range(schedule.iterations_per_round):
-                hits = target.closest(x[nearby])
+            for _ in range(iterations):
+                hits = first.subset(nearby) if first is not None else target.closest(x[nearby])
+                first = None
                 if factor is None:
                     normals = vertex_normals(x, self.triangles)[nearby]
                     dots = (normals * hits.normals).sum(1)
