@@ -37,6 +37,7 @@ class RefinementSchedule:
     max_distance: tuple[float, ...] = (3.0, 1.5, 0.6, 0.3)
     iterations: tuple[int, ...] = (1, 2, 2, 2)  # per round: closest points recomputed this often per factorisation
     min_normal_dot: float = 0.5
+    tangential_pull: float = 0.3  # 0: pure point-to-plane (slides freely along the input), 1: point-to-point
     landmark_weight: float = 20.0
     min_improvement: float = 0.01  # stop when a round lowers the matched mean distance by less than this fraction
 
@@ -97,9 +98,10 @@ class SurfaceRefiner:
                     factor = splu(system.tocsc(), permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
                     result.constrained = np.zeros(self.num_vertices, bool)
                     result.constrained[nearby] = accepted
-                offset = ((hits.points - x[nearby]) * hits.normals).sum(1, keepdims=True)
-                projected = x.copy()
-                projected[nearby] += offset * hits.normals  # (V, 3) on the tangent plane at the closest point
+                step = hits.points - x[nearby]  # (P, 3) to the closest point
+                along_normal = (step * hits.normals).sum(1, keepdims=True) * hits.normals
+                projected = x.copy()  # (V, 3) onto the tangent plane at the closest point, and part of the way to it
+                projected[nearby] += along_normal + schedule.tangential_pull * (step - along_normal)
                 x = factor.solve(stiffness * (self.smoothness @ prior) + weight[:, None] * projected + landmark_rhs)
                 result.matched_distance.append(float(hits.distance[accepted].mean()) if accepted.any() else float("nan"))
             result.rounds += 1

@@ -3,7 +3,8 @@
     mesh file ─► largest connected component ─► points + normals (uniform by area)
               ─► pose canonicalisation (similarity onto the mean head; a face-only / partial surface is
                  searched by where it faces; ``--landmarks`` give the pose directly)
-              ─► TOPOS-VAE encode → decode (the prior: a whole plausible head)
+              ─► TOPOS-VAE encode → decode (the prior: a whole plausible head; the mean head for a partial
+                 input, which the VAE never saw in training and decodes worse — bench/convert_eval.py)
               ─► refinement: the skin pulled onto the input where the input has matching surface,
                  following the prior smoothly where it has none (``geometry/surface_refinement.py``)
               ─► reference frame, the input's metric size ─► HeadResult ─► USD asset + error report
@@ -48,6 +49,7 @@ UNITS_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0, "in": 2.54}
 # longest boundary loop / √area above this: the input covers part of a head (a face-only scan or mask);
 # whole heads with a neck cut and holes measure 1.5–1.8, face-only crops 3.4–3.6
 PARTIAL_BOUNDARY_RATIO = 2.5
+PARTIAL_PRIOR = "mean head"
 # samples per direction for the error report
 REPORT_SAMPLES = 10000
 
@@ -129,7 +131,13 @@ class HeadConverter:
         canonical, alignment = self.canonicalize(samples, normals, partial, landmarks, seed)
         timings["canonicalize_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        decoded = self.decode_canonical(canonical.apply(samples), normals @ canonical.rotation.T)  # (N, 3)
+        if partial and PARTIAL_PRIOR == "mean head":
+            # TOPOS-VAE never saw face-only inputs in training: its head for one is worse than the mean head
+            decoded = self.template.copy()
+            prior_name = "mean head"
+        else:
+            decoded = self.decode_canonical(canonical.apply(samples), normals @ canonical.rotation.T)  # (N, 3)
+            prior_name = "TOPOS-VAE"
         timings["vae_s"] = time.perf_counter() - start
         constrained = None
         refinement_info = {"refined": False}
@@ -148,7 +156,7 @@ class HeadConverter:
                             prior_input_frame_points=invert(canonical).apply(prior).astype(np.float32))
         result.report = {"units": units, "cm_per_input_unit": cm_per_unit, "input_triangles": int(len(triangles)),
                          "input_vertices": int(len(points)), "normals_flipped": flipped,
-                         "canonical_scale": canonical.scale, "alignment": alignment,
+                         "canonical_scale": canonical.scale, "alignment": alignment, "prior": prior_name,
                          "input_boundary_ratio": boundary_ratio, "partial_input": bool(partial),
                          "refinement": refinement_info, "timings_s": timings}
         if report:
