@@ -142,12 +142,9 @@ def nicp_conversion(converter, nicp, points: np.ndarray, triangles: np.ndarray, 
     from topos_server.geometry.canonical_pose import invert
     from topos_server.geometry.mesh_input import open_boundary_ratio
     from topos_server.geometry.registration import TriangleSurface
-    from topos_server.geometry.surface_points import sample_surface
-    from topos_server.pipelines.convert import INFERENCE_POINTS, PARTIAL_BOUNDARY_RATIO
+    from topos_server.pipelines.convert import INFERENCE_POINTS, PARTIAL_BOUNDARY_RATIO, outward_samples
 
-    samples, normals, _ = sample_surface(points, triangles, INFERENCE_POINTS, np.random.default_rng(seed))
-    if float(((samples - samples.mean(0)) * normals).sum(1).mean()) < 0:
-        normals = -normals
+    samples, normals, _ = outward_samples(points, triangles, INFERENCE_POINTS, np.random.default_rng(seed))
     partial = open_boundary_ratio(points, triangles) > PARTIAL_BOUNDARY_RATIO
     canonical, _ = converter.canonicalize(samples, normals, partial, seed=seed)
     registered = nicp.register(TriangleSurface(canonical.apply(points), triangles))

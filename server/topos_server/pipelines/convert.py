@@ -98,6 +98,9 @@ class HeadConverter:
         self.face_facing = facing_direction(template, topology)
         # the parts inside the skin (eyes, teeth, mouth socket) follow the refined skin's displacement, interpolated
         # from their nearest skin vertices on the mean head
+        parts = [s for s in topology.submeshes if s.name in MOUTH_INTERIOR_PARTS]
+        self.mouth_interior_ids = np.concatenate([np.arange(s.vertex_start, s.vertex_stop) for s in parts]
+                                                 or [np.zeros(0, np.int64)])
         self.interior_from_skin = inverse_distance_weights(template[: self.surface_vertex_count],
                                                            template[self.surface_vertex_count:])  # (N − V, k) ×2
 
@@ -121,11 +124,7 @@ class HeadConverter:
         start = time.perf_counter()
         rng = np.random.default_rng(seed)
         points = np.asarray(points, np.float64)
-        samples, normals, _ = sample_surface(points, triangles, num_points or INFERENCE_POINTS, rng)
-        # outward normals: a head is star-shaped enough around its centroid for the majority vote
-        flipped = float(((samples - samples.mean(0)) * normals).sum(1).mean()) < 0
-        if flipped:
-            normals = -normals
+        samples, normals, flipped = outward_samples(points, triangles, num_points or INFERENCE_POINTS, rng)
         boundary_ratio = open_boundary_ratio(points, triangles)
         partial = boundary_ratio > PARTIAL_BOUNDARY_RATIO
         canonical, alignment = self.canonicalize(samples, normals, partial, landmarks, seed)
@@ -214,11 +213,9 @@ class HeadConverter:
         not the back of the head seen through an open mouth), the whole mouth interior moves back along
         the face's direction. Returns the distance moved.
         """
-        parts = [self.topology.submesh(name) for name in MOUTH_INTERIOR_PARTS
-                 if name in {s.name for s in self.topology.submeshes}]
-        if not parts:
+        ids = self.mouth_interior_ids
+        if not len(ids):
             return 0.0
-        ids = np.concatenate([np.arange(s.vertex_start, s.vertex_stop) for s in parts])
         depth = head[ids] @ self.face_facing  # (K,) along the face's direction
         front = ids[np.argsort(-depth)[:probes]]
         corners = head[self.surface_triangles]  # (T, 3, 3)
@@ -283,6 +280,15 @@ class HeadConverter:
         if abs(np.log(UNITS_CM[name] / canonical_scale)) > np.log(1.6):  # no unit gives a human-sized head
             return canonical_scale, "normalized"
         return UNITS_CM[name], name
+
+
+def outward_samples(points: np.ndarray, triangles: np.ndarray, count: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(P, 3) surface samples, (P, 3) their normals turned outwards, and whether the mesh's normals pointed in
+    (a head is star-shaped enough around its centroid for the majority vote)."""
+    samples, normals, _ = sample_surface(points, triangles, count, rng)
+    flipped = float(((samples - samples.mean(0)) * normals).sum(1).mean()) < 0
+    return samples, -normals if flipped else normals, flipped
 
 
 REGIONS = ("face", "ears", "neck", "back_of_head")
