@@ -46,6 +46,21 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def portraits_in(inputs: list[str]) -> list[str]:
+    """Image files named, or found directly inside the folders named, in a stable order (the farm batch shims)."""
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            found.append(str(path))
+    return found
+
+
 def read_image_source(image: str | os.PathLike | bytes) -> bytes:
     """The encoded bytes of a portrait given as a path or bytes; clear errors for paths that are not files."""
     if isinstance(image, (bytes, bytearray)):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .generation_cache import GenerationKey, asset_name, generate_or_reuse, server_address
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 HEAD_LOP_TYPE = "topos::head::1.0"
 
 
@@ -27,17 +26,6 @@ class BatchHead:
     key: GenerationKey
     asset: Path
 
-
-def portraits_in(inputs: list[str]) -> list[str]:
-    """Image files named, or found directly inside the folders named, in a stable order."""
-    found = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            found.append(str(path))
-    return found
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -96,6 +84,8 @@ def build_stage_network(heads: list[BatchHead], out_dir: str, *, server: str, hi
 
 
 def main(argv: list[str] | None = None) -> int:
+    from topos_sdk.generate import portraits_in
+
     args = argument_parser().parse_args(argv)
     portraits = portraits_in(args.inputs)
     if not portraits:

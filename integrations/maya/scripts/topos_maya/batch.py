@@ -13,21 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 SCENE_SUFFIXES = {"mayaAscii": ".ma", "mayaBinary": ".mb"}
 
-
-def portraits_in(inputs: list[str]) -> list[str]:
-    found = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            found.append(str(path))
-    return found
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -52,7 +40,7 @@ def one_line(exc: BaseException) -> str:
 
 def generate_all(args) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """([(portrait, asset)], [(portrait, reason)]): every portrait generated in this process."""
-    from topos_sdk.generate import asset_name_for, generate_head
+    from topos_sdk.generate import asset_name_for, generate_head, portraits_in
 
     from .job import unused_asset_name
 
@@ -96,6 +84,8 @@ def import_and_save(assets: list[str], scene_type: str) -> tuple[dict[str, str],
 
 
 def main(argv: list[str] | None = None) -> int:
+    from topos_sdk.generate import portraits_in
+
     args = argument_parser().parse_args(argv)
     if not portraits_in(args.inputs):
         print("no portraits found", file=sys.stderr)
