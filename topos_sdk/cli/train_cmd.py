@@ -1,75 +1,19 @@
-"""``topos train vae --config S --out DIR``: train TOPOS-VAE on synthetic heads (progress, eval, checkpoints)."""
+"""``topos train MODEL ...``: train a learned model. Each model's options and handler live in its own
+module (``train_<model>_cmd.py``) with ``register(models)``; this one only groups them."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import importlib
+
+# model → module with register(models_subparsers); keep them light (no torch at import time)
+MODEL_MODULES = {
+    "vae": "topos_sdk.cli.train_vae_cmd",
+}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a learned model (vae)",
-                       description="Train TOPOS-VAE (any topology → the reference topology) on synthetic heads "
-                                   "generated on the fly from the ICT head model. Needs `topos assets import` first.")
-    p.add_argument("model", choices=("vae",), help="what to train")
-    p.add_argument("--config", default="small", help="size: tiny, small (CPU), base, large (GPU)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (checkpoint/, model/, log)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 3000)")
-    p.add_argument("--batch-size", type=int, help="heads per step (default 12)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 4e-4)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 250)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="data worker processes (default 1)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
-    p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
-                   help="fine-tune: start from these weights (e.g. the bundled model) with a fresh optimiser")
-    p.add_argument("--control-vertices", type=int, metavar="M",
-                   help="decode at M control vertices and upsample (0: every vertex; default 2000 for a new model)")
-    p.set_defaults(handler=run)
-
-
-DEFAULT_CONTROL_VERTICES = 2000
-
-
-def run(args) -> int:
-    from topos_server.training.vae import TrainingConfig, train
-
-    config = TrainingConfig(size=args.config, seed=args.seed, workers=args.workers)
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.batch_size is not None:
-        config.batch_size = args.batch_size
-    if args.lr is not None:
-        config.learning_rate = args.lr
-    if args.eval_every is not None:
-        config.eval_every = config.checkpoint_every = args.eval_every
-    if args.time_limit is not None:
-        config.time_limit_s = 60.0 * args.time_limit
-    if args.init_from is not None:
-        if args.resume:
-            raise ValueError("--init-from starts a new run; --resume continues one: pass only one of them")
-        if not (args.init_from / "config.json").is_file():
-            raise ValueError(f"--init-from {args.init_from}: no model there (expected config.json + safetensors)")
-        config.init_from = str(args.init_from)
-    if args.control_vertices is not None:
-        if args.control_vertices < 0:
-            raise ValueError("--control-vertices must be 0 (decode every vertex) or positive")
-        config.control_vertices = args.control_vertices
-    elif args.init_from is None:
-        config.control_vertices = DEFAULT_CONTROL_VERTICES
-    if config.steps <= 0 or config.batch_size <= 0:
-        raise ValueError("--steps and --batch-size must be positive")
-
-    def progress(record: dict) -> None:
-        if record["step"] % 10 and "eval_error_mm" not in record:
-            return
-        line = (f"step {record['step']}/{config.steps} loss {record['loss']:.4f} "
-                f"L1 {record['vertex_l1']:.4f} cm  {record['elapsed_s']:.0f} s")
-        if "eval_error_mm" in record:
-            line += f"  eval {record['eval_error_mm']:.2f} mm (skin {record['eval_surface_error_mm']:.2f} mm)"
-        print(line, file=sys.stderr, flush=True)
-
-    record = train(config, args.out, resume=args.resume, progress=progress, device=args.device)
-    print(f"model written to {args.out / 'model'} (step {record.get('step')})", file=sys.stderr)
-    return 0
+    p = sub.add_parser("train", help="train a learned model (" + ", ".join(MODEL_MODULES) + ")",
+                       description="Train one of the learned models. Needs `topos assets import` first.")
+    models = p.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for module in MODEL_MODULES.values():
+        importlib.import_module(module).register(models)
