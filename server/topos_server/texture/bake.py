@@ -266,7 +266,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     receives seconds per stage; ``diagnostics`` receives ``"lighting"`` (the fitted
     :class:`SkinLighting`, camera frame), ``"direct_weight"`` and ``"coverage"`` (tile → (S, S)
     float32: how much each texel was seen directly / directly or through its mirror) and
-    ``"albedo_linear"`` (tile → (3, S, S) float32 before encoding).
+    ``"albedo_linear"`` (tile → (3, S, S) float32 before encoding) and ``"observed_albedo_linear"`` (the
+    same before any fill: the photo's delit texels, zero where ``coverage`` is zero).
     """
     clock = time.perf_counter()
 
@@ -361,6 +362,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     if diagnostics is not None:
         diagnostics["coverage"] = coverage_tiles
         diagnostics["albedo_linear"] = albedo_tiles
+        diagnostics["observed_albedo_linear"] = {tt.tile: tt.image(albedo) for tt, (albedo, _, _) in zip(layout.tiles, observed)}
     lap("fill")
 
     albedo_maps = {t: np.ascontiguousarray(linear_to_srgb8(img).transpose(1, 2, 0)) for t, img in albedo_tiles.items()}
