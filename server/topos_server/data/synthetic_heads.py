@@ -101,6 +101,24 @@ def small_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
+def deform_out_of_span(x: np.ndarray, surface_vertex_count: int, rng: np.random.Generator,
+                       opt: SyntheticHeadOptions) -> np.ndarray:
+    """(N, 3) head → the same deformed outside the model's span: random RBF warps and a region scaling
+    (centres on the first ``surface_vertex_count`` vertices, the outer skin)."""
+    surface = x[:surface_vertex_count]
+    for _ in range(rng.integers(0, opt.max_rbf_warps + 1)):
+        centre = surface[rng.integers(len(surface))]
+        radius = rng.uniform(*opt.rbf_radius_cm)
+        weight = np.exp(-((x - centre) ** 2).sum(1) / (2 * radius ** 2))  # (N,)
+        x = x + weight[:, None] * rng.normal(0.0, opt.rbf_amplitude_cm, 3)
+    if rng.random() < opt.region_scale_probability:
+        centre = surface[rng.integers(len(surface))]
+        radius = rng.uniform(2.0, 5.0)
+        weight = np.exp(-((x - centre) ** 2).sum(1) / (2 * radius ** 2))
+        x = x + rng.uniform(-opt.region_scale, opt.region_scale) * weight[:, None] * (x - centre)
+    return x
+
+
 class SyntheticHeads:
     """Sample factory. ``methods`` are the re-topologies it draws from (uniformly)."""
 
@@ -135,18 +153,7 @@ class SyntheticHeads:
         with torch.no_grad():
             x = self.head_model.vertices(torch.as_tensor(identity, dtype=torch.float32),
                                          torch.as_tensor(expression, dtype=torch.float32))[0].cpu().numpy().astype(np.float64)
-        surface = x[: self.surface_vertex_count]
-        for _ in range(rng.integers(0, opt.max_rbf_warps + 1)):
-            centre = surface[rng.integers(len(surface))]
-            radius = rng.uniform(*opt.rbf_radius_cm)
-            weight = np.exp(-((x - centre) ** 2).sum(1) / (2 * radius ** 2))  # (N,)
-            x = x + weight[:, None] * rng.normal(0.0, opt.rbf_amplitude_cm, 3)
-        if rng.random() < opt.region_scale_probability:
-            centre = surface[rng.integers(len(surface))]
-            radius = rng.uniform(2.0, 5.0)
-            weight = np.exp(-((x - centre) ** 2).sum(1) / (2 * radius ** 2))
-            x = x + rng.uniform(-opt.region_scale, opt.region_scale) * weight[:, None] * (x - centre)
-        return x
+        return deform_out_of_span(x, self.surface_vertex_count, rng, opt)
 
     def operator(self, method: str, slot: int) -> Retopology:
         key = (method, slot)
@@ -229,4 +236,4 @@ class SyntheticHeads:
 
 
 __all__ = ["SyntheticHeads", "SyntheticHead", "SyntheticHeadOptions", "HELD_OUT_METHOD", "TRAINING_METHODS",
-           "outer_surface", "compose", "invert"]
+           "deform_out_of_span", "outer_surface", "compose", "invert"]
