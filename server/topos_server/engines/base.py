@@ -64,6 +64,7 @@ class Engine(Protocol):
 # name → "module:factory"; the factory takes (cache, device) and returns an Engine
 _ENGINES = {
     "classic": "topos_server.engines.classic:ClassicEngine",
+    "topos": "topos_server.engines.topos:ToposEngine",
 }
 
 

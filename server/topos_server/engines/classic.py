@@ -74,6 +74,11 @@ class ClassicEngine:
         with self._lock:
             return self.landmarker.list_faces(image)
 
+    def detect(self, image: np.ndarray, face_index: int | None = None) -> FaceLandmarks:
+        """The 478 landmarks of the chosen face of a decoded (H, W, 3) photo (the front-end is not re-entrant)."""
+        with self._lock:
+            return self.landmarker.detect(image, face_index=face_index)
+
     def fit_portrait(self, image: np.ndarray, focal_length_px: float | None = None,
                      report=lambda stage, fraction: None, face_index: int | None = None
                      ) -> tuple[HeadResult, FaceLandmarks]:

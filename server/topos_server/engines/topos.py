@@ -1,0 +1,152 @@
+"""The ``topos`` engine: portrait → face front-end → TOPOS-DiT (seeded) → TOPOS-VAE decode → head.
+
+The DiT generates the neutral identity head; the portrait's expression and camera are then fitted to
+the landmarks with that identity held fixed (the classic fit with no identity modes), and the textures
+are baked through that camera as in the classic engine. Several seeds give several plausible heads of
+one photo (:meth:`ToposEngine.generate_variants`: one batched DiT call).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance
+from topos_server.assets.cache import AssetCache
+from topos_server.engines.base import GenerateOptions, ProgressCallback
+from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
+                                          fit_yaw_deg)
+from topos_server.face import FaceLandmarks, load_image
+from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks
+from topos_server.models import WEIGHTS_DIR
+from topos_server.models.dit import ToposDiT
+from topos_server.pipelines.head_generation import SamplingOptions, portrait_condition, sample_latents
+from topos_server.pipelines.head_latents import HeadLatents
+from topos_server.texture.bake import bake_textures
+from topos_server.training.dit import vae_fingerprint
+
+DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
+MAX_VARIANTS = 16
+
+
+def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT:
+    path = Path(weights) if weights is not None else DEFAULT_DIT_WEIGHTS
+    if not (path / "config.json").is_file():
+        raise AssetError(f"no TOPOS-DiT weights in {path}: train them with `topos train dit --pairs DIR --out OUT` "
+                         f"and pass OUT/model")
+    model = ToposDiT.from_pretrained(path, low_cpu_mem_usage=False).eval()
+    if torch.device(device).type == "cuda":
+        model = model.to(device, torch.bfloat16)
+    return model.to(device)
+
+
+class ToposEngine:
+    name = "topos"
+    max_batch_size = 16  # the DiT samples a batch in one call; the server groups requests up to this
+
+    def __init__(self, cache: AssetCache | None = None, device: str = "cpu", weights: str | Path | None = None,
+                 sampling: SamplingOptions = SamplingOptions()):
+        self.device = device
+        self.classic = ClassicEngine(cache=cache)  # the front-end, the head model's expressions, the fit
+        self.topology = self.classic.topology
+        self.latents = HeadLatents(self._vae(device), self.topology)
+        self.dit = load_dit(weights, device)
+        if self.dit.config.vae_id and self.dit.config.vae_id != vae_fingerprint(self.latents):
+            raise AssetError(f"the TOPOS-DiT weights generate latents of VAE {self.dit.config.vae_id}, the installed "
+                             f"TOPOS-VAE is {vae_fingerprint(self.latents)}: retrain the DiT for this VAE")
+        self.sampling = sampling
+        self.contour_pool = self.topology.vertex_groups.get(CONTOUR_POOL_GROUP)
+        self.no_identity = np.zeros((0, self.topology.num_points, 3), np.float32)
+
+    @staticmethod
+    def _vae(device: str):
+        from topos_server.pipelines.convert import load_vae
+
+        return load_vae(device=device)
+
+    # ---- the Engine interface ------------------------------------------------------------------------
+    def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,
+                 progress: ProgressCallback | None = None) -> list[HeadResult]:
+        if any(isinstance(source, tuple) for source in images):
+            raise InvalidInputError("the topos engine takes one photo per head; use --engine classic for "
+                                    "several photos of one person")
+        portraits = [self._front_end(source, options, index, progress) for index, source in enumerate(images)]
+        heads, timings = self._sample([p for p in portraits], [int(options.seed)] * len(portraits))
+        return [self._finish(portrait, head, int(options.seed), options, timings, index, progress, len(portraits))
+                for index, (portrait, head) in enumerate(zip(portraits, heads))]
+
+    def generate_variants(self, source: bytes | np.ndarray, options: GenerateOptions, count: int,
+                          progress: ProgressCallback | None = None) -> list[HeadResult]:
+        """``count`` heads of one portrait, seeds ``options.seed`` … ``options.seed + count − 1``: one DiT call."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_VARIANTS:
+            raise InvalidInputError(f"variants must be an integer in [1, {MAX_VARIANTS}], got {count!r}")
+        portrait = self._front_end(source, options, None, progress)
+        seeds = [int(options.seed) + k for k in range(count)]
+        heads, timings = self._sample([portrait] * count, seeds)
+        return [self._finish(portrait, head, seed, options, timings, k, progress, count)
+                for k, (head, seed) in enumerate(zip(heads, seeds))]
+
+    def list_faces(self, source: bytes | np.ndarray):
+        return self.classic.list_faces(source)
+
+    # ---- stages --------------------------------------------------------------------------------------
+    def _front_end(self, source, options: GenerateOptions, index, progress) -> dict:
+        if progress:
+            progress("landmarks", 0.0, index)
+        t = time.perf_counter()
+        image = source if isinstance(source, np.ndarray) else load_image(source)
+        decode_s = time.perf_counter() - t
+        t = time.perf_counter()
+        face: FaceLandmarks = self.classic.detect(image, options.face_index)
+        landmarks, crop = portrait_condition(image, face.points)
+        return {"image": image, "face": face, "landmarks": landmarks, "crop": crop, "source": source,
+                "timings": {"decode": decode_s, "landmarks": time.perf_counter() - t}}
+
+    def _sample(self, portraits: list[dict], seeds: list[int]) -> tuple[np.ndarray, dict]:
+        """(B, N, 3) float32 neutral heads from the DiT, one per portrait and seed."""
+        t = time.perf_counter()
+        landmarks = torch.from_numpy(np.stack([p["landmarks"] for p in portraits]))  # (B, 478, 3)
+        crops = torch.from_numpy(np.stack([p["crop"] for p in portraits]))  # (B, 3, S, S)
+        latents = sample_latents(self.dit, landmarks, crops, seeds, self.sampling)  # (B, L, C)
+        sample_s = time.perf_counter() - t
+        t = time.perf_counter()
+        heads = self.latents.decode(latents).cpu().numpy().astype(np.float32)  # (B, N, 3)
+        return heads, {"dit": sample_s / len(seeds), "vae_decode": (time.perf_counter() - t) / len(seeds)}
+
+    def _finish(self, portrait: dict, head: np.ndarray, seed: int, options: GenerateOptions, batch_timings: dict,
+                index: int, progress, count: int) -> HeadResult:
+        """Expression and camera fitted with the identity held at ``head``; textures baked through that camera."""
+        if progress:
+            progress("fitting", (index + 0.5) / count, index)
+        image, face = portrait["image"], portrait["face"]
+        t = time.perf_counter()
+        basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
+                                         self.classic.expression_basis, contour_pool=self.contour_pool)
+        height, width = image.shape[:2]
+        fit = fit_landmarks(basis, face.points, (width, height), options.focal_length_px)
+        fit_s = time.perf_counter() - t
+        expression = fit.expression.astype(np.float32)
+        camera = fit.to_camera()
+        t = time.perf_counter()
+        posed = head + np.tensordot(expression, self.classic.expression_basis, axes=1)
+        textures = bake_textures(image, posed, camera, self.topology, size=options.texture_size)
+        timings = {**portrait["timings"], **batch_timings, "fit": fit_s, "bake": time.perf_counter() - t}
+        source = portrait["source"]
+        return HeadResult(
+            points=head, topology=self.topology, textures=textures,
+            expression_weights=dict(zip(self.classic.expression_names, expression.tolist())),
+            blendshape_names=self.classic.expression_names, blendshape_deltas=self.classic.expression_basis,
+            camera=camera,
+            provenance=Provenance(
+                engine=self.name, seed=seed, timings_s={k: round(v, 4) for k, v in timings.items()},
+                source_image_sha256=Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes()),
+                extra={"sampling_steps": self.sampling.steps, "guidance": self.sampling.guidance,
+                       "scheduler_shift": self.sampling.shift, "dit": self.dit.config.size_name,
+                       "vae_id": self.dit.config.vae_id, "fit_rms_px": round(fit.rms_px, 3),
+                       "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
+                       "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
+                       "face": face_provenance(face, asked=options.face_index is not None)}))
