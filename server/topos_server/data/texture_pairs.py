@@ -1,0 +1,226 @@
+"""Training pairs for TOPOS-Texture, made from real portraits' bakes (``data/texture_bank.py``).
+
+Everything lives in one skin tile of the reference UV layout (1001, the face) at the model's
+resolution R. One example (:meth:`TexturePairs.example`, a pure function of ``(seed, index)``):
+
+- **truth**: a training portrait's observed albedo (its bake before any fill, mirrored side
+  included) and its observation weight, times a *skin trust* (:func:`skin_trust`): texels whose
+  colour is far from the portrait's skin where teeth, hair or a collar show up (the lips band, the
+  forehead/scalp, the neck, the borders of what was seen) count as unseen, so the model learns skin
+  there, not teeth, hair or collar. Eyes and brows are exempt.
+- **hiding**: the observation weight of *another* portrait (flipped left↔right half the time) times
+  the visibility of the head's UV normals from a random head turn (:func:`pose_visibility`; the
+  portraits are nearly all frontal) multiplies the truth's weight: the model sees that part and must
+  restore the rest.
+- **re-lighting**: half the examples see the observation multiplied by the shading of a random light
+  (ambient + a directional Lambert term through the head's UV normal map, normalised to median 1 on
+  the skin, as the baker normalises its own): the model learns to return the unlit albedo.
+- **targets**: the truth albedo, the region-prior roughness (``material_maps``) and a detail height
+  (high-pass log-luminance, as the baker's normal map uses). The loss counts only where the truth
+  was observed (roughness everywhere on the island), hidden texels weighted up.
+
+The head geometry of a bank portrait is not stored: examples use the reference topology's rest head
+for the UV position / normal maps (at inference the fitted head's own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from topos_sdk.topology import ReferenceTopology
+from topos_server.models.texture_model import CONDITION_CHANNELS, HEIGHT_SCALE, TARGET_CHANNELS
+from topos_server.texture import material_maps
+from topos_server.texture.bake import FULL_WEIGHT_COS, GRAZING_COS, SKIN_MATERIALS, skin_uv_layout, vertex_normals
+from topos_server.texture.face_regions import face_regions
+from topos_server.texture.fill import push_pull
+from topos_server.texture.skin_colour import fit_skin_colour
+from topos_server.texture.skin_lighting import luminance
+
+FACE_TILE = 1001
+LIPS_TOLERANCE = 6.0  # spreads: lips are redder than skin, teeth and the mouth's inside are far
+SKIN_TOLERANCE = 3.0
+HIDDEN_LOSS_WEIGHT = 4.0  # texels hidden from the input count this much more than the ones it saw
+RELIGHT_PROBABILITY = 0.5
+MIRROR_MASK_PROBABILITY = 0.5
+MAX_YAW_DEG, MAX_PITCH_DEG = 70.0, 25.0  # head turns of the hiding masks
+
+
+@dataclass(frozen=True)
+class UVGeometry:
+    """Per-texel maps of one head in one skin tile at R²: all (C, R, R) / (R, R) float32."""
+
+    position: np.ndarray  # (3, R, R) centred on the skin, ÷ half its bounding-box diagonal (~[−1, 1])
+    normal: np.ndarray  # (3, R, R) unit, the head's frame (0 off the island)
+    island: np.ndarray  # (R, R) 1 on skin texels
+    roughness: np.ndarray  # (R, R) region-prior roughness in [0, 1]
+    lips: np.ndarray  # (R, R) soft region weights
+    exempt: np.ndarray  # (R, R) eyes + brows: never colour-tested
+
+    @property
+    def resolution(self) -> int:
+        return int(self.island.shape[0])
+
+
+def uv_geometry(topology: ReferenceTopology, points: np.ndarray, resolution: int, tile: int = FACE_TILE) -> UVGeometry:
+    """UV maps of the head ``points`` (N, 3) in ``tile`` at ``resolution``²."""
+    layout = skin_uv_layout(topology, resolution, SKIN_MATERIALS)
+    tiles = {tt.tile: tt for tt in layout.tiles}
+    if tile not in tiles:
+        raise ValueError(f"topology {topology.name!r} has no skin tile {tile} (it has {sorted(tiles)})")
+    tt = tiles[tile]
+    points = np.asarray(points, np.float32)
+    skin = np.unique(layout.triangles[layout.skin_triangles])
+    centre = points[skin].mean(axis=0)
+    half_extent = 0.5 * float(np.linalg.norm(np.ptp(points[skin], axis=0)))
+    position = tt.image(tt.interpolate(((points - centre) / half_extent).T))  # (3, R, R)
+    normal = tt.interpolate(vertex_normals(points, layout.triangles).T)  # (3, K)
+    normal /= np.maximum(np.linalg.norm(normal, axis=0, keepdims=True), 1e-6)
+    regions = face_regions(topology)
+    n = topology.num_points
+    per_vertex = np.stack([material_maps.roughness_per_vertex(regions, n), regions.get("lips", n),
+                           np.maximum(regions.get("eyes", n), regions.get("brows", n))])  # (3, N)
+    roughness, lips, exempt = tt.image(tt.interpolate(per_vertex))
+    return UVGeometry(position, tt.image(normal), tt.island.astype(np.float32), roughness, lips, exempt)
+
+
+def downsample_observation(albedo: np.ndarray, weight: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) linear albedo + (S, S) weight → (3, R, R), (R, R) float32 (area average, weight-aware)."""
+    albedo = np.asarray(albedo, np.float32)
+    weight = np.asarray(weight, np.float32)
+    if albedo.shape[0] == resolution:
+        return np.ascontiguousarray(albedo.transpose(2, 0, 1)), weight
+    size = (resolution, resolution)
+    w = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    premultiplied = cv2.resize(albedo * weight[..., None], size, interpolation=cv2.INTER_AREA)
+    out = np.divide(premultiplied, w[..., None], out=np.zeros_like(premultiplied), where=w[..., None] > 1e-4)
+    return np.ascontiguousarray(out.transpose(2, 0, 1)), w
+
+
+def skin_trust(albedo: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> np.ndarray:
+    """(R, R) factor in [0, 1] for the observation weight: how much each seen texel looks like skin.
+
+    albedo (3, R, R) linear, weight (R, R). The colour model is fitted to the texels seen best
+    (weight > 0.5) outside eyes, brows and lips; lips get a wider tolerance, eyes and brows none.
+    """
+    plain = (weight > 0.5) & (geometry.exempt < 0.1) & (geometry.lips < 0.1)
+    flat = albedo.reshape(3, -1)
+    model = fit_skin_colour(flat[:, plain.reshape(-1)], np.ones(int(plain.sum()), np.float32))
+    if model is None:
+        return np.ones_like(weight)
+    tolerance = SKIN_TOLERANCE + (LIPS_TOLERANCE - SKIN_TOLERANCE) * geometry.lips.reshape(-1)
+    likelihood = model.likelihood(flat, tolerance).reshape(weight.shape)
+    return np.maximum(likelihood, geometry.exempt).astype(np.float32)
+
+
+def detail_height(albedo: np.ndarray) -> np.ndarray:
+    """(3, R, R) linear albedo → (R, R) high-pass log-luminance ÷ HEIGHT_SCALE (clipped to ±1).
+
+    The same separation of detail from shading as the baker's normal map (``material_maps``)."""
+    size = albedo.shape[-1]
+    log_lum = np.log(luminance(albedo, axis=0) + 0.01).astype(np.float32)
+    sigma = max(0.75, material_maps.DETAIL_SCALE * size)
+    return np.clip((log_lum - cv2.GaussianBlur(log_lum, (0, 0), sigma)) / HEIGHT_SCALE, -1.0, 1.0)
+
+
+def encode_albedo(linear: np.ndarray | torch.Tensor):
+    """Linear albedo in [0, 1] → the model's range: 2·sqrt(a) − 1 (more resolution in the darks)."""
+    return 2.0 * linear.clip(0.0, 1.0) ** 0.5 - 1.0
+
+
+def decode_albedo(encoded: np.ndarray | torch.Tensor):
+    return ((encoded.clip(-1.0, 1.0) + 1.0) * 0.5) ** 2
+
+
+def model_condition(observed: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> np.ndarray:
+    """(3, R, R) linear observed albedo + (R, R) weight → (14, R, R) float32 condition (CONDITION_CHANNELS)."""
+    w = np.clip(weight, 0.0, 1.0) * geometry.island
+    encoded = encode_albedo(observed)
+    fill = push_pull(encoded * w, w) if w.max() > 0 else np.zeros_like(encoded)
+    condition = np.concatenate([encoded * w, w[None], fill, geometry.position, geometry.normal, geometry.island[None]])
+    assert condition.shape[0] == len(CONDITION_CHANNELS)
+    return condition.astype(np.float32)
+
+
+def random_light_shading(normal: np.ndarray, island_weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(3, R, R) normals → (R, R) shading of ambient + one directional light, median 1 where weighted."""
+    direction = rng.normal(size=3)
+    direction[2] = abs(direction[2]) + 0.3  # from the front half (the side a portrait is lit from)
+    direction /= np.linalg.norm(direction)
+    ambient = rng.uniform(0.2, 0.8)
+    lambert = np.clip(np.einsum("c,chw->hw", direction, normal), 0.0, None)
+    shading = ambient + (1.0 - ambient) * lambert
+    seen = island_weight > 0.5
+    median = float(np.median(shading[seen])) if seen.any() else 1.0
+    return (shading / max(median, 1e-3)).astype(np.float32)
+
+
+def pose_visibility(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(3, R, R) head-frame normals → (R, R) in [0, 1]: how squarely a camera at a random head turn
+    (yaw within ±MAX_YAW_DEG, pitch within ±MAX_PITCH_DEG) sees each texel (the baker's smoothstep)."""
+    yaw, pitch = np.radians(rng.uniform(-MAX_YAW_DEG, MAX_YAW_DEG)), np.radians(rng.uniform(-MAX_PITCH_DEG, MAX_PITCH_DEG))
+    view = np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
+    angle = np.clip((np.einsum("c,chw->hw", view, normal) - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
+    return (angle * angle * (3.0 - 2.0 * angle)).astype(np.float32)
+
+
+@dataclass
+class TrainingItem:
+    """One bank portrait at R²: its observed albedo (3, R, R), weight × skin trust (R, R), its name."""
+
+    albedo: np.ndarray
+    weight: np.ndarray
+    name: str
+
+
+def training_item(record: dict, geometry: UVGeometry) -> TrainingItem:
+    """A bank record (``observed_albedo`` (S, S, 3), ``observed_weight`` (S, S), ``name``) → a TrainingItem."""
+    albedo, weight = downsample_observation(record["observed_albedo"], record["observed_weight"], geometry.resolution)
+    weight = weight * geometry.island * skin_trust(albedo, weight, geometry)
+    return TrainingItem(albedo.astype(np.float16), weight.astype(np.float16), str(record["name"]))
+
+
+class TexturePairs:
+    """Deterministic training examples from a list of :class:`TrainingItem` (see the module notes)."""
+
+    def __init__(self, items: list[TrainingItem], geometry: UVGeometry, crop: int | None = None, seed: int = 0):
+        if len(items) < 2:
+            raise ValueError(f"texture pairs need at least 2 bakes (one hides the other), got {len(items)}")
+        self.items, self.geometry, self.seed = items, geometry, seed
+        self.crop = crop or geometry.resolution
+        if self.crop > geometry.resolution:
+            raise ValueError(f"crop {self.crop} is larger than the maps ({geometry.resolution})")
+
+    def example(self, index: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, index])
+        item = self.items[index % len(self.items)]
+        other = self.items[(index % len(self.items) + 1 + rng.integers(len(self.items) - 1)) % len(self.items)]
+        truth = item.albedo.astype(np.float32)  # (3, R, R)
+        truth_weight = item.weight.astype(np.float32)  # (R, R)
+        visible = other.weight.astype(np.float32)
+        if rng.random() < MIRROR_MASK_PROBABILITY:
+            visible = visible[:, ::-1]
+        visible = visible * pose_visibility(self.geometry.normal, rng)
+        seen_weight = truth_weight * visible
+        observed = truth
+        if rng.random() < RELIGHT_PROBABILITY:
+            observed = np.clip(truth * random_light_shading(self.geometry.normal, truth_weight, rng), 0.0, 1.0)
+        condition = model_condition(observed, seen_weight, self.geometry)
+        truth_filled = push_pull(truth * truth_weight, truth_weight)  # no false edges along what was seen
+        target = np.concatenate([encode_albedo(truth), 2.0 * self.geometry.roughness[None] - 1.0,
+                                 detail_height(truth_filled)[None]]).astype(np.float32)
+        assert target.shape[0] == len(TARGET_CHANNELS)
+        hidden = truth_weight * (1.0 - visible)
+        loss_weight = np.stack([truth_weight + HIDDEN_LOSS_WEIGHT * hidden, self.geometry.island]).astype(np.float32)
+        r, c = self.geometry.resolution, self.crop
+        top, left = (rng.integers(r - c + 1, size=2) if c < r else (0, 0))
+        window = (slice(None), slice(top, top + c), slice(left, left + c))
+        return {"condition": condition[window], "target": target[window], "loss_weight": loss_weight[window],
+                "hidden": hidden[window[1:]]}
+
+    def batch(self, indices) -> dict[str, torch.Tensor]:
+        examples = [self.example(i) for i in indices]
+        return {k: torch.from_numpy(np.ascontiguousarray(np.stack([e[k] for e in examples]))) for k in examples[0]}
