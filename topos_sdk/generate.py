@@ -20,6 +20,7 @@ Progress = Callable[[str, float], None]
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_]")
 MAX_VIEWS = 8  # photos of one person fitted together
+MAX_VARIANTS = 16  # heads of one portrait from consecutive seeds
 FOCAL_LENGTH_RANGE_PX = (1.0, 1e6)
 
 
@@ -111,6 +112,51 @@ def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: s
                                focal_length_px=focal_length_px, topology=topology)
 
 
+def generate_variants(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, variants: int,
+                      server: str | None = None, engine: str = "topos", seed: int = 0, texture_size: int = 1024,
+                      name: str | None = None, usdz: bool = False, overwrite: bool = False, token: str | None = None,
+                      debug: bool = False, device: str = "cpu", on_progress: Progress | None = None,
+                      face_index: int | None = None, focal_length_px: float | None = None,
+                      topology: str | None = None) -> list[Path]:
+    """``variants`` heads of one portrait, seeds ``seed`` … ``seed + variants − 1``, written as assets
+    ``out_dir/NAME_seedS/NAME_seedS.usda``. In-process, an engine with ``generate_variants`` (``topos``)
+    samples them in one batched call; a server gets the requests together and batches them itself.
+    Nothing is written unless every asset folder is free (or ``overwrite``)."""
+    if isinstance(variants, bool) or not isinstance(variants, numbers.Integral) or not 1 <= variants <= MAX_VARIANTS:
+        raise InvalidInputError(f"variants must be an integer in [1, {MAX_VARIANTS}], got {variants!r}")
+    out = check_output_folder(out_dir)
+    base = name or asset_name_for(image)
+    seeds = [int(seed) + k for k in range(variants)]
+    names = [f"{base}_seed{s}" for s in seeds]
+    taken = [n for n in names if (out / n).exists()]
+    if taken and not overwrite:
+        raise InvalidInputError(f"{out / taken[0]} already exists (use --overwrite to replace it)")
+    check_focal_length(focal_length_px)
+    data = read_image_source(image)
+    common = dict(server=server, engine=engine, texture_size=texture_size, usdz=usdz, overwrite=overwrite,
+                  token=token, debug=debug, device=device, face_index=face_index, focal_length_px=focal_length_px,
+                  topology=topology)
+    if server is not None:  # in flight together, so the server's batching worker can group them
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=variants) as pool:
+            return list(pool.map(lambda k: _generate_and_write([data], out, seed=seeds[k], name=names[k],
+                                                               on_progress=None, **common), range(variants)))
+    from topos_server.engines import GenerateOptions, shared_engine
+
+    engine_impl = shared_engine(engine, device)
+    if not hasattr(engine_impl, "generate_variants"):
+        return [_generate_and_write([data], out, seed=s, name=n, on_progress=on_progress, **common)
+                for s, n in zip(seeds, names)]
+    options = GenerateOptions(seed=seed, texture_size=texture_size, face_index=face_index,
+                              focal_length_px=focal_length_px)
+    report = (lambda stage, frac, index=None: on_progress(stage, 0.9 * frac)) if on_progress else None
+    results = engine_impl.generate_variants(data, options, variants, progress=report)
+    studio = _studio_topology(topology)
+    return [_write_asset(studio.transfer(result) if studio else result, out, n, usdz, overwrite, debug, data, result,
+                         on_progress) for result, n in zip(results, names)]
+
+
 def list_faces(image: str | os.PathLike | bytes, *, server: str | None = None, engine: str = "classic",
                token: str | None = None, device: str = "cpu") -> FaceList:
     """The faces in ``image``, numbered left to right, with the one taken by default marked."""
@@ -146,8 +192,6 @@ def write_face_overlay(image: str | os.PathLike | bytes, faces: FaceList, path: 
 
 def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_size, name, usdz, overwrite, token,
                         debug, device, on_progress, face_index, focal_length_px, topology=None) -> Path:
-    from .usd import write_head_asset
-
     out = check_output_folder(out_dir)
     if (out / name).exists() and not overwrite:
         raise InvalidInputError(f"{out / name} already exists (use --overwrite to replace it)")
@@ -172,6 +216,15 @@ def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_
                 result = client.generate_same_person(data, **options)
             else:
                 result = client.generate(data[0], face_index=face_index, **options)
+    return _write_asset(result, out, name, usdz, overwrite, debug, data[0],
+                        reference_result if server is None and topology else result, on_progress)
+
+
+def _write_asset(result, out: Path, name: str, usdz: bool, overwrite: bool, debug: bool, image: bytes,
+                 debug_result, on_progress) -> Path:
+    """The asset ``out/NAME/NAME.usda`` (+ ``debug/`` drawn from ``debug_result``, the reference-topology head)."""
+    from .usd import write_head_asset
+
     if on_progress:
         on_progress("writing", 0.95)
     usda = write_head_asset(result, out, name=name, usdz=usdz, overwrite=overwrite)
@@ -181,7 +234,7 @@ def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_
         except ImportError:
             raise ToposError("--debug draws the overlay with the face front-end: install the server extra "
                              "(pip install 'topos[server]')") from None
-        write_debug_files(usda.parent / "debug", data[0], reference_result if server is None and topology else result)
+        write_debug_files(usda.parent / "debug", image, debug_result)
     if on_progress:
         on_progress("done", 1.0)
     return usda

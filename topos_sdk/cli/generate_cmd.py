@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder that receives the asset folders")
     p.add_argument("--engine", default="classic", help="engine name (default: classic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic per seed)")
+    p.add_argument("--variants", type=int, default=1, metavar="K",
+                   help="K heads per portrait from seeds SEED … SEED+K−1, written as NAME_seedS (engine topos: "
+                        "what the photo does not show varies; default 1: one head named NAME)")
     p.add_argument("--texture-size", type=int, default=1024, choices=(512, 1024, 2048), help="texels per UDIM tile side")
     p.add_argument("--server", metavar="HOST:PORT", help="use a `topos serve` server instead of running in-process")
     p.add_argument("--token-file", type=Path, help="file holding the server's bearer token")
@@ -71,7 +74,7 @@ def _progress_bar(index: int, total: int, name: str):
 
 def run(args) -> int:
     from ..errors import InvalidInputError, ToposError
-    from ..generate import asset_name_for, check_focal_length, check_output_folder
+    from ..generate import MAX_VARIANTS, asset_name_for, check_focal_length, check_output_folder
 
     token = None
     if args.token_file:
@@ -80,6 +83,11 @@ def run(args) -> int:
         except OSError as exc:
             raise ToposError(f"cannot read token file {args.token_file}: {exc.strerror}") from None
     check_focal_length(args.focal_length)
+    if args.variants != 1:
+        if not 1 <= args.variants <= MAX_VARIANTS:
+            raise InvalidInputError(f"--variants must be in [1, {MAX_VARIANTS}], got {args.variants}")
+        if args.same_person or args.face == "all":
+            raise InvalidInputError("--variants makes several heads of one face: not with --same-person or --face all")
     if args.same_person:
         if not args.name:
             raise InvalidInputError("--same-person makes one asset from all the photos: name it with --name NAME")
@@ -114,7 +122,7 @@ def run(args) -> int:
 
 def _generate(args, out: Path, token: str | None, jobs: list) -> int:
     from ..errors import ToposError
-    from ..generate import generate_head, generate_same_person, list_faces
+    from ..generate import generate_head, generate_same_person, generate_variants, list_faces
 
     common = dict(server=args.server, engine=args.engine, seed=args.seed, texture_size=args.texture_size,
                   usdz=args.usdz, overwrite=args.overwrite, token=token, debug=args.debug, device=args.device,
@@ -131,6 +139,9 @@ def _generate(args, out: Path, token: str | None, jobs: list) -> int:
                 written = [generate_head(images[0], out, name=f"{name}_face{f.index}", face_index=f.index,
                                          on_progress=_progress_bar(index, len(jobs), f"{name}_face{f.index}"),
                                          **common) for f in faces.faces]
+            elif args.variants > 1:
+                written = generate_variants(images[0], out, variants=args.variants, name=name, face_index=face,
+                                            on_progress=progress, **common)
             else:
                 written = [generate_head(images[0], out, name=name, face_index=face, on_progress=progress, **common)]
             for usda in written:

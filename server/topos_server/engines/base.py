@@ -57,6 +57,8 @@ class Engine(Protocol):
         """
         ...
 
+    # Optional: ``seed_per_image = True`` with ``generate(images, options, progress, seeds=[...])`` (one seed per
+    # image: the server then batches requests whatever their seeds).
     # Optional: ``list_faces(image) -> topos_sdk.faces.FaceList`` (the faces of a group photo, numbered
     # left to right as ``options.face_index`` counts them); the server's ListFaces needs it.
 

@@ -8,6 +8,7 @@ one photo (:meth:`ToposEngine.generate_variants`: one batched DiT call).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -30,14 +31,16 @@ from topos_server.texture.bake import bake_textures
 from topos_server.training.dit import vae_fingerprint
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
-MAX_VARIANTS = 16
+DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
+from topos_sdk.generate import MAX_VARIANTS  # noqa: E402
 
 
 def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT:
-    path = Path(weights) if weights is not None else DEFAULT_DIT_WEIGHTS
+    """``weights``, else ``$TOPOS_DIT_WEIGHTS`` (a studio's own model), else the bundled small model."""
+    path = Path(weights or os.environ.get(DIT_WEIGHTS_VARIABLE) or DEFAULT_DIT_WEIGHTS)
     if not (path / "config.json").is_file():
         raise AssetError(f"no TOPOS-DiT weights in {path}: train them with `topos train dit --pairs DIR --out OUT` "
-                         f"and pass OUT/model")
+                         f"and set {DIT_WEIGHTS_VARIABLE}=OUT/model")
     model = ToposDiT.from_pretrained(path, low_cpu_mem_usage=False).eval()
     if torch.device(device).type == "cuda":
         model = model.to(device, torch.bfloat16)
@@ -47,6 +50,7 @@ def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT
 class ToposEngine:
     name = "topos"
     max_batch_size = 16  # the DiT samples a batch in one call; the server groups requests up to this
+    seed_per_image = True  # generate(..., seeds=[...]): the server batches requests whatever their seeds
 
     def __init__(self, cache: AssetCache | None = None, device: str = "cpu", weights: str | Path | None = None,
                  sampling: SamplingOptions = SamplingOptions()):
@@ -70,14 +74,18 @@ class ToposEngine:
 
     # ---- the Engine interface ------------------------------------------------------------------------
     def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,
-                 progress: ProgressCallback | None = None) -> list[HeadResult]:
+                 progress: ProgressCallback | None = None, seeds: Sequence[int] | None = None) -> list[HeadResult]:
+        """One head per image from one batched DiT call; ``seeds`` (one per image) override ``options.seed``."""
         if any(isinstance(source, tuple) for source in images):
             raise InvalidInputError("the topos engine takes one photo per head; use --engine classic for "
                                     "several photos of one person")
+        seeds = [int(options.seed)] * len(images) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(images):
+            raise ValueError(f"{len(seeds)} seeds for {len(images)} images")
         portraits = [self._front_end(source, options, index, progress) for index, source in enumerate(images)]
-        heads, timings = self._sample([p for p in portraits], [int(options.seed)] * len(portraits))
-        return [self._finish(portrait, head, int(options.seed), options, timings, index, progress, len(portraits))
-                for index, (portrait, head) in enumerate(zip(portraits, heads))]
+        heads, timings = self._sample(portraits, seeds)
+        return [self._finish(portrait, head, seed, options, timings, index, progress, len(portraits))
+                for index, (portrait, head, seed) in enumerate(zip(portraits, heads, seeds))]
 
     def generate_variants(self, source: bytes | np.ndarray, options: GenerateOptions, count: int,
                           progress: ProgressCallback | None = None) -> list[HeadResult]:

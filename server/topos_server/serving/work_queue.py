@@ -14,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -112,6 +112,13 @@ class BatchingWorker:
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self._pending))
 
+    def _batch_key(self, job: Job) -> tuple:
+        """Jobs with equal keys share an engine call; an engine that takes one seed per image
+        (``seed_per_image``) batches requests whatever their seeds."""
+        if getattr(self.engines[job.engine_name], "seed_per_image", False):
+            return job.engine_name, replace(job.options, seed=0)
+        return job.batch_key
+
     def _next_batch(self) -> list[Job] | None:
         with self._cond:
             while not self._pending:
@@ -123,7 +130,8 @@ class BatchingWorker:
             limit = self.batch_limit(first.engine_name)
             wait_until = time.monotonic() + self.max_wait_s
             while len(batch) < limit:
-                for job in [j for j in self._pending if j.batch_key == first.batch_key][:limit - len(batch)]:
+                key = self._batch_key(first)
+                for job in [j for j in self._pending if self._batch_key(j) == key][:limit - len(batch)]:
                     self._pending.remove(job)
                     batch.append(job)
                 remaining = wait_until - time.monotonic()
@@ -162,7 +170,11 @@ class BatchingWorker:
             self.metrics.batch_size.observe(len(jobs))
         log.info("rid=%s engine=%s batch=%d started", ids, engine.name, len(jobs))
         try:
-            results = engine.generate([j.image for j in jobs], jobs[0].options, progress)
+            if getattr(engine, "seed_per_image", False):
+                results = engine.generate([j.image for j in jobs], jobs[0].options, progress,
+                                          seeds=[int(j.options.seed) for j in jobs])
+            else:
+                results = engine.generate([j.image for j in jobs], jobs[0].options, progress)
             if len(results) != len(jobs):
                 raise RuntimeError(f"engine {engine.name} returned {len(results)} results for {len(jobs)} images")
         except JobCancelled as exc:
