@@ -130,3 +130,48 @@ def test_train_dit_cli_reports_a_missing_pairs_folder(tmp_path, capsys):
     assert main(["train", "dit", "--pairs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a folder" in err[0]
+
+
+def test_studio_pairs_become_a_shard_the_trainer_reads(tmp_path, remeshed_head, latents):
+    """A studio folder: a real portrait with a head mesh of another topology (a remeshed ICT head in mm),
+    and a portrait with no face in it (skipped, said so); the shard holds the converted head."""
+    import cv2
+    import skimage.data
+    from conftest import write_obj
+
+    from topos_server.data.studio_pairs import studio_pair_shards
+    from topos_server.training.dit import PairLatents
+
+    folder = tmp_path / "studio"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    points, triangles, _ = remeshed_head
+    write_obj(folder / "astronaut.obj", points, triangles)
+    cv2.imwrite(str(folder / "wall.png"), np.full((64, 64, 3), 128, np.uint8))
+    write_obj(folder / "wall.obj", points, triangles)
+    (folder / "notes.txt").write_text("not a pair")
+
+    lines = []
+    shards = studio_pair_shards(folder, shards_root=tmp_path / "shards", progress=lines.append)
+    assert any("skipped wall.png" in line for line in lines) and any("paired astronaut.png" in line for line in lines)
+    with np.load(shards / "shard_00000.npz") as shard:
+        assert shard["neutral"].shape == (1, latents.vae.config.num_vertices, 3)
+        assert shard["crop"].shape == (1, 96, 96, 3) and shard["landmarks"].shape == (1, 478, 3)
+        # the converted head is the ICT rest head (in cm, reference frame) to within a few mm
+        skin = latents.skin_vertex_count
+        error_cm = np.linalg.norm(shard["neutral"][0, :skin].astype(np.float64)
+                                  - latents.topology.rest_points[:skin], axis=1)
+        assert np.median(error_cm) < 0.3
+    assert len(PairLatents([shards], latents)) == 1
+    # cached: a second call converts nothing
+    again = []
+    assert studio_pair_shards(folder, shards_root=tmp_path / "shards", progress=again.append) == shards
+    assert again == []
+
+
+def test_a_folder_without_pairs_is_a_clear_error(tmp_path):
+    from topos_server.data.studio_pairs import studio_pairs
+
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="no pair shards and no"):
+        studio_pairs(tmp_path)
