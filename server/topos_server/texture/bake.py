@@ -82,7 +82,7 @@ VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask i
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
 _LAYOUT_CACHE_SIZE = 4
-LAYOUT_CACHE_VERSION = "uv-layout/1"  # bump when the raster conventions change
+LAYOUT_CACHE_VERSION = "uv-layout/2"  # bump when the raster conventions change
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,26 @@ class TileTexels:
 
     tile: int
     size: int
-    texel: np.ndarray  # (K,) int64 flat texel index
+    texel: np.ndarray  # (K,) int32 flat texel index
     triangle: np.ndarray  # (K,) int32 index into SkinUVLayout.triangles
-    corners: np.ndarray  # (3, K) int32 vertex ids of the texel's triangle
     barycentric: np.ndarray  # (3, K) float32
-    vertex_sample: np.ndarray  # (k,) int64 indices into the K texels: a regular grid of about
+    vertex_sample: np.ndarray  # (k,) int32 indices into the K texels: a regular grid of about
     #                            VERTEX_SAMPLE_GRID² per tile, enough to gather per-vertex values
+    layout_triangles: np.ndarray  # (T, 3) int32 vertex ids of SkinUVLayout.triangles (shared, not a copy)
 
     @property
     def count(self) -> int:
         return int(self.texel.size)
+
+    @property
+    def corners(self) -> np.ndarray:
+        """(3, K) int32 vertex ids of each texel's triangle (built on each call: 12 bytes a texel)."""
+        return self.corners_of(np.arange(self.count))
+
+    def corners_of(self, rows: np.ndarray) -> np.ndarray:
+        """(3, k) int32 vertex ids of the triangles of the texels ``rows`` (indices into the K texels)."""
+        triangle = self.triangle[rows]
+        return np.stack([np.take(self.layout_triangles[:, c], triangle) for c in range(3)])
 
     @cached_property
     def island(self) -> np.ndarray:
@@ -113,15 +123,20 @@ class TileTexels:
         mask[self.texel] = True
         return mask.reshape(self.size, self.size)
 
-    def image(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """(C, K) or (K,) per-texel values → (C, size, size) or (size, size) float32 image."""
+    def image(self, values: np.ndarray, fill: float = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+        """(C, K) or (K,) per-texel values → (C, size, size) or (size, size) float32 image.
+
+        With ``rows`` (k,), ``values`` (C, k) / (k,) are given for those texels only (the others: ``fill``).
+        """
         out = np.full(values.shape[:-1] + (self.size * self.size,), fill, np.float32)
-        out[..., self.texel] = values
+        out[..., self.texel if rows is None else self.texel[rows]] = values
         return out.reshape(values.shape[:-1] + (self.size, self.size))
 
-    def interpolate(self, vertex_values: np.ndarray) -> np.ndarray:
-        """(C, N) channel-major per-vertex values → (C, K) float32 at the texels."""
-        return interpolate(vertex_values, self.corners, self.barycentric)
+    def interpolate(self, vertex_values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) channel-major per-vertex values → (C, K) float32 at the texels (or (C, k) at ``rows``)."""
+        if rows is None:
+            return interpolate(vertex_values, self.corners, self.barycentric)
+        return interpolate(vertex_values, self.corners_of(rows), self.barycentric[:, rows])
 
 
 @dataclass(frozen=True)
@@ -129,7 +144,7 @@ class SkinUVLayout:
     """Rasterised UV layout of the skin (independent of the head's shape)."""
 
     size: int
-    triangles: np.ndarray  # (T, 3) vertex ids: the topology's fan triangulation (all materials)
+    triangles: np.ndarray  # (T, 3) int32 vertex ids: the topology's fan triangulation (all materials)
     uv_triangles: np.ndarray  # (T, 3, 2) float32 UVs of each corner
     skin_triangles: np.ndarray  # (S,) indices into ``triangles`` of the baked materials
     occluders: np.ndarray  # (T,) bool: triangles that go into the visibility z-buffer
@@ -153,6 +168,7 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
     if topology.uv_values is None:
         raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
     triangles, face_of = topology.triangles()
+    triangles = np.ascontiguousarray(triangles, np.int32)
     uv = topology.uv_values[topology.uv_triangles()].astype(np.float32)  # (T, 3, 2)
     in_skin = np.zeros(topology.num_faces, bool)
     for m in topology.materials:
@@ -173,22 +189,15 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
         tri_uv = uv[ids].astype(np.float64)
         tile_xy[tile] = (ids, np.stack([(tri_uv[..., 0] - offset_u) * size,
                                         (1.0 - (tri_uv[..., 1] - offset_v)) * size], axis=-1))  # (t, 3, 2) px
-    triangle_ids = _cached_triangle_ids(key, tile_xy, size)  # tile → (size², ) int32 triangle or −1
+    texels = _cached_tile_texels(key, tile_xy, size)  # tile → (texel, local triangle, barycentric)
     tiles = []
     for tile in tile_numbers:
-        ids, tri_xy = tile_xy[tile]
-        flat_id = triangle_ids[tile]
-        texel = np.flatnonzero(flat_id >= 0)
-        local = flat_id[texel]
-        triangle = ids[local].astype(np.int32)
-        # barycentrics recomputed here (not taken from the rasteriser) so that a layout read back from
-        # the disk cache is bit-identical to a freshly rasterised one
-        bary = _barycentrics_at_texels(tri_xy, local, texel % size, texel // size)
+        ids, _ = tile_xy[tile]
+        texel, local, bary = texels[tile]
         stride = max(1, size // VERTEX_SAMPLE_GRID)
         on_grid = ((texel // size) % stride == 0) & ((texel % size) % stride == 0)
-        tiles.append(TileTexels(tile, int(size), texel, triangle,
-                                np.ascontiguousarray(triangles[triangle].T.astype(np.int32)), bary,
-                                np.flatnonzero(on_grid)))
+        tiles.append(TileTexels(tile, int(size), texel, ids[local].astype(np.int32), bary,
+                                np.flatnonzero(on_grid).astype(np.int32), triangles))
     layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tuple(tiles))
     with _LAYOUT_LOCK:
         _LAYOUTS[key] = layout
@@ -197,33 +206,49 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
     return layout
 
 
-def _cached_triangle_ids(key: tuple, tile_xy: dict, size: int) -> dict[int, np.ndarray]:
-    """Per tile, the (size²,) int32 local triangle index covering each texel centre (−1: none).
+def _cached_tile_texels(key: tuple, tile_xy: dict, size: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per tile, the covered texels: flat index (K,) int32, local triangle index (K,) int32 and
+    barycentrics of the texel centre (3, K) float32.
 
-    Rasterising 2048² UV tiles takes seconds, and the result only depends on the topology's UVs:
-    it is kept on disk under ``$TOPOS_HOME/bake/`` (written atomically; a missing, unreadable or
-    stale file is simply rebuilt, an unwritable folder only costs the time).
+    Rasterising 2048² UV tiles and solving the barycentrics takes seconds, and the result only
+    depends on the topology's UVs: it is kept on disk under ``$TOPOS_HOME/bake/`` (uncompressed:
+    reading it back is a copy; written atomically; a missing, unreadable or stale file is simply
+    rebuilt, an unwritable folder only costs the time).
     """
     digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
     path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
     counts = {tile: len(ids) for tile, (ids, _) in tile_xy.items()}
     try:
         with np.load(path, allow_pickle=False) as data:
-            loaded = {tile: data[f"tile_{tile}"] for tile in tile_xy}
-        if all(a.shape == (size * size,) and a.dtype == np.int32 and a.max() < counts[t] and a.min() >= -1
-               for t, a in loaded.items()):
+            loaded = {tile: (data[f"texel_{tile}"], data[f"triangle_{tile}"], data[f"barycentric_{tile}"])
+                      for tile in tile_xy}
+        if all(_valid_tile_texels(*arrays, counts[tile], size) for tile, arrays in loaded.items()):
             return loaded
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         pass
-    ids = {tile: rasterize(xy, size, size)[0].reshape(-1).astype(np.int32) for tile, (_, xy) in tile_xy.items()}
+    texels = {}
+    for tile, (_, xy) in tile_xy.items():
+        flat_id = rasterize(xy, size, size)[0].reshape(-1)  # (size²,) local triangle or −1
+        texel = np.flatnonzero(flat_id >= 0).astype(np.int32)
+        local = flat_id[texel].astype(np.int32)
+        texels[tile] = (texel, local, _barycentrics_at_texels(xy, local, texel % size, texel // size))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **{f"tile_{tile}": a for tile, a in ids.items()})
+                np.savez(fh, **{f"{name}_{tile}": a for tile, arrays in texels.items()
+                                for name, a in zip(("texel", "triangle", "barycentric"), arrays)})
     except OSError:
         pass
-    return ids
+    return texels
+
+
+def _valid_tile_texels(texel: np.ndarray, local: np.ndarray, bary: np.ndarray, count: int, size: int) -> bool:
+    k = texel.size
+    return (texel.dtype == np.int32 and local.dtype == np.int32 and bary.dtype == np.float32
+            and texel.shape == (k,) and local.shape == (k,) and bary.shape == (3, k)
+            and (k == 0 or (texel.min() >= 0 and texel.max() < size * size
+                            and local.min() >= 0 and local.max() < count)))
 
 
 def _layout_cache_dir() -> Path:
@@ -299,8 +324,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     lap("setup")
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
-                         DEPTH_TOLERANCE * extent)
-    direct_obs = [observer.observe(tt.corners, tt.barycentric) for tt in layout.tiles]
+                         DEPTH_TOLERANCE * extent, layout.triangles)
+    direct_obs = [observer.observe(tt) for tt in layout.tiles]
     if not any((d.weight > 0).any() for d in direct_obs):
         raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
                                 "(the head is outside the frame, behind the camera or facing away)")
@@ -308,16 +333,15 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     mirror_obs = []
     for tt, direct in zip(layout.tiles, direct_obs):
         if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
-            neck_doubt = tt.interpolate(neck)[0] if neck is not None else None
-            direct.weight *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
+            neck_doubt = tt.interpolate(neck, direct.seen)[0] if neck is not None else None
+            direct.weight[direct.seen] *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
         direct.weight = _feather(tt, direct.weight)
         # the mirror side only matters where the texel itself is not fully seen
         need = np.flatnonzero(direct.weight < 1.0)
-        mirrored = observer.observe(np.ascontiguousarray(mirror[tt.corners[:, need]]),
-                                    np.ascontiguousarray(tt.barycentric[:, need]))
+        mirrored = observer.observe(tt, need, mirror)
         if skin_colour is not None:
-            mirrored.weight *= skin_colour.oblique_weight(
-                mirrored.colour, mirrored.cos_view, neck_doubt[need] if neck_doubt is not None else None)
+            neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
+            mirrored.weight[mirrored.seen] *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view, neck_doubt)
         # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
         full_weight = np.ones(tt.count, np.float32)
         full_weight[need] = mirrored.weight
@@ -332,48 +356,42 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         diagnostics["direct_weight"] = {tt.tile: tt.image(d.weight) for tt, d in zip(layout.tiles, direct_obs)}
     lap("lighting")
 
-    # albedo observations per tile: direct where seen, the mirror side where not
-    observed = []
-    for direct, (need, mirrored) in zip(direct_obs, mirror_obs):
-        albedo = _delight(direct, vertex_shading)  # (3, K)
-        albedo *= direct.weight
-        coverage = direct.weight.copy()  # (K,)
-        a_mirror = (1.0 - direct.weight[need]) * mirrored.weight  # (k,)
-        albedo[:, need] += a_mirror * _delight(mirrored, vertex_shading)
-        coverage[need] += a_mirror
-        np.divide(albedo, coverage, out=albedo, where=coverage > 1e-6)
-        # how far this texel's colour may spread into what nobody saw: only skin-like colours do
-        trust = coverage * skin_colour.likelihood(albedo) if skin_colour is not None else coverage
-        observed.append((albedo, coverage, trust))
+    observed = [_blend_views(tt, direct, need, mirrored, vertex_shading, mirror, skin_colour)
+                for tt, direct, (need, mirrored) in zip(layout.tiles, direct_obs, mirror_obs)]
     del direct_obs, mirror_obs
     lap("delight")
 
-    vertex_albedo = skin_vertex_field(layout, num_points, [(albedo, trust) for albedo, _, trust in observed])  # (3, N)
+    vertex_albedo = skin_vertex_field(layout, num_points, [obs.on_sample_grid(tt) for tt, obs in zip(layout.tiles, observed)])
     lap("vertex_fill")
 
-    albedo_tiles, coverage_tiles = {}, {}
-    for tt, (albedo, coverage, trust) in zip(layout.tiles, observed):
+    albedo_tiles, coverage_tiles, maps = {}, {}, {"albedo": {}, "normal": {}}
+    texel_lengths = material_maps.uv_texel_lengths(points, layout.triangles, layout.uv_triangles)
+    for index, tt in enumerate(layout.tiles):
+        obs, observed[index] = observed[index], None  # each tile's observations are freed once it is filled
         island = tt.island
-        coverage_img = tt.image(coverage)
-        filled = fill_islands(tt.image(albedo), coverage_img, tt.image(tt.interpolate(vertex_albedo)), island,
-                              trust=tt.image(trust))
-        albedo_tiles[tt.tile] = extend_beyond_islands(np.clip(filled, 0.0, 1.0), island)
-        coverage_tiles[tt.tile] = coverage_img
+        coverage_img = tt.image(obs.coverage)
+        albedo_img = tt.image(obs.albedo, rows=obs.covered)
+        filled = fill_islands(albedo_img, coverage_img, tt.image(tt.interpolate(vertex_albedo)), island,
+                              trust=tt.image(obs.trust, rows=obs.covered))
+        albedo_linear = extend_beyond_islands(np.clip(filled, 0.0, 1.0, out=filled), island)
+        del filled
+        lap("fill")
+        maps["albedo"][tt.tile] = np.ascontiguousarray(linear_to_srgb8(albedo_linear).transpose(1, 2, 0))
+        lap("encode")
+        maps["normal"][tt.tile] = material_maps.normal_tile(tt, texel_lengths, albedo_linear, coverage_img)
+        lap("normal")
+        if diagnostics is not None:
+            albedo_tiles[tt.tile], coverage_tiles[tt.tile] = albedo_linear, coverage_img
+            diagnostics.setdefault("observed_albedo_linear", {})[tt.tile] = albedo_img
+        del albedo_linear, albedo_img, coverage_img
     if diagnostics is not None:
         diagnostics["coverage"] = coverage_tiles
         diagnostics["albedo_linear"] = albedo_tiles
-        diagnostics["observed_albedo_linear"] = {tt.tile: tt.image(albedo) for tt, (albedo, _, _) in zip(layout.tiles, observed)}
-    lap("fill")
-
-    albedo_maps = {t: np.ascontiguousarray(linear_to_srgb8(img).transpose(1, 2, 0)) for t, img in albedo_tiles.items()}
-    lap("encode")
-    normal_maps = material_maps.normal_tiles(layout, points, albedo_tiles, coverage_tiles)
-    lap("normal")
     roughness_maps = material_maps.roughness_tiles(layout, regions, num_points)
     lap("roughness")
     return {
-        "albedo": TextureMap("albedo", albedo_maps, "sRGB"),
-        "normal": TextureMap("normal", normal_maps, "raw"),
+        "albedo": TextureMap("albedo", maps["albedo"], "sRGB"),
+        "normal": TextureMap("normal", maps["normal"], "raw"),
         "roughness": TextureMap("roughness", roughness_maps, "raw"),
     }
 
@@ -381,9 +399,9 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
 def skin_vertex_field(layout: SkinUVLayout, num_points: int, observations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Per-tile texel observations → a (C, N) float32 field over the skin's vertices, everywhere.
 
-    ``observations[i]`` = (values (C, K), weights (K,)) for ``layout.tiles[i]``. Texels on each tile's
-    sample grid are gathered onto their triangle's vertices (crossing UV seams and tiles), then
-    vertices seen little or not at all are filled harmonically over the mesh.
+    ``observations[i]`` = (values (C, k), weights (k,)) at ``layout.tiles[i].vertex_sample`` (a regular
+    grid of the tile's texels): gathered onto their triangle's vertices (crossing UV seams and tiles),
+    then vertices seen little or not at all are filled harmonically over the mesh.
     """
     channels = observations[0][0].shape[0]
     sums = np.zeros((channels, num_points))
@@ -391,7 +409,7 @@ def skin_vertex_field(layout: SkinUVLayout, num_points: int, observations: list[
     support = np.zeros(num_points)
     for tt, (values, weights) in zip(layout.tiles, observations):
         k = tt.vertex_sample
-        s, w, all_w = gather_to_vertices(num_points, tt.corners[:, k], tt.barycentric[:, k], values[:, k], weights[k])
+        s, w, all_w = gather_to_vertices(num_points, tt.corners_of(k), tt.barycentric[:, k], values, weights)
         sums += s
         weight_sums += w
         support += all_w
@@ -497,11 +515,12 @@ def _pixels(cam_points: np.ndarray, camera: Camera) -> np.ndarray:
 
 @dataclass
 class _Observation:
-    corners: np.ndarray  # (3, K) vertex ids of the observed points' triangles
-    barycentric: np.ndarray  # (3, K)
-    colour: np.ndarray  # (3, K) float32 linear RGB
+    """What the photo shows of K surface points; colour and view angle only where it shows them."""
+
     weight: np.ndarray  # (K,) float32 in [0, 1]
-    cos_view: np.ndarray  # (K,) float32 cosine between the normal and the direction to the camera
+    seen: np.ndarray  # (k,) int64 indices of the points with weight > 0 when observed (ascending)
+    colour: np.ndarray  # (3, k) float32 linear RGB of the seen points
+    cos_view: np.ndarray  # (k,) float32 cosine between their normal and the direction to the camera
 
 
 class _Observer:
@@ -510,19 +529,34 @@ class _Observer:
     What only depends on the surface (pixel position, view depth, cosine to the view direction) is
     computed per vertex and interpolated with the barycentrics: over a triangle of a few millimetres
     the perspective error of interpolating pixel positions is far below a pixel, and it is several
-    times cheaper than projecting every texel.
+    times cheaper than projecting every texel. Texels of triangles whose corners all face away
+    (interpolated cosine ≤ ``GRAZING_COS``: weight 0) are skipped, and the photo is only sampled
+    where the weight is above 0.
     """
 
-    def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance):
+    def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance, triangles):
         points = cam_points.T.astype(np.float64)  # (3, N)
         distance = np.maximum(np.linalg.norm(points, axis=0), 1e-12)
         cos_view = -np.einsum("cn,cn->n", cam_normals.T.astype(np.float64), points) / distance  # view dir = −point
         self.geometry = np.vstack([_pixels(points, camera), -points[2:3], cos_view[None]]).astype(np.float32)  # (4, N)
+        self.facing = self.geometry[3] > GRAZING_COS  # (N,)
+        self.triangles = triangles
         self.camera, self.photo_planes = camera, photo_planes
         self.depth_map, self.depth_scale, self.tolerance = depth_map, depth_scale, tolerance
 
-    def observe(self, corners: np.ndarray, barycentric: np.ndarray) -> _Observation:
-        geometry = interpolate(self.geometry, corners, barycentric)  # (4, K)
+    def observe(self, tt: TileTexels, rows: np.ndarray | None = None, vertex_map: np.ndarray | None = None) -> _Observation:
+        """Observe the texels ``rows`` of ``tt`` (default all), or with ``vertex_map`` their mirror
+        points (each corner mapped, same barycentrics); the observation's arrays index into ``rows``."""
+        corners = self.triangles if vertex_map is None else vertex_map[self.triangles]  # (T, 3)
+        triangle_faces = self.facing[corners].any(axis=1)  # (T,)
+        texel_triangle = tt.triangle if rows is None else tt.triangle[rows]
+        candidate = np.flatnonzero(triangle_faces[texel_triangle])  # (c,) into rows
+        texel = candidate if rows is None else rows[candidate]
+        corners = tt.corners_of(texel)
+        if vertex_map is not None:
+            corners = vertex_map[corners]
+        geometry = interpolate(self.geometry, corners, tt.barycentric[:, texel])  # (4, c)
+        del corners, texel
         xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
@@ -539,12 +573,16 @@ class _Observer:
         tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * slope
         visible = inside & (depth <= self.depth_map[zy, zx] + tolerance)
         angle = np.clip((cos_view - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
-        weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)
+        weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)  # (c,)
+        seen = np.flatnonzero(weight > 0)  # (k,) into the candidates
+        full_weight = np.zeros(len(texel_triangle), np.float32)
+        full_weight[candidate] = weight
         # the photo may be another resolution of the image the camera was fitted on
         height, width = self.photo_planes[0].shape
+        xy = xy[:, seen]
         xy[0] *= width / cam_w
         xy[1] *= height / cam_h
-        return _Observation(corners, barycentric, _sample_bilinear(self.photo_planes, xy), weight, cos_view)
+        return _Observation(full_weight, candidate[seen], _sample_bilinear(self.photo_planes, xy), cos_view[seen])
 
 
 def _sample_bilinear(planes: list[np.ndarray], xy: np.ndarray) -> np.ndarray:
@@ -584,15 +622,23 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
 
 # ---- lighting ------------------------------------------------------------------------------------
 
+def _direct_on_sample_grid(tt: TileTexels, direct: _Observation) -> np.ndarray:
+    """(k,) indices into ``direct.seen`` of the seen texels on the tile's sample grid (ascending texels)."""
+    on_grid = np.zeros(tt.count, bool)
+    on_grid[tt.vertex_sample] = True
+    return np.flatnonzero(on_grid[direct.seen])
+
+
 def _fit_skin_colour(layout: SkinUVLayout, direct_obs: list[_Observation], fit_region: np.ndarray | None):
     """Skin colour model from plain-skin texels seen face-on (a regular subset of them)."""
     colours, weights = [], []
     for tt, direct in zip(layout.tiles, direct_obs):
-        k = tt.vertex_sample
-        w = direct.weight[k] * (direct.cos_view[k] > TRUST_COS)
+        sample = _direct_on_sample_grid(tt, direct)
+        texel = direct.seen[sample]
+        w = direct.weight[texel] * (direct.cos_view[sample] > TRUST_COS)
         if fit_region is not None:
-            w = w * interpolate(fit_region, tt.corners[:, k], tt.barycentric[:, k])[0]
-        colours.append(direct.colour[:, k])
+            w = w * tt.interpolate(fit_region, texel)[0]
+        colours.append(direct.colour[:, sample])
         weights.append(w)
     return fit_skin_colour(np.concatenate(colours, axis=1), np.concatenate(weights))
 
@@ -603,25 +649,73 @@ def _fit_lighting(layout: SkinUVLayout, direct_obs: list[_Observation], cam_norm
     normals_by_vertex = np.ascontiguousarray(cam_normals.T)  # (3, N)
     normals, colours, weights = [], [], []
     for tt, direct in zip(layout.tiles, direct_obs):
-        k = tt.vertex_sample
-        corners, bary = tt.corners[:, k], tt.barycentric[:, k]
-        w = direct.weight[k]
+        sample = _direct_on_sample_grid(tt, direct)
+        texel = direct.seen[sample]
+        w = direct.weight[texel]
         if fit_region is not None:
-            w = w * interpolate(fit_region, corners, bary)[0]
+            w = w * tt.interpolate(fit_region, texel)[0]
         # else no landmarks: every skin texel that faces the camera
         keep = np.flatnonzero(w > 0.05)
-        n = interpolate(normals_by_vertex, corners[:, keep], bary[:, keep])
+        n = tt.interpolate(normals_by_vertex, texel[keep])
         n /= np.maximum(np.sqrt(np.einsum("ck,ck->k", n, n)), 1e-12)
         normals.append(n)
-        colours.append(direct.colour[:, k[keep]])
+        colours.append(direct.colour[:, sample[keep]])
         weights.append(w[keep])
     return fit_skin_lighting(np.concatenate(normals, axis=1), np.concatenate(colours, axis=1), np.concatenate(weights))
 
 
-def _delight(obs: _Observation, vertex_shading: np.ndarray) -> np.ndarray:
-    """(3, K) linear albedo = colour / shading (interpolated from the vertices), clamped to [0, 1]."""
-    albedo = obs.colour / interpolate(vertex_shading, obs.corners, obs.barycentric)
-    return np.clip(albedo, 0.0, 1.0, out=albedo)
+@dataclass
+class _TileAlbedo:
+    """A tile's delit observations: coverage everywhere, albedo and trust where the coverage is > 0."""
+
+    coverage: np.ndarray  # (K,) float32 in [0, 1]: how much the photo saw, directly or through the mirror
+    covered: np.ndarray  # (c,) int64 texels with coverage > 0 (ascending)
+    albedo: np.ndarray  # (3, c) float32 linear albedo there
+    trust: np.ndarray  # (c,) float32 in [0, coverage]: how far it may spread into what nobody saw
+
+    def on_sample_grid(self, tt: TileTexels) -> tuple[np.ndarray, np.ndarray]:
+        """(albedo (3, k), trust (k,)) at ``tt.vertex_sample`` (0 where not covered)."""
+        slot = np.searchsorted(self.covered, tt.vertex_sample)  # (k,)
+        slot = np.minimum(slot, max(self.covered.size - 1, 0))
+        hit = np.flatnonzero(self.covered[slot] == tt.vertex_sample) if self.covered.size else slot[:0]
+        albedo = np.zeros((3, tt.vertex_sample.size), np.float32)
+        trust = np.zeros(tt.vertex_sample.size, np.float32)
+        albedo[:, hit] = self.albedo[:, slot[hit]]
+        trust[hit] = self.trust[slot[hit]]
+        return albedo, trust
+
+
+def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrored: _Observation,
+                 vertex_shading: np.ndarray, mirror: np.ndarray, skin_colour) -> _TileAlbedo:
+    """Albedo per texel: the direct view where seen, the mirror side where not (each delit with the
+    shading of the point it saw), weighted by how well each saw it."""
+    coverage = direct.weight.copy()  # (K,)
+    a_mirror = (1.0 - direct.weight[need]) * mirrored.weight  # (n,)
+    coverage[need] += a_mirror
+    covered = np.flatnonzero(coverage > 0)
+    slot = np.full(tt.count, -1, np.int64)
+    slot[covered] = np.arange(covered.size)
+    albedo = np.zeros((3, covered.size), np.float32)
+    # direct: seen texels whose weight survived the colour test and the feather
+    keep = np.flatnonzero(direct.weight[direct.seen] > 0)
+    texel = direct.seen[keep]
+    colour = direct.colour[:, keep] / tt.interpolate(vertex_shading, texel)
+    np.clip(colour, 0.0, 1.0, out=colour)
+    colour *= direct.weight[texel]
+    albedo[:, slot[texel]] += colour
+    # the mirror side, delit with the shading of the mirror point
+    keep = np.flatnonzero(a_mirror[mirrored.seen] > 0)
+    texel = need[mirrored.seen[keep]]
+    corners = mirror[tt.corners_of(texel)]
+    colour = mirrored.colour[:, keep] / interpolate(vertex_shading, corners, tt.barycentric[:, texel])
+    np.clip(colour, 0.0, 1.0, out=colour)
+    colour *= a_mirror[mirrored.seen[keep]]
+    albedo[:, slot[texel]] += colour
+    coverage_covered = coverage[covered]
+    np.divide(albedo, coverage_covered, out=albedo, where=coverage_covered > 1e-6)
+    # how far this texel's colour may spread into what nobody saw: only skin-like colours do
+    trust = coverage_covered * skin_colour.likelihood(albedo) if skin_colour is not None else coverage_covered
+    return _TileAlbedo(coverage, covered, albedo, trust)
 
 
 # ---- input checks and output ---------------------------------------------------------------------

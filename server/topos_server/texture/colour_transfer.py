@@ -103,7 +103,8 @@ def transfer_surface_colours(converted_points: np.ndarray, topology, input_point
             coverage[start:start + QUERY_CHUNK] = np.clip(2.0 - 2.0 * hits.distance / max_distance, 0.0, 1.0) * has_colour
         observed.append((texel_colour, coverage))
 
-    vertex_colour = skin_vertex_field(layout, num_points, observed)  # (3, N)
+    vertex_colour = skin_vertex_field(layout, num_points, [(colour[:, tt.vertex_sample], coverage[tt.vertex_sample])
+                                                           for tt, (colour, coverage) in zip(layout.tiles, observed)])  # (3, N)
     tiles = {}
     covered = total = 0.0
     for tt, (texel_colour, coverage) in zip(layout.tiles, observed):

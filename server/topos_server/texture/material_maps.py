@@ -81,34 +81,40 @@ def normal_tiles(layout, points: np.ndarray, albedo_linear: dict[int, np.ndarray
     albedo_linear: tile → (3, S, S) float32 linear albedo; coverage: tile → (S, S) how much of each
     texel the photo saw, in [0, 1].
     """
-    du_len, dv_len = uv_texel_lengths(points, layout.triangles, layout.uv_triangles)
+    texel_lengths = uv_texel_lengths(points, layout.triangles, layout.uv_triangles)
+    return {tt.tile: normal_tile(tt, texel_lengths, albedo_linear[tt.tile], coverage[tt.tile], depth_cm)
+            for tt in layout.tiles}
+
+
+def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear: np.ndarray,
+                coverage: np.ndarray, depth_cm: float = DETAIL_DEPTH_CM) -> np.ndarray:
+    """(S, S, 3) uint8 normal map of one tile (``tt``: its TileTexels); texel_lengths: per triangle
+    |∂P/∂u|, |∂P/∂v| (:func:`uv_texel_lengths`); albedo_linear (3, S, S); coverage (S, S)."""
+    du_len, dv_len = texel_lengths
     max_slope = np.float32(np.tan(np.radians(MAX_TILT_DEGREES)))
     difference = np.array([[-0.5, 0.0, 0.5]], np.float32)  # central difference
-    out = {}
-    for tt in layout.tiles:
-        size = tt.size
-        log_lum = np.log(luminance(albedo_linear[tt.tile], axis=0) + 0.01).astype(np.float32)  # (S, S)
-        sigma = max(0.75, DETAIL_SCALE * size)
-        height = log_lum - cv2.GaussianBlur(log_lum, (0, 0), sigma)
-        height *= np.clip(coverage[tt.tile], 0.0, 1.0) * np.float32(depth_cm)  # (S, S) cm
-        grad_col = cv2.filter2D(height, -1, difference, borderType=cv2.BORDER_REPLICATE)  # cm per texel along +u
-        grad_row = cv2.filter2D(height, -1, difference.T, borderType=cv2.BORDER_REPLICATE)  # along rows (−v)
-        k = tt.texel
-        texel_u = du_len[tt.triangle] / np.float32(size)  # (K,) cm per texel along +u
-        texel_v = dv_len[tt.triangle] / np.float32(size)
-        slope_t = np.divide(grad_col.reshape(-1)[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
-        slope_b = np.divide(-grad_row.reshape(-1)[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
-        limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
-        slope_t *= limit
-        slope_b *= limit
-        inv_len = 1.0 / np.sqrt(1.0 + slope_t * slope_t + slope_b * slope_b)
-        planes = np.empty((3, size * size), np.uint8)  # channel planes: contiguous writes
-        planes[0], planes[1], planes[2] = 128, 128, 255  # flat
-        planes[0, k] = _encode(-slope_t * inv_len)
-        planes[1, k] = _encode(-slope_b * inv_len)
-        planes[2, k] = _encode(inv_len)
-        out[tt.tile] = np.ascontiguousarray(planes.reshape(3, size, size).transpose(1, 2, 0))
-    return out
+    size = tt.size
+    log_lum = np.log(luminance(albedo_linear, axis=0) + 0.01).astype(np.float32)  # (S, S)
+    sigma = max(0.75, DETAIL_SCALE * size)
+    height = log_lum - cv2.GaussianBlur(log_lum, (0, 0), sigma)
+    height *= np.clip(coverage, 0.0, 1.0) * np.float32(depth_cm)  # (S, S) cm
+    grad_col = cv2.filter2D(height, -1, difference, borderType=cv2.BORDER_REPLICATE)  # cm per texel along +u
+    grad_row = cv2.filter2D(height, -1, difference.T, borderType=cv2.BORDER_REPLICATE)  # along rows (−v)
+    k = tt.texel
+    texel_u = du_len[tt.triangle] / np.float32(size)  # (K,) cm per texel along +u
+    texel_v = dv_len[tt.triangle] / np.float32(size)
+    slope_t = np.divide(grad_col.reshape(-1)[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
+    slope_b = np.divide(-grad_row.reshape(-1)[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
+    limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
+    slope_t *= limit
+    slope_b *= limit
+    inv_len = 1.0 / np.sqrt(1.0 + slope_t * slope_t + slope_b * slope_b)
+    planes = np.empty((3, size * size), np.uint8)  # channel planes: contiguous writes
+    planes[0], planes[1], planes[2] = 128, 128, 255  # flat
+    planes[0, k] = _encode(-slope_t * inv_len)
+    planes[1, k] = _encode(-slope_b * inv_len)
+    planes[2, k] = _encode(inv_len)
+    return np.ascontiguousarray(planes.reshape(3, size, size).transpose(1, 2, 0))
 
 
 def _encode(component: np.ndarray) -> np.ndarray:
