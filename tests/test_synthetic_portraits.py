@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from topos_server.data.portrait_split import is_held_out
 from topos_server.data.synthetic_portraits import (FACE_WIDTH_LANDMARKS, PER_SAMPLE_KEYS, PortraitOptions,
-                                                   PortraitPairs, SyntheticPortraits, shard_path, write_dataset)
+                                                   PortraitPairs, SyntheticPortraits, contact_sheet, shard_path,
+                                                   write_dataset)
 from topos_server.data.texture_bank import TextureBank, split_files
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "portraits" / "us-congress-pd"
@@ -154,3 +155,11 @@ def test_reader_and_bad_input(tmp_path, dataset):
         SyntheticPortraits("test", 0)
     with pytest.raises(ValueError, match="empty"):
         SyntheticPortraits("train", 0, TextureBank("train", tmp_path))
+
+
+def test_contact_sheet_shows_the_previews_with_landmarks(dataset):
+    out, _ = dataset
+    sheet = contact_sheet(out, count=16, tile=64, columns=2)
+    detected = len(PortraitPairs(out))
+    assert sheet.shape == (64 * ((detected + 1) // 2), 128, 3) and sheet.dtype == np.uint8
+    assert (np.all(sheet == (40, 255, 40), axis=2)).sum() > 100 * detected  # the drawn landmarks

@@ -477,6 +477,32 @@ class PortraitPairs:
         return {key: torch.as_tensor(np.array(arrays[key][local])) for key in PER_SAMPLE_KEYS}
 
 
+def contact_sheet(folder: str | Path, count: int = 16, tile: int = 192, columns: int = 4) -> np.ndarray:
+    """(rows·tile, columns·tile, 3) uint8: the shards' preview renders with their detected landmarks
+    (green, iris red) and yaw, spread over the yaw range (sorted by |yaw|)."""
+    previews = []
+    for path in sorted(Path(folder).glob("shard_*.npz")):
+        with np.load(path) as shard:
+            row_of = {int(index): row for row, index in enumerate(shard["index"])}
+            for image, index in zip(shard["preview"], shard["preview_index"]):
+                row = row_of[int(index)]
+                previews.append((float(shard["yaw_deg"][row]), image, shard["landmarks"][row]))
+    if not previews:
+        raise ValueError(f"{folder}: no preview renders in its shards")
+    previews.sort(key=lambda p: abs(p[0]))
+    chosen = [previews[i] for i in np.linspace(0, len(previews) - 1, min(count, len(previews))).round().astype(int)]
+    tiles = []
+    for yaw, image, landmarks in chosen:
+        scale = tile / image.shape[0]
+        out = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
+        for k, (x, y) in enumerate(landmarks[:, :2] * scale):
+            cv2.circle(out, (int(x), int(y)), 1, (255, 40, 40) if k >= 468 else (40, 255, 40), -1)
+        cv2.putText(out, f"yaw {yaw:+.0f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(out)
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    return np.concatenate([np.concatenate(tiles[r:r + columns], axis=1) for r in range(0, len(tiles), columns)], axis=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m topos_server.data.synthetic_portraits",
                                      description="Write (synthetic portrait, neutral head) pairs for TOPOS-DiT in shards.")
