@@ -8,6 +8,7 @@ import importlib
 # model → module with register(models_subparsers); keep them light (no torch at import time)
 MODEL_MODULES = {
     "vae": "topos_sdk.cli.train_vae_cmd",
+    "texture": "topos_sdk.cli.train_texture_cmd",
     "dit": "topos_sdk.cli.train_dit_cmd",
 }
 

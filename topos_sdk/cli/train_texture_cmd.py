@@ -1,0 +1,70 @@
+"""``topos train texture --out DIR``: train TOPOS-Texture on the training split's bakes (progress, eval, checkpoints)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(models) -> None:
+    p = models.add_parser("texture", help="TOPOS-Texture: completes the photo bake in UV space",
+                          description="Train TOPOS-Texture (partial photo bake + UV geometry → complete de-lit "
+                                      "albedo, roughness, detail) on the training split's texture bank "
+                                      "(python -m topos_server.data.texture_bank --split train). "
+                                      "Needs `topos assets import` first.")
+    p.add_argument("--config", default="small", help="size: tiny, small (CPU), base (GPU)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (checkpoint/, model/, log)")
+    p.add_argument("--bank", type=Path, metavar="DIR", help="texture bank root (default: $TOPOS_HOME/texture_bank)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
+    p.add_argument("--batch-size", type=int, help="crops per step (default 8)")
+    p.add_argument("--crop", type=int, help="crop side in texels (default 128; 0: whole maps)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from topos_server.data.texture_bank import TextureBank
+    from topos_server.training.texture import TextureTrainingConfig, train
+
+    config = TextureTrainingConfig(size=args.config, seed=args.seed)
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.batch_size is not None:
+        config.batch_size = args.batch_size
+    if args.crop is not None:
+        if args.crop < 0:
+            raise ValueError("--crop must be 0 (whole maps) or a positive number of texels")
+        config.crop = args.crop or None
+    if args.lr is not None:
+        config.learning_rate = args.lr
+    if args.eval_every is not None:
+        config.eval_every = config.checkpoint_every = args.eval_every
+    if args.time_limit is not None:
+        config.time_limit_s = 60.0 * args.time_limit
+    if config.steps <= 0 or config.batch_size <= 0:
+        raise ValueError("--steps and --batch-size must be positive")
+    bank = TextureBank("train", args.bank)  # never the held-out split
+    if not len(bank):
+        raise ValueError(f"texture bank {bank.folder} is empty; build it first: "
+                         "python -m topos_server.data.texture_bank --split train")
+    print(f"{len(bank)} training bakes from {bank.folder}", file=sys.stderr, flush=True)
+
+    def progress(record: dict) -> None:
+        if record["step"] % 10 and "eval_l1_learned" not in record:
+            return
+        line = (f"step {record['step']}/{config.steps} loss {record['loss']:.4f} "
+                f"albedo {record['albedo']:.4f}  {record['elapsed_s']:.0f} s")
+        if "eval_l1_learned" in record:
+            line += (f"  eval hidden-texel L1 {record['eval_l1_learned']:.4f} "
+                     f"(push-pull fill {record['eval_l1_fill']:.4f})")
+        print(line, file=sys.stderr, flush=True)
+
+    records = (bank[i] for i in range(len(bank)))
+    record = train(config, args.out, records, resume=args.resume, progress=progress, device=args.device)
+    print(f"model written to {args.out / 'model'} (step {record.get('step')})", file=sys.stderr)
+    return 0
