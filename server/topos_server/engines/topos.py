@@ -127,28 +127,45 @@ class ToposEngine:
 
     def _finish(self, portrait: dict, head: np.ndarray, seed: int, options: GenerateOptions, batch_timings: dict,
                 index: int, progress, count: int) -> HeadResult:
-        """Expression and camera fitted with the identity held at ``head``; textures baked through that camera."""
         if progress:
             progress("fitting", (index + 0.5) / count, index)
+        result = self._fitted(portrait, head, seed, options.focal_length_px, options.face_index is not None,
+                              batch_timings)
+        if progress:
+            progress("texturing", (index + 0.7) / count, index)
+        t = time.perf_counter()
+        result.textures = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
+                                        size=options.texture_size)
+        result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
+        return result
+
+    def fit_portrait(self, image: np.ndarray, seeds: Sequence[int] = (0,), focal_length_px: float | None = None,
+                     face_index: int | None = None) -> list[HeadResult]:
+        """Untextured heads of a decoded (H, W, 3) portrait, one per seed (one DiT call): what the benchmarks
+        measure, without the bake."""
+        options = GenerateOptions(seed=int(seeds[0]), focal_length_px=focal_length_px, face_index=face_index)
+        portrait = self._front_end(image, options, None, None)
+        heads, timings = self._sample([portrait] * len(seeds), [int(s) for s in seeds])
+        return [self._fitted(portrait, head, int(seed), focal_length_px, face_index is not None, timings)
+                for head, seed in zip(heads, seeds)]
+
+    def _fitted(self, portrait: dict, head: np.ndarray, seed: int, focal_length_px: float | None, face_asked: bool,
+                batch_timings: dict) -> HeadResult:
+        """The untextured result: expression and camera fitted to the landmarks with the identity held at ``head``."""
         image, face = portrait["image"], portrait["face"]
         t = time.perf_counter()
         basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
                                          self.classic.expression_basis, contour_pool=self.contour_pool)
         height, width = image.shape[:2]
-        fit = fit_landmarks(basis, face.points, (width, height), options.focal_length_px)
-        fit_s = time.perf_counter() - t
+        fit = fit_landmarks(basis, face.points, (width, height), focal_length_px)
+        timings = {**portrait["timings"], **batch_timings, "fit": time.perf_counter() - t}
         expression = fit.expression.astype(np.float32)
-        camera = fit.to_camera()
-        t = time.perf_counter()
-        posed = head + np.tensordot(expression, self.classic.expression_basis, axes=1)
-        textures = bake_textures(image, posed, camera, self.topology, size=options.texture_size)
-        timings = {**portrait["timings"], **batch_timings, "fit": fit_s, "bake": time.perf_counter() - t}
         source = portrait["source"]
         return HeadResult(
-            points=head, topology=self.topology, textures=textures,
+            points=head, topology=self.topology,
             expression_weights=dict(zip(self.classic.expression_names, expression.tolist())),
             blendshape_names=self.classic.expression_names, blendshape_deltas=self.classic.expression_basis,
-            camera=camera,
+            camera=fit.to_camera(),
             provenance=Provenance(
                 engine=self.name, seed=seed, timings_s={k: round(v, 4) for k, v in timings.items()},
                 source_image_sha256=Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes()),
@@ -157,4 +174,4 @@ class ToposEngine:
                        "vae_id": self.dit.config.vae_id, "fit_rms_px": round(fit.rms_px, 3),
                        "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
                        "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
-                       "face": face_provenance(face, asked=options.face_index is not None)}))
+                       "face": face_provenance(face, asked=face_asked)}))
