@@ -106,58 +106,84 @@ def diffuse_vertex_values(triangles: np.ndarray, num_points: int, values: np.nda
     return out
 
 
+class PushPull:
+    """Push-pull fill of any number of planes that share one weight image (its pyramid is built once).
+
+    ``fill(premultiplied)``: (H, W) float32 plane of value × weight → (H, W) float32: ≈ the value
+    where the weight is 1, a smooth blend elsewhere, 0 where all weights are 0.
+    """
+
+    def __init__(self, weights: np.ndarray):
+        levels = [np.ascontiguousarray(weights, np.float32)]  # (H, W) in [0, 1], then halved sizes
+        while min(levels[-1].shape) > 1:
+            levels.append(cv2.pyrDown(levels[-1]))
+        self.weights = levels
+
+    def fill(self, premultiplied: np.ndarray) -> np.ndarray:
+        values = [np.ascontiguousarray(premultiplied, np.float32)]
+        for _ in self.weights[1:]:
+            values.append(cv2.pyrDown(values[-1]))
+        coarse_weight = self.weights[-1]
+        filled = np.divide(values[-1], coarse_weight, out=np.zeros_like(values[-1]), where=coarse_weight > 1e-8)
+        for value, weight in zip(reversed(values[:-1]), reversed(self.weights[:-1])):
+            h, w = weight.shape
+            # weights are ≤ 1, so weight × own average = the premultiplied value itself:
+            # filled = own·weight + up·(1 − weight) = premultiplied + up·(1 − weight)
+            filled = cv2.pyrUp(filled, dstsize=(w, h))
+            filled *= 1.0 - weight
+            filled += value
+        return filled
+
+
 def push_pull(premultiplied: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Smoothly fill an image from weighted samples.
+    """Smoothly fill an image from weighted samples (:class:`PushPull` on each plane).
 
     premultiplied: (C, H, W) float32 planes, value × weight; weights: (H, W) float32 in [0, 1].
-    Returns (C, H, W) float32: ≈ the value where the weight is 1, a smooth blend elsewhere.
-    Where all weights are 0 the result is 0. (Planes rather than interleaved channels: OpenCV and
-    numpy run several times faster on contiguous single-channel images.)
+    Returns (C, H, W) float32. (Planes rather than interleaved channels: OpenCV and numpy run
+    several times faster on contiguous single-channel images.)
     """
-    planes = [np.ascontiguousarray(p, np.float32) for p in premultiplied] + [np.ascontiguousarray(weights, np.float32)]
-    pyramid = [planes]
-    while min(pyramid[-1][0].shape) > 1:
-        pyramid.append([cv2.pyrDown(p) for p in pyramid[-1]])
-    *coarse_values, coarse_weight = pyramid[-1]
-    filled = [np.divide(v, coarse_weight, out=np.zeros_like(v), where=coarse_weight > 1e-8) for v in coarse_values]
-    for *values, weight in reversed(pyramid[:-1]):
-        h, w = weight.shape
-        # weights are ≤ 1, so weight × own average = the premultiplied value itself:
-        # filled = own·weight + up·(1 − weight) = premultiplied + up·(1 − weight)
-        missing = 1.0 - weight
-        next_filled = []
-        for v, f in zip(values, filled):
-            up = cv2.pyrUp(f, dstsize=(w, h))
-            up *= missing
-            up += v
-            next_filled.append(up)
-        filled = next_filled
-    return np.stack(filled)
+    fill = PushPull(weights)
+    return np.stack([fill.fill(plane) for plane in premultiplied])
 
 
 def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, island: np.ndarray,
-                 trust: np.ndarray | None = None) -> np.ndarray:
+                 trust: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Blend observations into a base field inside the islands.
 
     observed: (C, H, W) observation (meaningful where coverage > 0); coverage: (H, W) in [0, 1];
     base: (C, H, W) the vertex field; island: (H, W) bool; trust: (H, W) in [0, coverage], how much
     each observation may spread into its unobserved surroundings (default: coverage). Returns
-    (C, H, W) float32, valid on the islands (0 outside).
+    (C, H, W) float32, valid on the islands (0 outside), in ``out`` when given (which may be
+    ``observed`` itself: the planes are done one at a time).
     """
     a = coverage * island  # (H, W)
     spread = a if trust is None else trust * island
-    residual = push_pull((observed - base) * spread, spread)  # (C, H, W) smooth correction
-    # a·observed + (1 − a)·(base + residual), on the islands only
-    out = base + residual
-    out *= 1.0 - a
-    out += observed * a
-    out *= island
-    return out.astype(np.float32, copy=False)
+    fill = PushPull(spread)
+    keep = 1.0 - a
+    out = np.empty(observed.shape, np.float32) if out is None else out
+    for plane, (seen, field) in enumerate(zip(observed, base)):
+        residual = seen - field
+        residual *= spread
+        residual = fill.fill(residual)  # smooth correction
+        # a·observed + (1 − a)·(base + residual), on the islands only
+        residual += field
+        residual *= keep
+        residual += seen * a
+        residual *= island
+        out[plane] = residual
+    return out
 
 
-def extend_beyond_islands(image: np.ndarray, island: np.ndarray) -> np.ndarray:
+def extend_beyond_islands(image: np.ndarray, island: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Fill the texels of (C, H, W) ``image`` outside ``island`` (bool (H, W)) from the island
-    texels; those keep their value."""
+    texels; those keep their value. In ``out`` when given (which may be ``image`` itself)."""
     inside = island.astype(np.float32)
-    extended = push_pull(image * inside, inside)
-    return np.where(island, image, extended).astype(np.float32, copy=False)
+    outside = ~island
+    fill = PushPull(inside)
+    if out is None:
+        out = np.array(image, np.float32, copy=True)
+    elif out is not image:
+        out[...] = image
+    for plane in out:
+        np.copyto(plane, fill.fill(plane * inside), where=outside)
+    return out
