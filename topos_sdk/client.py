@@ -31,7 +31,7 @@ from ._proto.v1 import topos_pb2 as pb
 from ._proto.v1 import topos_pb2_grpc as pb_grpc
 from .errors import InvalidInputError, TopologyMismatchError
 from .faces import FaceList
-from .generate import check_focal_length
+from .generate import check_focal_length, check_texture
 from .head_result import HeadResult
 from .topology import ReferenceTopology
 
@@ -86,14 +86,16 @@ class Client:
     def generate(self, image, *, seed: int = 0, engine: str | None = None, texture_size: int = 1024,
                  on_progress: Progress | None = None, focal_length_px: float | None = None,
                  timeout: float | None = None, request_id: str | None = None,
-                 face_index: int | None = None, topology: str | None = None) -> HeadResult:
+                 face_index: int | None = None, topology: str | None = None, texture: str = "bake") -> HeadResult:
         """One portrait (encoded bytes, an image file path, or an (H, W, 3) uint8 RGB array) → HeadResult
         with its topology attached. Deterministic for a given image, engine and seed. ``face_index``:
         which face of a group photo (as :meth:`list_faces` numbers them); None: the server's choice
         (largest, most frontal, least occluded; the result's ``provenance.extra["face"]`` says which).
-        ``topology``: a studio topology registered on the server (``topos topology add``); None: the reference."""
+        ``topology``: a studio topology registered on the server (``topos topology add``); None: the reference.
+        ``texture``: "bake" (the photo bake) or "learned" (TOPOS-Texture completes it)."""
         request = self._request(image, seed, engine, texture_size, focal_length_px, request_id)
         request.topology = topology or ""
+        request.texture = check_texture(texture)
         if face_index is not None:
             if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
                 raise InvalidInputError(f"face index must be a non-negative integer, got {face_index!r}")
@@ -103,13 +105,15 @@ class Client:
     def generate_same_person(self, images: Sequence, *, seed: int = 0, engine: str | None = None,
                              texture_size: int = 1024, on_progress: Progress | None = None,
                              focal_length_px: float | None = None, timeout: float | None = None,
-                             request_id: str | None = None, topology: str | None = None) -> HeadResult:
+                             request_id: str | None = None, topology: str | None = None,
+                             texture: str = "bake") -> HeadResult:
         """Several photos of one person (encoded bytes or file paths; the first may be an array) → one
         head: one identity fitted to every view, textures merged; ``view_cameras`` holds each view's camera."""
         if len(images) < 2:
             raise InvalidInputError(f"generate_same_person needs at least 2 photos, got {len(images)}")
         request = self._request(images[0], seed, engine, texture_size, focal_length_px, request_id)
         request.topology = topology or ""
+        request.texture = check_texture(texture)
         for view in images[1:]:
             view_request = self._request(view, seed, engine, texture_size, focal_length_px, request_id)
             if view_request.WhichOneof("image") != "encoded_image":

@@ -22,6 +22,7 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9_]")
 MAX_VIEWS = 8  # photos of one person fitted together
 MAX_VARIANTS = 16  # heads of one portrait from consecutive seeds
 FOCAL_LENGTH_RANGE_PX = (1.0, 1e6)
+TEXTURE_MODES = ("bake", "learned")  # skin textures: the photo bake, or TOPOS-Texture completing it
 
 
 def asset_name_for(image: str | os.PathLike | bytes, fallback: str = "head") -> str:
@@ -81,7 +82,7 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
                   engine: str = "classic", seed: int = 0, texture_size: int = 1024, name: str | None = None,
                   usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
                   device: str = "cpu", on_progress: Progress | None = None, face_index: int | None = None,
-                  focal_length_px: float | None = None, topology: str | None = None) -> Path:
+                  focal_length_px: float | None = None, topology: str | None = None, texture: str = "bake") -> Path:
     """Generate a head from ``image`` and write the asset ``out_dir/NAME/NAME.usda``; returns that path.
 
     ``server=None`` runs the engine in this process (needs the ``server`` extra and imported assets);
@@ -89,18 +90,20 @@ def generate_head(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, 
     replaced unless ``overwrite``. ``face_index``: which face of a group photo (as :func:`list_faces`
     numbers them); None takes the largest, most frontal, least occluded one. ``topology``: the name of a
     studio topology (``topos topology add``; on the server for ``server=...``) the head is written in.
+    ``texture``: one of ``TEXTURE_MODES`` ("learned": TOPOS-Texture completes the photo bake).
     """
     return _generate_and_write([image], out_dir, server=server, engine=engine, seed=seed, texture_size=texture_size,
                                name=name or asset_name_for(image), usdz=usdz, overwrite=overwrite, token=token,
                                debug=debug, device=device, on_progress=on_progress, face_index=face_index,
-                               focal_length_px=focal_length_px, topology=topology)
+                               focal_length_px=focal_length_px, topology=topology, texture=texture)
 
 
 def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: str | os.PathLike, *, name: str,
                          server: str | None = None, engine: str = "classic", seed: int = 0, texture_size: int = 1024,
                          usdz: bool = False, overwrite: bool = False, token: str | None = None, debug: bool = False,
                          device: str = "cpu", on_progress: Progress | None = None,
-                         focal_length_px: float | None = None, topology: str | None = None) -> Path:
+                         focal_length_px: float | None = None, topology: str | None = None,
+                         texture: str = "bake") -> Path:
     """Several photos of one person → one asset ``out_dir/NAME/NAME.usda``: one identity fitted to every
     view (each with its own expression and camera), textures merged from all of them; every view's
     camera is kept in the asset (``cameras/view0``…)."""
@@ -109,7 +112,7 @@ def generate_same_person(images: Sequence[str | os.PathLike | bytes], out_dir: s
     return _generate_and_write(list(images), out_dir, server=server, engine=engine, seed=seed,
                                texture_size=texture_size, name=name, usdz=usdz, overwrite=overwrite, token=token,
                                debug=debug, device=device, on_progress=on_progress, face_index=None,
-                               focal_length_px=focal_length_px, topology=topology)
+                               focal_length_px=focal_length_px, topology=topology, texture=texture)
 
 
 def generate_variants(image: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, variants: int,
@@ -117,7 +120,7 @@ def generate_variants(image: str | os.PathLike | bytes, out_dir: str | os.PathLi
                       name: str | None = None, usdz: bool = False, overwrite: bool = False, token: str | None = None,
                       debug: bool = False, device: str = "cpu", on_progress: Progress | None = None,
                       face_index: int | None = None, focal_length_px: float | None = None,
-                      topology: str | None = None) -> list[Path]:
+                      topology: str | None = None, texture: str = "bake") -> list[Path]:
     """``variants`` heads of one portrait, seeds ``seed`` … ``seed + variants − 1``, written as assets
     ``out_dir/NAME_seedS/NAME_seedS.usda``. In-process, an engine with ``generate_variants`` (``topos``)
     samples them in one batched call; a server gets the requests together and batches them itself.
@@ -135,7 +138,7 @@ def generate_variants(image: str | os.PathLike | bytes, out_dir: str | os.PathLi
     data = read_image_source(image)
     common = dict(server=server, engine=engine, texture_size=texture_size, usdz=usdz, overwrite=overwrite,
                   token=token, debug=debug, device=device, face_index=face_index, focal_length_px=focal_length_px,
-                  topology=topology)
+                  topology=topology, texture=texture)
     if server is not None:  # in flight together, so the server's batching worker can group them
         from concurrent.futures import ThreadPoolExecutor
 
@@ -149,7 +152,7 @@ def generate_variants(image: str | os.PathLike | bytes, out_dir: str | os.PathLi
         return [_generate_and_write([data], out, seed=s, name=n, on_progress=on_progress, **common)
                 for s, n in zip(seeds, names)]
     options = GenerateOptions(seed=seed, texture_size=texture_size, face_index=face_index,
-                              focal_length_px=focal_length_px)
+                              focal_length_px=focal_length_px, texture=texture)
     report = (lambda stage, frac, index=None: on_progress(stage, 0.9 * frac)) if on_progress else None
     results = engine_impl.generate_variants(data, options, variants, progress=report)
     studio = _studio_topology(topology)
@@ -191,17 +194,20 @@ def write_face_overlay(image: str | os.PathLike | bytes, faces: FaceList, path: 
 
 
 def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_size, name, usdz, overwrite, token,
-                        debug, device, on_progress, face_index, focal_length_px, topology=None) -> Path:
+                        debug, device, on_progress, face_index, focal_length_px, topology=None,
+                        texture: str = "bake") -> Path:
     out = check_output_folder(out_dir)
     if (out / name).exists() and not overwrite:
         raise InvalidInputError(f"{out / name} already exists (use --overwrite to replace it)")
     check_focal_length(focal_length_px)
+    check_texture(texture)
     data = [read_image_source(image) for image in images]
     # generation is the first 90 % of the job, writing the asset the rest
     report = (lambda stage, frac: on_progress(stage, 0.9 * frac)) if on_progress else None
     if server is None:
         studio = _studio_topology(topology)
-        result = _generate_in_process(data, engine, seed, texture_size, device, report, face_index, focal_length_px)
+        result = _generate_in_process(data, engine, seed, texture_size, device, report, face_index, focal_length_px,
+                                      texture)
         if studio is not None:
             reference_result, result = result, studio.transfer(result)
     else:
@@ -209,7 +215,7 @@ def _generate_and_write(images: list, out_dir, *, server, engine, seed, texture_
 
         with Client(server, token=token) as client:
             options = dict(seed=seed, engine=engine, texture_size=texture_size, on_progress=report,
-                           focal_length_px=focal_length_px)
+                           focal_length_px=focal_length_px, texture=texture)
             if topology:
                 options["topology"] = topology
             if len(data) > 1:
@@ -240,6 +246,13 @@ def _write_asset(result, out: Path, name: str, usdz: bool, overwrite: bool, debu
     return usda
 
 
+def check_texture(texture: str) -> str:
+    """One of ``TEXTURE_MODES``; one clear line otherwise."""
+    if texture not in TEXTURE_MODES:
+        raise InvalidInputError(f"texture must be one of {TEXTURE_MODES}, got {texture!r}")
+    return texture
+
+
 def check_focal_length(focal_length_px: float | None) -> None:
     """None, or a finite number of pixels in [1, 1e6]; one clear line otherwise."""
     if focal_length_px is None:
@@ -261,12 +274,12 @@ def _studio_topology(name: str | None):
 
 
 def _generate_in_process(data: list[bytes], engine_name, seed, texture_size, device, report, face_index,
-                         focal_length_px):
+                         focal_length_px, texture: str = "bake"):
     from topos_server.engines import GenerateOptions, shared_engine
 
     engine = shared_engine(engine_name, device)
     options = GenerateOptions(seed=seed, texture_size=texture_size, face_index=face_index,
-                              focal_length_px=focal_length_px)
+                              focal_length_px=focal_length_px, texture=texture)
     progress = (lambda stage, frac, index=None: report(stage, frac)) if report else None
     source = data[0] if len(data) == 1 else tuple(data)  # a tuple: views of one person, one head
     return engine.generate([source], options, progress=progress)[0]

@@ -20,6 +20,9 @@ def register(sub) -> None:
                    help="K heads per portrait from seeds SEED … SEED+K−1, written as NAME_seedS (engine topos: "
                         "what the photo does not show varies; default 1: one head named NAME)")
     p.add_argument("--texture-size", type=int, default=1024, choices=(512, 1024, 2048), help="texels per UDIM tile side")
+    p.add_argument("--texture", default="bake", choices=("bake", "learned"),
+                   help="skin textures: the photo bake (default), or `learned`: TOPOS-Texture completes the bake "
+                        "(unseen skin, de-lighting; the seed varies what the photo did not show)")
     p.add_argument("--server", metavar="HOST:PORT", help="use a `topos serve` server instead of running in-process")
     p.add_argument("--token-file", type=Path, help="file holding the server's bearer token")
     p.add_argument("--device", default="cpu", help="in-process device: cpu, cuda or auto")
@@ -126,7 +129,7 @@ def _generate(args, out: Path, token: str | None, jobs: list) -> int:
 
     common = dict(server=args.server, engine=args.engine, seed=args.seed, texture_size=args.texture_size,
                   usdz=args.usdz, overwrite=args.overwrite, token=token, debug=args.debug, device=args.device,
-                  focal_length_px=args.focal_length, topology=args.topology)
+                  focal_length_px=args.focal_length, topology=args.topology, texture=args.texture)
     results, failures = [], 0
     for index, (label, images, name, face) in enumerate(jobs):
         started = time.perf_counter()

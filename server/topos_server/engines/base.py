@@ -12,7 +12,7 @@ import numpy as np
 
 from topos_sdk import HeadResult, InvalidInputError
 from topos_sdk.errors import EngineUnavailable
-from topos_sdk.generate import FOCAL_LENGTH_RANGE_PX, MAX_VIEWS  # noqa: F401 (MAX_VIEWS: the server's limit too)
+from topos_sdk.generate import FOCAL_LENGTH_RANGE_PX, MAX_VIEWS, TEXTURE_MODES  # noqa: F401 (MAX_VIEWS: the server's limit too)
 
 # progress(stage, fraction in [0, 1] of the whole request, image index or None for the batch)
 ProgressCallback = Callable[[str, float, "int | None"], None]
@@ -26,6 +26,7 @@ class GenerateOptions:
     texture_size: int = 1024
     focal_length_px: float | None = None  # None: estimated from the image size
     face_index: int | None = None  # which face of a group photo (list_faces order); None: the best one
+    texture: str = "bake"  # "bake": the photo bake; "learned": TOPOS-Texture completes it (texture/learned.py)
 
     def __post_init__(self):
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
@@ -41,6 +42,8 @@ class GenerateOptions:
         if self.face_index is not None and (isinstance(self.face_index, bool) or not isinstance(
                 self.face_index, (int, np.integer)) or not 0 <= self.face_index < 2**31):
             raise InvalidInputError(f"face index must be a non-negative integer, got {self.face_index!r}")
+        if self.texture not in TEXTURE_MODES:
+            raise InvalidInputError(f"texture must be one of {TEXTURE_MODES}, got {self.texture!r}")
 
 
 class Engine(Protocol):

@@ -21,6 +21,7 @@ from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallba
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
 from topos_server.texture.bake import bake_textures
+from topos_server.texture.learned import complete_textures
 from topos_server.texture.multiview import merge_view_bakes
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
@@ -116,9 +117,16 @@ class ClassicEngine:
         result, _ = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
         t = time.perf_counter()
         report("texturing", 0.4)
-        result.textures = bake_textures(image, result.posed_points(), result.camera, self.topology,
-                                        size=options.texture_size)
-        timings = {"decode": decode_s, **result.provenance.timings_s, "bake": time.perf_counter() - t}
+        diagnostics: dict = {}
+        baked = bake_textures(image, result.posed_points(), result.camera, self.topology, size=options.texture_size,
+                              diagnostics=diagnostics)
+        bake_s, t = time.perf_counter() - t, time.perf_counter()
+        result.textures = complete_textures(baked, diagnostics, result.points, self.topology, options.texture_size,
+                                            options.seed, mode=options.texture)
+        timings = {"decode": decode_s, **result.provenance.timings_s, "bake": bake_s}
+        if options.texture != "bake":
+            timings["texture_" + options.texture] = time.perf_counter() - t
+        result.provenance.extra["texture"] = options.texture
         result.provenance.timings_s = {k: round(v, 4) for k, v in timings.items()}
         result.provenance.seed = int(options.seed)
         result.provenance.source_image_sha256 = Provenance.hash_image_bytes(

@@ -187,7 +187,8 @@ class HeadGeneratorService(pb_grpc.HeadGeneratorServicer):
             raise EngineUnavailable(f"engine {engine_name!r} is not served here; available: {', '.join(self.engines)}")
         options = GenerateOptions(seed=request.seed, texture_size=request.texture_size or 1024,
                                   focal_length_px=request.focal_length_px or None,
-                                  face_index=request.face_index if request.HasField("face_index") else None)
+                                  face_index=request.face_index if request.HasField("face_index") else None,
+                                  texture=request.texture or "bake")
         image = self._image(request)
         if len(request.same_person_views) >= MAX_VIEWS:
             raise InvalidInputError(f"{1 + len(request.same_person_views)} views of one person; at most {MAX_VIEWS}")

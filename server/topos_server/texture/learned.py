@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from topos_sdk.errors import AssetError, InvalidInputError
+from topos_sdk.generate import check_texture
 from topos_sdk.head_result import TextureMap
 from topos_sdk.topology import ReferenceTopology
 from topos_server.data.texture_pairs import (decode_albedo, downsample_observation, model_condition, skin_trust,
@@ -49,8 +50,6 @@ from topos_server.texture import material_maps
 from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
-TEXTURE_MODES = ("bake", "learned")
-DEFAULT_TEXTURE_MODE = "bake"  # learned becomes the default once it beats the bake on bench/texture_eval.py
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topos_texture_small"
 SAMPLE_STEPS = 2
 NORMAL_RESOLUTION = 512  # the learned detail normals are made at this size (the model's maps are 256²)
@@ -67,12 +66,6 @@ def load_texture_model(folder: str | None = None) -> ToposTextureModel:
     return ToposTextureModel.from_pretrained(path, low_cpu_mem_usage=False).eval()
 
 
-def check_texture_mode(mode) -> str:
-    if mode not in TEXTURE_MODES:
-        raise InvalidInputError(f"texture must be one of {TEXTURE_MODES}, got {mode!r}")
-    return mode
-
-
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
                       topology: ReferenceTopology, size: int, seed: int, mode: str = "learned",
                       model: ToposTextureModel | None = None) -> dict[str, TextureMap]:
@@ -84,7 +77,7 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     any, the maps are normalised); size: texels per tile side of the bake; seed: noise of the sampler.
     Deterministic per seed. Returns albedo (sRGB), normal (raw) and roughness (raw) maps.
     """
-    if check_texture_mode(mode) == "bake":
+    if check_texture(mode) == "bake":
         return bake_maps
     model = model or load_texture_model()
     tile = model.config.tile

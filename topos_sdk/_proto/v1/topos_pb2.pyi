@@ -35,7 +35,7 @@ DTYPE_FLOAT32: DType
 DTYPE_INT32: DType
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id", "cached_topology_ids", "face_index", "same_person_views", "topology")
+    __slots__ = ("encoded_image", "raw_image", "engine", "seed", "texture_size", "focal_length_px", "request_id", "cached_topology_ids", "face_index", "same_person_views", "topology", "texture")
     ENCODED_IMAGE_FIELD_NUMBER: _ClassVar[int]
     RAW_IMAGE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class GenerateRequest(_message.Message):
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SAME_PERSON_VIEWS_FIELD_NUMBER: _ClassVar[int]
     TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    TEXTURE_FIELD_NUMBER: _ClassVar[int]
     encoded_image: bytes
     raw_image: RawImage
     engine: str
@@ -58,7 +59,8 @@ class GenerateRequest(_message.Message):
     face_index: int
     same_person_views: _containers.RepeatedScalarFieldContainer[bytes]
     topology: str
-    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ..., cached_topology_ids: _Optional[_Iterable[str]] = ..., face_index: _Optional[int] = ..., same_person_views: _Optional[_Iterable[bytes]] = ..., topology: _Optional[str] = ...) -> None: ...
+    texture: str
+    def __init__(self, encoded_image: _Optional[bytes] = ..., raw_image: _Optional[_Union[RawImage, _Mapping]] = ..., engine: _Optional[str] = ..., seed: _Optional[int] = ..., texture_size: _Optional[int] = ..., focal_length_px: _Optional[float] = ..., request_id: _Optional[str] = ..., cached_topology_ids: _Optional[_Iterable[str]] = ..., face_index: _Optional[int] = ..., same_person_views: _Optional[_Iterable[bytes]] = ..., topology: _Optional[str] = ..., texture: _Optional[str] = ...) -> None: ...
 
 class RawImage(_message.Message):
     __slots__ = ("width", "height", "rgb")
