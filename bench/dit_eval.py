@@ -85,7 +85,8 @@ def synthetic(args) -> dict:
             crops = torch.from_numpy(np.stack([c[1] for c in conditions]))
             truth = arrays["neutral"][ids].astype(np.float64)
             t = time.perf_counter()
-            sampled = [latents.decode(sample_latents(dit, landmarks, crops, [seed] * len(ids), sampling)).numpy()
+            identity = torch.from_numpy(arrays["classic_identity"][ids]) if dit.config.identity_condition else None
+            sampled = [latents.decode(sample_latents(dit, landmarks, crops, [seed] * len(ids), sampling, identity)).numpy()
                        for seed in range(SEEDS)]  # SEEDS × (B, N, 3)
             seconds = (time.perf_counter() - t) / (SEEDS * len(ids))
             floor = latents.decode(latents.encode(truth.astype(np.float32))).numpy()
@@ -168,24 +169,16 @@ def timing(args) -> dict:
     from topos_server.engines.base import GenerateOptions
     from topos_server.engines.classic import ClassicEngine
     from topos_server.engines.topos import ToposEngine
-    from topos_server.pipelines.head_generation import portrait_condition, sample_latents
 
     image = skimage.data.astronaut()
     topos = ToposEngine(weights=args.weights)
     classic = ClassicEngine()
-    face = classic.detect(image)
-    landmarks, crop = portrait_condition(image, face.points)
     out = {"threads": torch.get_num_threads()}
     for batch in (1, 16):
-        lm = torch.from_numpy(np.stack([landmarks] * batch))
-        cr = torch.from_numpy(np.stack([crop] * batch))
-        sample_latents(topos.dit, lm, cr, list(range(batch)), topos.sampling)  # warm
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            sample_latents(topos.dit, lm, cr, list(range(batch)), topos.sampling)
-            times.append(time.perf_counter() - t)
-        out[f"dit_batch{batch}_s"] = float(np.median(times))
+        topos.fit_portrait(image, seeds=range(batch))  # warm
+        runs = [topos.fit_portrait(image, seeds=range(batch))[0].provenance.timings_s for _ in range(3)]
+        out[f"dit_batch{batch}_s"] = float(np.median([r["dit"] for r in runs])) * batch  # the call, not per head
+        out[f"vae_decode_batch{batch}_s"] = float(np.median([r["vae_decode"] for r in runs])) * batch
     for name, engine in (("classic", classic), ("topos", topos)):
         engine.generate([image], GenerateOptions(texture_size=1024))  # warm
         times, parts = [], []

@@ -33,7 +33,9 @@ def pair_folder(tmp_path_factory, head_model, topology):
     shade = np.clip((width - width.min()) / np.ptp(width) * 255, 0, 255).astype(np.uint8)
     crops = np.broadcast_to(shade[:, None, None, None], (count, 96, 96, 3)).copy()
     folder = tmp_path_factory.mktemp("pairs")
-    np.savez(folder / "shard_00000.npz", crop=crops, landmarks=pixels, neutral=heads.astype(np.float16))
+    classic_identity = identity + rng.normal(0, 0.3, identity.shape).astype(np.float32)  # a fit's estimate
+    np.savez(folder / "shard_00000.npz", crop=crops, landmarks=pixels, neutral=heads.astype(np.float16),
+             classic_identity=classic_identity)
     return folder
 
 
@@ -57,6 +59,23 @@ def test_tiny_dit_trains_and_its_loss_drops(pair_folder, latents, tmp_path):
     config.steps = 85
     resumed = train(config, tmp_path / "run", resume=True, latents=latents, device="cpu")
     assert resumed["step"] == 85
+
+
+def test_identity_conditioned_dit_trains_and_needs_the_identity(pair_folder, latents, tmp_path):
+    from topos_server.models.dit import ToposDiT
+    from topos_server.pipelines.head_generation import SamplingOptions, sample_latents
+    from topos_server.training.dit import DiTTrainingConfig, PairLatents, train
+
+    config = DiTTrainingConfig(size="tiny", pairs=[str(pair_folder)], steps=30, batch_size=8, learning_rate=2e-3,
+                               warmup_steps=5, eval_every=30, identity_condition=100)
+    train(config, tmp_path / "run", latents=latents, device="cpu")
+    model = ToposDiT.from_pretrained(tmp_path / "run" / "model", low_cpu_mem_usage=False)
+    assert model.config.identity_condition == 100
+    batch = PairLatents([pair_folder], latents).batch([0, 1])
+    out = sample_latents(model, batch["landmarks"], batch["crop"], [0, 1], SamplingOptions(steps=2), batch["identity"])
+    assert out.shape == (2, *latents.latent_shape) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="pass identity"):
+        sample_latents(model, batch["landmarks"], batch["crop"], [0, 1], SamplingOptions(steps=2))
 
 
 def record_fingerprint(latents) -> str:
@@ -157,6 +176,7 @@ def test_studio_pairs_become_a_shard_the_trainer_reads(tmp_path, remeshed_head, 
     with np.load(shards / "shard_00000.npz") as shard:
         assert shard["neutral"].shape == (1, latents.vae.config.num_vertices, 3)
         assert shard["crop"].shape == (1, 96, 96, 3) and shard["landmarks"].shape == (1, 478, 3)
+        assert shard["classic_identity"].shape == (1, 100)
         # the converted head is the ICT rest head (in cm, reference frame) to within a few mm
         skin = latents.skin_vertex_count
         error_cm = np.linalg.norm(shard["neutral"][0, :skin].astype(np.float64)

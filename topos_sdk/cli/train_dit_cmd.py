@@ -27,7 +27,13 @@ def register(models) -> None:
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     p.add_argument("--vae", type=Path, metavar="MODEL_DIR", help="the TOPOS-VAE whose latents to generate "
                                                                   "(default: the bundled one)")
+    p.add_argument("--identity-condition", action="store_true",
+                   help="also condition on the classic landmark fit's identity coefficients (the DiT then learns "
+                        "what the linear fit gets wrong; inference runs that fit first)")
     p.set_defaults(handler=run)
+
+
+IDENTITY_MODES = 100  # the ICT head model's identity shapes
 
 
 def run(args) -> int:
@@ -37,6 +43,8 @@ def run(args) -> int:
                                eval_pairs=str(args.eval_pairs) if args.eval_pairs else None,
                                vae_weights=str(args.vae) if args.vae else None)
     config.pairs = [str(folder) for folder in _shard_folders(args.pairs)]
+    if args.identity_condition:
+        config.identity_condition = IDENTITY_MODES
     for name in ("steps", "batch_size", "eval_every"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))

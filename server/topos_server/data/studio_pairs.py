@@ -55,7 +55,7 @@ def studio_pair_shards(folder: str | Path, shards_root: str | Path | None = None
     """
     from topos_sdk import ToposError
     from topos_server.assets.cache import AssetCache
-    from topos_server.face import FaceLandmarker, load_image
+    from topos_server.face import load_image
     from topos_server.face.aligned_crop import aligned_face_crop
     from topos_server.geometry.mesh_input import largest_component, read_mesh
     from topos_server.pipelines.convert import HeadConverter
@@ -67,12 +67,15 @@ def studio_pair_shards(folder: str | Path, shards_root: str | Path | None = None
     if (out / SHARD_NAME).is_file():
         return out
     converter = converter or HeadConverter.load()
-    landmarker = FaceLandmarker(refine_iris=True)
-    crops, landmarks, heads, names = [], [], [], []
+    from topos_server.engines.classic import ClassicEngine
+    from topos_server.fit.landmark_fit import fit_landmarks
+
+    classic = ClassicEngine()
+    crops, landmarks, heads, names, identities = [], [], [], [], []
     for portrait, mesh_file in pairs:
         try:
             image = load_image(portrait.read_bytes())
-            face = landmarker.detect(image)
+            face = classic.detect(image)
             mesh = largest_component(read_mesh(mesh_file))
             conversion = converter.convert_surface(mesh.points, mesh.triangles, report=False)
         except (ToposError, ValueError, OSError) as exc:
@@ -80,6 +83,8 @@ def studio_pair_shards(folder: str | Path, shards_root: str | Path | None = None
                 progress(f"skipped {portrait.name} + {mesh_file.name}: {exc}")
             continue
         crop, _ = aligned_face_crop(image, face.points, CROP_SIZE)
+        height, width = image.shape[:2]
+        identities.append(fit_landmarks(classic.basis, face.points, (width, height)).identity.astype(np.float32))
         crops.append(crop)
         landmarks.append(face.points.astype(np.float32))
         heads.append(conversion.points.astype(np.float16))
@@ -90,6 +95,7 @@ def studio_pair_shards(folder: str | Path, shards_root: str | Path | None = None
         raise ValueError(f"{folder}: none of the {len(pairs)} (portrait, mesh) pairs could be used")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (SHARD_NAME + ".tmp.npz")
-    np.savez(tmp, crop=np.stack(crops), landmarks=np.stack(landmarks), neutral=np.stack(heads), name=np.array(names))
+    np.savez(tmp, crop=np.stack(crops), landmarks=np.stack(landmarks), neutral=np.stack(heads),
+             classic_identity=np.stack(identities), name=np.array(names))
     tmp.replace(out / SHARD_NAME)
     return out

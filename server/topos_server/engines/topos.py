@@ -111,15 +111,24 @@ class ToposEngine:
         t = time.perf_counter()
         face: FaceLandmarks = self.classic.detect(image, options.face_index)
         landmarks, crop = portrait_condition(image, face.points)
-        return {"image": image, "face": face, "landmarks": landmarks, "crop": crop, "source": source,
-                "timings": {"decode": decode_s, "landmarks": time.perf_counter() - t}}
+        portrait = {"image": image, "face": face, "landmarks": landmarks, "crop": crop, "source": source,
+                    "timings": {"decode": decode_s, "landmarks": time.perf_counter() - t}}
+        if self.dit.config.identity_condition:  # the DiT refines what the classic linear fit makes of the landmarks
+            t = time.perf_counter()
+            height, width = image.shape[:2]
+            fit = fit_landmarks(self.classic.basis, face.points, (width, height), options.focal_length_px)
+            portrait["identity"] = fit.identity.astype(np.float32)
+            portrait["timings"]["classic_fit"] = time.perf_counter() - t
+        return portrait
 
     def _sample(self, portraits: list[dict], seeds: list[int]) -> tuple[np.ndarray, dict]:
         """(B, N, 3) float32 neutral heads from the DiT, one per portrait and seed."""
         t = time.perf_counter()
         landmarks = torch.from_numpy(np.stack([p["landmarks"] for p in portraits]))  # (B, 478, 3)
         crops = torch.from_numpy(np.stack([p["crop"] for p in portraits]))  # (B, 3, S, S)
-        latents = sample_latents(self.dit, landmarks, crops, seeds, self.sampling)  # (B, L, C)
+        identity = (torch.from_numpy(np.stack([p["identity"] for p in portraits]))
+                    if self.dit.config.identity_condition else None)  # (B, I)
+        latents = sample_latents(self.dit, landmarks, crops, seeds, self.sampling, identity)  # (B, L, C)
         sample_s = time.perf_counter() - t
         t = time.perf_counter()
         heads = self.latents.decode(latents).cpu().numpy().astype(np.float32)  # (B, N, 3)

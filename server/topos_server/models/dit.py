@@ -11,6 +11,8 @@
       landmarks (B, K=478, 3) in the aligned crop's frame (x, y ∈ [−½, ½], relative depth) → Linear
         + a learned embedding per landmark index
       aligned face crop (B, 3, S, S) ∈ [−1, 1] → 4 stride-2 convolutions → T = (S/16)² tokens + positions
+      optionally (``identity_condition`` > 0) the classic landmark fit's head-model identity
+        coefficients → MLP → one token: the DiT then learns what the linear fit gets wrong
       → (base, large) self-attention blocks; one key/value projection shared by every DiT block;
         a dropped condition (classifier-free guidance) is the learned null token
         in every position
@@ -138,7 +140,7 @@ class ToposDiT(ModelMixin, ConfigMixin):
     def __init__(self, latent_tokens: int = 32, latent_channels: int = 16, width: int = 256, depth: int = 6,
                  num_heads: int = 8, condition_depth: int = 2, image_channels: int = 32, num_landmarks: int = 478,
                  crop_size: int = 96, mlp_ratio: float = 4.0, condition_dropout: float = 0.1, vae_id: str = "",
-                 size_name: str = ""):
+                 size_name: str = "", identity_condition: int = 0):
         super().__init__()
         if crop_size % 16:
             raise ValueError(f"crop size must be a multiple of 16, got {crop_size}")
@@ -151,6 +153,8 @@ class ToposDiT(ModelMixin, ConfigMixin):
         self.image_encoder = ImageEncoder(width, image_channels)
         self.image_positions = nn.Parameter(torch.randn((crop_size // 16) ** 2, width) * 0.02)  # (T, W)
         self.null_condition = nn.Parameter(torch.randn(width) * 0.02)  # (W,) every token of a dropped condition
+        if identity_condition:  # the classic fit's head-model identity coefficients as one more token
+            self.identity_in = Mlp(identity_condition, width, width)
         self.condition_blocks = nn.ModuleList(Block(width, num_heads) for _ in range(condition_depth))
         self.condition_norm = nn.LayerNorm(width)
         self.condition_pool = Mlp(width, width, width)
@@ -202,11 +206,17 @@ class ToposDiT(ModelMixin, ConfigMixin):
         return normalised * self.latent_std + self.latent_mean
 
     # ---- the network ---------------------------------------------------------------------------------
-    def encode_condition(self, landmarks: torch.Tensor, crop: torch.Tensor,
-                         keep: torch.Tensor | None = None) -> torch.Tensor:
-        """landmarks (B, K, 3), crop (B, 3, S, S), keep (B,) bool (False: the null condition) → (B, K + T, W)."""
-        tokens = torch.cat([self.landmark_in(landmarks) + self.landmark_index,  # (B, K, W)
-                            self.image_encoder(crop) + self.image_positions], dim=1)  # (B, K + T, W)
+    def encode_condition(self, landmarks: torch.Tensor, crop: torch.Tensor, keep: torch.Tensor | None = None,
+                         identity: torch.Tensor | None = None) -> torch.Tensor:
+        """landmarks (B, K, 3), crop (B, 3, S, S), keep (B,) bool (False: the null condition), and with
+        ``identity_condition`` the classic fit's identity coefficients (B, I) → (B, K + T [+ 1], W)."""
+        parts = [self.landmark_in(landmarks) + self.landmark_index,  # (B, K, W)
+                 self.image_encoder(crop) + self.image_positions]  # (B, T, W)
+        if self.config.identity_condition:
+            if identity is None:
+                raise ValueError("this DiT is conditioned on the classic fit's identity coefficients: pass identity")
+            parts.append(self.identity_in(identity[:, : self.config.identity_condition])[:, None])  # (B, 1, W)
+        tokens = torch.cat(parts, dim=1)  # (B, K + T [+ 1], W)
         if keep is not None:
             tokens = torch.where(keep[:, None, None], tokens, self.null_condition.to(tokens.dtype))
         for block in self.condition_blocks:

@@ -70,20 +70,23 @@ def seeded_noise(seeds, shape: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_latents(model: ToposDiT, landmarks: torch.Tensor, crops: torch.Tensor, seeds,
-                   options: SamplingOptions = SamplingOptions()) -> torch.Tensor:
-    """landmarks (B, K, 3), crops (B, 3, S, S), one seed per row → (B, L, C) latents (denormalised)."""
+                   options: SamplingOptions = SamplingOptions(), identity: torch.Tensor | None = None) -> torch.Tensor:
+    """landmarks (B, K, 3), crops (B, 3, S, S), one seed per row (and the classic fit's identity
+    coefficients (B, I) for a model conditioned on them) → (B, L, C) latents (denormalised)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     b = landmarks.shape[0]
     latent_shape = (model.config.latent_tokens, model.config.latent_channels)
     x = seeded_noise(seeds, latent_shape).to(device)  # (B, L, C) float32 whatever the model's dtype
     landmarks, crops = landmarks.to(device, dtype), crops.to(device, dtype)
+    identity = None if identity is None else identity.to(device, dtype)
     guided = options.guidance != 1.0
     if guided:  # conditional and unconditional halves in one batch
         keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(device)
-        condition = model.encode_condition(landmarks.repeat(2, 1, 1), crops.repeat(2, 1, 1, 1), keep)  # (2B, K+T, W)
+        condition = model.encode_condition(landmarks.repeat(2, 1, 1), crops.repeat(2, 1, 1, 1), keep,
+                                           None if identity is None else identity.repeat(2, 1))  # (2B, K+T, W)
     else:
-        condition = model.encode_condition(landmarks, crops)  # (B, K+T, W)
+        condition = model.encode_condition(landmarks, crops, identity=identity)  # (B, K+T, W)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=options.shift)
     scheduler.set_timesteps(options.steps, device=device)
     for t in scheduler.timesteps:

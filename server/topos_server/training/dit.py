@@ -51,6 +51,7 @@ class DiTTrainingConfig:
     eval_sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(steps=10, guidance=1.0))
     seed: int = 0
     vae_weights: str | None = None  # None: the bundled TOPOS-VAE
+    identity_condition: int = 0  # > 0: condition on the classic fit's first so many identity coefficients too
 
 
 def vae_fingerprint(latents: HeadLatents) -> str:
@@ -75,7 +76,7 @@ class PairLatents(torch.utils.data.Dataset):
 
     def __init__(self, folders, latents: HeadLatents, limit: int | None = None, progress=None):
         fingerprint = vae_fingerprint(latents)
-        crops, landmarks, codes, heads = [], [], [], []
+        crops, landmarks, codes, heads, identities = [], [], [], [], []
         for folder in folders:
             for shard in shard_files(folder):
                 with np.load(shard) as data:
@@ -91,6 +92,8 @@ class PairLatents(torch.utils.data.Dataset):
                         tmp.replace(cache)
                     crops.append(data["crop"])
                     landmarks.append(data["landmarks"])
+                    identities.append(data["classic_identity"] if "classic_identity" in data.files
+                                      else np.full((len(code), 0), np.nan, np.float32))
                     codes.append(code)
                     if limit is not None:
                         heads.append(data["neutral"][:, : latents.skin_vertex_count])
@@ -103,6 +106,10 @@ class PairLatents(torch.utils.data.Dataset):
         self.landmarks_px = np.concatenate(landmarks)[:stop]  # (B, 478, 3)
         self.latents = torch.from_numpy(np.concatenate(codes)[:stop]).float()  # (B, L, C)
         self.skin = np.concatenate(heads)[:stop].astype(np.float32) if heads else None  # (B, S_v, 3) eval truth
+        widths = {i.shape[1] for i in identities}
+        # (B, I) the classic fit's identity coefficients, where every shard has them
+        self.classic_identity = (torch.from_numpy(np.concatenate(identities)[:stop]).float()
+                                 if len(widths) == 1 and 0 not in widths else None)
         self.fingerprint = fingerprint
 
     def __len__(self) -> int:
@@ -113,9 +120,12 @@ class PairLatents(torch.utils.data.Dataset):
 
     def batch(self, indices) -> dict[str, torch.Tensor]:
         conditions = [self.condition(i) for i in indices]
-        return {"landmarks": torch.from_numpy(np.stack([c[0] for c in conditions])),  # (B, 478, 3)
-                "crop": torch.from_numpy(np.stack([c[1] for c in conditions])),  # (B, 3, S, S)
-                "latent": self.latents[list(indices)]}  # (B, L, C)
+        batch = {"landmarks": torch.from_numpy(np.stack([c[0] for c in conditions])),  # (B, 478, 3)
+                 "crop": torch.from_numpy(np.stack([c[1] for c in conditions])),  # (B, 3, S, S)
+                 "latent": self.latents[list(indices)]}  # (B, L, C)
+        if self.classic_identity is not None:
+            batch["identity"] = self.classic_identity[list(indices)]  # (B, I)
+        return batch
 
 
 def logit_normal_sigmas(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -131,7 +141,7 @@ def flow_matching_loss(model: ToposDiT, batch: dict[str, torch.Tensor], generato
     sigma = logit_normal_sigmas(b, generator).to(x0.device)  # (B,)
     noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
     keep = (torch.rand(b, generator=generator) >= condition_dropout).to(x0.device)
-    condition = model.encode_condition(batch["landmarks"], batch["crop"], keep)
+    condition = model.encode_condition(batch["landmarks"], batch["crop"], keep, batch.get("identity"))
     velocity = model(noisy, sigma, condition)  # (B, L, C)
     return (velocity.float() - (noise - x0)).pow(2).mean()
 
@@ -152,7 +162,8 @@ def skin_error_mm(model: ToposDiT, pairs: PairLatents, latents: HeadLatents, sam
     for start in range(0, len(pairs), batch_size):
         ids = range(start, min(len(pairs), start + batch_size))
         batch = pairs.batch(ids)
-        sampled = sample_latents(model, batch["landmarks"], batch["crop"], [seed] * len(ids), sampling)
+        sampled = sample_latents(model, batch["landmarks"], batch["crop"], [seed] * len(ids), sampling,
+                                 batch.get("identity"))
         truth = torch.from_numpy(pairs.skin[list(ids)])  # (B, S_v, 3)
         heads = latents.decode(sampled)[:, :skin].cpu()
         floor = latents.decode(batch["latent"])[:, :skin].cpu()
@@ -199,9 +210,12 @@ def train(config: DiTTrainingConfig, out_dir, resume: bool = False, latents: Hea
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}")
     else:
         length, channels = latents.latent_shape
+        if config.identity_condition and (pairs.classic_identity is None
+                                          or pairs.classic_identity.shape[1] < config.identity_condition):
+            raise ValueError("identity conditioning needs the classic fit's identity in every training shard")
         model = ToposDiT.from_size(config.size, latent_tokens=length, latent_channels=channels,
                                    crop_size=pairs.crops.shape[1], condition_dropout=config.condition_dropout,
-                                   vae_id=pairs.fingerprint)
+                                   vae_id=pairs.fingerprint, identity_condition=config.identity_condition)
         model.set_latent_statistics(pairs.latents)
         ema = ToposDiT.from_config(model.config)
         ema.load_state_dict(model.state_dict())
