@@ -40,15 +40,18 @@ SEEDS = 8
 FRONT_GROUP = "narrow_face"
 
 
-def rigid_errors_mm(estimate: np.ndarray, truth: np.ndarray, front: np.ndarray) -> tuple[float, float]:
-    """(skin, front) mean per-vertex distance in mm after the best rotation + translation of ``estimate`` onto
-    ``truth`` (both (S, 3) cm, skin vertices)."""
+def rigid_errors_mm(estimate: np.ndarray, truth: np.ndarray, front: np.ndarray) -> tuple[float, float, float]:
+    """(skin, front of the face, skin shape) mean per-vertex distance in mm after the best rotation +
+    translation of ``estimate`` onto ``truth`` (both (S, 3) cm, skin vertices); the last also after the
+    best scale (the shape alone: one photo hardly tells a head's size from its distance)."""
     from scipy.spatial.transform import Rotation
 
     a, b = estimate - estimate.mean(axis=0), truth - truth.mean(axis=0)
     rotation, _ = Rotation.align_vectors(b, a)
-    distance = 10.0 * np.linalg.norm(rotation.apply(a) - b, axis=1)
-    return float(distance.mean()), float(distance[front].mean())
+    a = rotation.apply(a)
+    distance = 10.0 * np.linalg.norm(a - b, axis=1)
+    scaled = 10.0 * np.linalg.norm(a * ((a * b).sum() / (a * a).sum()) - b, axis=1)
+    return float(distance.mean()), float(distance[front].mean()), float(scaled.mean())
 
 
 def synthetic(args) -> dict:
@@ -200,7 +203,8 @@ def report(out: Path) -> str:
         rows = data["rows"]
         lines += [f"Held-out synthetic portraits: {len(rows)} ({data['pairs']}), DiT `{data['dit']}`, "
                   f"{data['sampling']['steps']} Euler steps, guidance {data['sampling']['guidance']}. "
-                  "Neutral-skin error after rigid alignment, mm — mean / p95 (front of the face mean in brackets):", "",
+                  "Neutral-skin error after rigid alignment, mm — mean / p95 (in brackets: the front of the face's "
+                  "mean, and the skin's mean after a similarity alignment, i.e. the shape without its size):", "",
                   "| method | all | " + " | ".join(f"yaw {a}–{b}°" for a, b in YAW_BINS) + " |",
                   "|---|---|" + "---|" * len(YAW_BINS)]
         for key, label in (("topos", "topos, 1 sample (seed 0)"), ("topos_best8", "topos, best of 8 seeds (oracle)"),
@@ -210,7 +214,9 @@ def report(out: Path) -> str:
                     return "–"
                 skin = np.array([r[key][0] for r in subset])
                 face = np.array([r[key][1] for r in subset])
-                return f"{skin.mean():.2f} / {np.percentile(skin, 95):.2f} ({face.mean():.2f}) n={len(subset)}"
+                shape = np.array([r[key][2] for r in subset])
+                return (f"{skin.mean():.2f} / {np.percentile(skin, 95):.2f} ({face.mean():.2f}; shape "
+                        f"{shape.mean():.2f}) n={len(subset)}")
             bins = [[r for r in rows if a <= r["yaw"] < b or (b == YAW_BINS[-1][1] and r["yaw"] >= b)] for a, b in YAW_BINS]
             lines.append(f"| {label} | {cell(rows)} | " + " | ".join(cell(b) for b in bins) + " |")
         lines += ["", f"Seed diversity (per-vertex std across 8 seeds, mean): front of the face "
