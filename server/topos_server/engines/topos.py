@@ -28,6 +28,7 @@ from topos_server.models.dit import ToposDiT
 from topos_server.pipelines.head_generation import SamplingOptions, portrait_condition, sample_latents
 from topos_server.pipelines.head_latents import HeadLatents
 from topos_server.texture.bake import bake_textures
+from topos_server.texture.learned import complete_textures
 from topos_server.training.dit import vae_fingerprint
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
@@ -143,9 +144,16 @@ class ToposEngine:
         if progress:
             progress("texturing", (index + 0.7) / count, index)
         t = time.perf_counter()
-        result.textures = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
-                                        size=options.texture_size)
+        diagnostics: dict = {}
+        baked = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
+                              size=options.texture_size, diagnostics=diagnostics)
         result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
+        t = time.perf_counter()
+        result.textures = complete_textures(baked, diagnostics, result.points, self.topology, options.texture_size,
+                                            seed, mode=options.texture)
+        if options.texture != "bake":
+            result.provenance.timings_s["texture_" + options.texture] = round(time.perf_counter() - t, 4)
+        result.provenance.extra["texture"] = options.texture
         return result
 
     def fit_portrait(self, image: np.ndarray, seeds: Sequence[int] = (0,), focal_length_px: float | None = None,
