@@ -61,7 +61,7 @@ def run(args) -> int:
                 f"albedo {record['albedo']:.4f}  {record['elapsed_s']:.0f} s")
         if "eval_l1_learned" in record:
             line += (f"  eval hidden-texel L1 {record['eval_l1_learned']:.4f} "
-                     f"(push-pull fill {record['eval_l1_fill']:.4f})")
+                     f"(baker's fill {record['eval_l1_fill']:.4f})")
         print(line, file=sys.stderr, flush=True)
 
     records = (bank[i] for i in range(len(bank)))

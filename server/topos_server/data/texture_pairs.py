@@ -34,9 +34,10 @@ import torch
 from topos_sdk.topology import ReferenceTopology
 from topos_server.models.texture_model import CONDITION_CHANNELS, HEIGHT_SCALE, TARGET_CHANNELS
 from topos_server.texture import material_maps
-from topos_server.texture.bake import FULL_WEIGHT_COS, GRAZING_COS, SKIN_MATERIALS, skin_uv_layout, vertex_normals
+from topos_server.texture.bake import (FULL_WEIGHT_COS, GRAZING_COS, SKIN_MATERIALS, mirror_vertex_map,
+                                       skin_uv_layout, skin_vertex_field, vertex_normals)
 from topos_server.texture.face_regions import face_regions
-from topos_server.texture.fill import push_pull
+from topos_server.texture.fill import extend_beyond_islands, fill_islands, push_pull
 from topos_server.texture.skin_colour import fit_skin_colour
 from topos_server.texture.skin_lighting import luminance
 
@@ -135,12 +136,12 @@ def decode_albedo(encoded: np.ndarray | torch.Tensor):
     return ((encoded.clip(-1.0, 1.0) + 1.0) * 0.5) ** 2
 
 
-def model_condition(observed: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> np.ndarray:
-    """(3, R, R) linear observed albedo + (R, R) weight → (14, R, R) float32 condition (CONDITION_CHANNELS)."""
+def model_condition(observed: np.ndarray, weight: np.ndarray, fill: np.ndarray, geometry: UVGeometry) -> np.ndarray:
+    """(3, R, R) linear observed albedo, (R, R) weight, (3, R, R) the baker's fill of them (:func:`bake_fill`)
+    → (14, R, R) float32 condition (CONDITION_CHANNELS)."""
     w = np.clip(weight, 0.0, 1.0) * geometry.island
-    encoded = encode_albedo(observed)
-    fill = push_pull(encoded * w, w) if w.max() > 0 else np.zeros_like(encoded)
-    condition = np.concatenate([encoded * w, w[None], fill, geometry.position, geometry.normal, geometry.island[None]])
+    condition = np.concatenate([encode_albedo(observed) * w, w[None], encode_albedo(fill), geometry.position,
+                                geometry.normal, geometry.island[None]])
     assert condition.shape[0] == len(CONDITION_CHANNELS)
     return condition.astype(np.float32)
 
@@ -167,6 +168,63 @@ def pose_visibility(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (angle * angle * (3.0 - 2.0 * angle)).astype(np.float32)
 
 
+def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S) x and y maps for ``cv2.remap``: each texel of ``tile`` reads its mirror point across the face's
+    symmetry plane (same barycentrics on the mirrored triangle corners, ``mirror_vertex_map``); texels
+    off the island read themselves."""
+    key = (topology.topology_id, size, tile)
+    if key not in _MIRROR_MAPS:
+        from topos_server.data.synthetic_portraits import vertex_uv_in_tile
+
+        layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
+        tt = next(t for t in layout.tiles if t.tile == tile)
+        vertex_uv = vertex_uv_in_tile(topology, tile)  # (N, 2)
+        uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirror_vertex_map(topology)[tt.corners]])  # (K, 2)
+        cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        map_x, map_y = cols.reshape(-1), rows.reshape(-1)
+        map_x[tt.texel] = (uv[:, 0] - (tile - 1001) % 10) * size - 0.5
+        map_y[tt.texel] = (1.0 - (uv[:, 1] - (tile - 1001) // 10)) * size - 0.5
+        _MIRROR_MAPS[key] = (map_x.reshape(size, size), map_y.reshape(size, size))
+    return _MIRROR_MAPS[key]
+
+
+_MIRROR_MAPS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology,
+              tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
+    """Today's fill of one tile, as the baker does it: the mirror side where a texel is not fully seen,
+    then the harmonic vertex field + push-pull of the residual (``skin_vertex_field``, ``fill_islands``).
+
+    observed: (3, S, S) linear albedo (meaningful where weight > 0); weight: (S, S) in [0, 1].
+    Returns the filled (3, S, S) albedo (extended beyond the island) and the coverage (S, S) after
+    the mirror step. Linear in ``observed`` for fixed weights.
+    """
+    size = weight.shape[0]
+    layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
+    map_x, map_y = mirror_texel_map(topology, size, tile)
+    mirror_weight = cv2.remap(weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mirror_premultiplied = [cv2.remap(np.ascontiguousarray(p * weight), map_x, map_y, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE) for p in observed]
+    mirror_albedo = np.stack([np.divide(m, mirror_weight, out=np.zeros_like(m), where=mirror_weight > 1e-4)
+                              for m in mirror_premultiplied])  # (3, S, S)
+    from_mirror = (1.0 - weight) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
+    coverage = weight + from_mirror
+    albedo = np.divide(weight * observed + from_mirror * mirror_albedo, coverage, out=np.zeros_like(observed),
+                       where=coverage > 1e-6)
+    observations = []
+    for tt in layout.tiles:
+        k = tt.texel[tt.vertex_sample]
+        if tt.tile == tile:
+            observations.append((albedo.reshape(3, -1)[:, k], coverage.reshape(-1)[k]))
+        else:  # the other tiles: nothing seen (the vertex field fills them harmonically)
+            observations.append((np.zeros((3, k.size), np.float32), np.zeros(k.size, np.float32)))
+    vertex_albedo = skin_vertex_field(layout, topology.num_points, observations)
+    tt = next(t for t in layout.tiles if t.tile == tile)
+    filled = fill_islands(albedo, coverage, tt.image(tt.interpolate(vertex_albedo)), tt.island)
+    return extend_beyond_islands(np.clip(filled, 0.0, 1.0), tt.island), coverage.astype(np.float32)
+
+
 @dataclass
 class TrainingItem:
     """One bank portrait at R²: its observed albedo (3, R, R), weight × skin trust (R, R), its name."""
@@ -184,31 +242,52 @@ def training_item(record: dict, geometry: UVGeometry) -> TrainingItem:
 
 
 class TexturePairs:
-    """Deterministic training examples from a list of :class:`TrainingItem` (see the module notes)."""
+    """Deterministic training examples from a list of :class:`TrainingItem` (see the module notes).
 
-    def __init__(self, items: list[TrainingItem], geometry: UVGeometry, crop: int | None = None, seed: int = 0):
+    The hidden views (which texels an example sees, and the baker's fill of them, ~0.2 s each) come
+    from a pool of ``views_per_item`` per item, made on first use and kept (float16); the lighting and
+    the crop are drawn per example.
+    """
+
+    def __init__(self, items: list[TrainingItem], geometry: UVGeometry, topology: ReferenceTopology,
+                 crop: int | None = None, seed: int = 0, views_per_item: int = 3, tile: int = FACE_TILE):
         if len(items) < 2:
             raise ValueError(f"texture pairs need at least 2 bakes (one hides the other), got {len(items)}")
-        self.items, self.geometry, self.seed = items, geometry, seed
+        self.items, self.geometry, self.topology, self.seed, self.tile = items, geometry, topology, seed, tile
         self.crop = crop or geometry.resolution
         if self.crop > geometry.resolution:
             raise ValueError(f"crop {self.crop} is larger than the maps ({geometry.resolution})")
+        self.pool_size = len(items) * views_per_item
+        self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def hidden_view(self, view: int) -> tuple[np.ndarray, np.ndarray]:
+        """View ``view`` of item ``view % len(items)``: its visibility (R, R) and the baker's fill of what it sees (3, R, R)."""
+        if view not in self._views:
+            rng = np.random.default_rng([self.seed, 7, view])
+            count = len(self.items)
+            item = self.items[view % count]
+            other = self.items[(view % count + 1 + rng.integers(count - 1)) % count]
+            visible = other.weight.astype(np.float32)
+            if rng.random() < MIRROR_MASK_PROBABILITY:
+                visible = visible[:, ::-1]
+            visible = visible * pose_visibility(self.geometry.normal, rng)
+            seen = item.weight.astype(np.float32) * visible
+            fill, _ = bake_fill(item.albedo.astype(np.float32) * (seen > 0), seen, self.topology, self.tile)
+            self._views[view] = (visible.astype(np.float16), fill.astype(np.float16))
+        return self._views[view]
 
     def example(self, index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, index])
-        item = self.items[index % len(self.items)]
-        other = self.items[(index % len(self.items) + 1 + rng.integers(len(self.items) - 1)) % len(self.items)]
+        view = int(rng.integers(self.pool_size))
+        item = self.items[view % len(self.items)]
+        visible, fill = (a.astype(np.float32) for a in self.hidden_view(view))
         truth = item.albedo.astype(np.float32)  # (3, R, R)
         truth_weight = item.weight.astype(np.float32)  # (R, R)
-        visible = other.weight.astype(np.float32)
-        if rng.random() < MIRROR_MASK_PROBABILITY:
-            visible = visible[:, ::-1]
-        visible = visible * pose_visibility(self.geometry.normal, rng)
-        seen_weight = truth_weight * visible
         observed = truth
-        if rng.random() < RELIGHT_PROBABILITY:
-            observed = np.clip(truth * random_light_shading(self.geometry.normal, truth_weight, rng), 0.0, 1.0)
-        condition = model_condition(observed, seen_weight, self.geometry)
+        if rng.random() < RELIGHT_PROBABILITY:  # the fill is linear in the observation: light it the same way
+            shading = random_light_shading(self.geometry.normal, truth_weight, rng)
+            observed, fill = np.clip(truth * shading, 0.0, 1.0), np.clip(fill * shading, 0.0, 1.0)
+        condition = model_condition(observed, truth_weight * visible, fill, self.geometry)
         truth_filled = push_pull(truth * truth_weight, truth_weight)  # no false edges along what was seen
         target = np.concatenate([encode_albedo(truth), 2.0 * self.geometry.roughness[None] - 1.0,
                                  detail_height(truth_filled)[None]]).astype(np.float32)

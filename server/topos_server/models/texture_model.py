@@ -3,7 +3,7 @@
     condition (B, 14, R, R)                          target x0 (B, 5, R, R), all in ~[−1, 1]
       observed albedo × weight (3)  ─┐                 albedo (3): 2·sqrt(linear) − 1 (de-lit)
       observation weight (1)         │                 roughness (1): 2·r − 1
-      push-pull fill of the obs. (3) │                 detail height (1): high-pass log-luminance × 1/HEIGHT_SCALE
+      the baker's fill of it (3)     │                 detail height (1): high-pass log-luminance × 1/HEIGHT_SCALE
       head position (3), normal (3)  │ UV-space geometry of the head (position scaled to ~[−1, 1])
       skin island (1)               ─┘
                   │
@@ -12,8 +12,8 @@
       │  diffusers UNet2DModel, timestep = 1000 σ   (zero-initialised output)
       │  PixelShuffle(f)                            (B, 5, R, R)
       ▼
-    x0 = prior + that residual, prior = (push-pull fill of the observation, 0, 0): an untrained model
-    returns today's fill. The sampler gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the
+    x0 = prior + that residual, prior = (the baker's fill of the observation, 0, 0): an untrained
+    model returns today's fill. The sampler gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the
     convention of ``FlowMatchEulerDiscreteScheduler``: ``x_σ = (1 − σ) x0 + σ ε``, ``v = ε − x0``).
 
 Sampling (:meth:`ToposTextureModel.sample`) starts from seeded noise and takes a few Euler steps of
@@ -36,7 +36,7 @@ from torch import nn
 
 CONDITION_CHANNELS = ("observed_r", "observed_g", "observed_b", "observed_weight", "fill_r", "fill_g", "fill_b",
                       "position_x", "position_y", "position_z", "normal_x", "normal_y", "normal_z", "island")
-FILL = slice(4, 7)  # the condition's push-pull fill channels
+FILL = slice(4, 7)  # the condition's channels holding the baker's fill
 TARGET_CHANNELS = ("albedo_r", "albedo_g", "albedo_b", "roughness", "detail_height")
 HEIGHT_SCALE = 0.25  # log-luminance contrast that maps to ±1 in the height channel
 TRAIN_TIMESTEPS = 1000

@@ -92,7 +92,8 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     geometry = uv_geometry(topology, points, resolution, tile)
     low, low_weight = downsample_observation(observed.transpose(1, 2, 0), coverage, resolution)  # (3, R, R), (R, R)
     trust = skin_trust(low, low_weight, geometry)  # (R, R)
-    condition = model_condition(low, low_weight * trust, geometry)  # (14, R, R)
+    fill = downsample_observation(bake_albedo.transpose(1, 2, 0), np.ones_like(coverage), resolution)[0]  # (3, R, R)
+    condition = model_condition(low, low_weight * trust, fill, geometry)  # (14, R, R)
     with torch.no_grad():
         x0 = model.sample(torch.from_numpy(condition)[None], SAMPLE_STEPS,
                           torch.Generator().manual_seed(int(seed)))[0].numpy()  # (5, R, R)
@@ -105,7 +106,7 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
 
     learned = resized(decode_albedo(x0[:3]), size)  # (3, S, S)
     seen = coverage * resized(trust[None], size)[0]  # (S, S)
-    bake_low = resized(resized(bake_albedo, resolution, cv2.INTER_AREA), size)  # (3, S, S)
+    bake_low = resized(fill, size)  # (3, S, S) the bake at the model's resolution
     ratio = np.divide(bake_albedo, bake_low, out=np.ones_like(bake_albedo), where=bake_low > 1e-4)
     np.clip(ratio, *DETAIL_RATIO_RANGE, out=ratio)
     ratio -= 1.0

@@ -11,7 +11,7 @@ Batches are a pure function of ``(seed, step)``, so resuming from a checkpoint c
 sequence. Checkpoints hold the model (diffusers ``save_pretrained``: ``config.json`` + safetensors),
 the optimiser state and the step. Evaluation restores hidden-but-observed texels of validation
 bakes (training-split portraits kept out of the batches, never the held-out split) with the sampler
-and reports the mean L1 in linear RGB beside the push-pull fill of the same input.
+and reports the mean L1 in linear RGB beside the baker's fill of the same input.
 CUDA + bf16 autocast when available.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from topos_server.data.texture_pairs import TexturePairs, decode_albedo, training_item, uv_geometry
-from topos_server.models.texture_model import ToposTextureModel
+from topos_server.models.texture_model import FILL, ToposTextureModel
 
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoint"
@@ -49,6 +49,7 @@ class TextureTrainingConfig:
     roughness_weight: float = 0.1
     eval_every: int = 100
     validation_items: int = 8  # bakes kept out of the batches for evaluation
+    views_per_item: int = 3  # hidden views (and their baker's fill) kept per bake
     eval_examples: int = 16
     checkpoint_every: int = 100
     seed: int = 0
@@ -81,7 +82,7 @@ def draw_sigmas(batch_size: int, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: ToposTextureModel, batch: dict[str, torch.Tensor], device, seed: int = 0) -> dict[str, float]:
-    """Mean L1 (linear RGB) on the hidden-but-observed texels: the sampled model vs the push-pull fill."""
+    """Mean L1 (linear RGB) on the hidden-but-observed texels: the sampled model vs the baker's fill."""
     model.eval()
     sampled = model.sample(batch["condition"].to(device), SAMPLE_STEPS,
                            torch.Generator().manual_seed(seed)).float().cpu()  # (B, 5, R, R)
@@ -93,7 +94,7 @@ def evaluate(model: ToposTextureModel, batch: dict[str, torch.Tensor], device, s
     def l1(albedo: torch.Tensor) -> float:
         return float(((albedo - truth).abs() * hidden).sum() / total)
 
-    return {"eval_l1_learned": l1(decode_albedo(sampled[:, :3])), "eval_l1_fill": l1(decode_albedo(batch["condition"][:, 4:7]))}
+    return {"eval_l1_learned": l1(decode_albedo(sampled[:, :3])), "eval_l1_fill": l1(decode_albedo(batch["condition"][:, FILL]))}
 
 
 def learning_rate(config: TextureTrainingConfig, step: int, time_fraction: float = 0.0) -> float:
@@ -143,10 +144,12 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
     if len(items) < config.validation_items + 2:
         raise ValueError(f"{len(items)} bakes: need at least {config.validation_items + 2} "
                          f"({config.validation_items} kept for validation)")
-    validation = TexturePairs(items[len(items) - config.validation_items:], geometry, seed=config.seed + 1_000_003)
+    validation = TexturePairs(items[len(items) - config.validation_items:], geometry, topology,
+                              seed=config.seed + 1_000_003)
     eval_batch = validation.batch(range(config.eval_examples))
-    pairs = TexturePairs(items[:len(items) - config.validation_items], geometry,
-                         crop=min(config.crop or resolution, resolution), seed=config.seed)
+    pairs = TexturePairs(items[:len(items) - config.validation_items], geometry, topology,
+                         crop=min(config.crop or resolution, resolution), seed=config.seed,
+                         views_per_item=config.views_per_item)
 
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -1,0 +1,281 @@
+"""TOPOS-Texture (``--texture learned``) against today's bake, on held-out data only.
+
+    python bench/texture_eval.py [--model DIR] [--portraits 96] [--heads 10] [--timing]
+                                 [--sheet docs/texture_contact_sheet.jpg --sheet-names A000014 ...]
+
+1. **Restoration** on the held-out portraits' bakes (``TextureBank("eval")``: the 96 portraits
+   ``split_portraits`` holds out; never seen in training). Each bake's observed texels (tile 1001,
+   512²) are hidden by another held-out portrait's observation weight (flipped left↔right for every
+   other portrait) times the visibility from a head turn (yaw ±70°, pitch ±25°, fixed seeds) — the
+   protocol of training, on other people. Scored on the hidden-but-observed texels (truth weight
+   > 0.5, visible < 0.5): mean L1 in linear RGB and the L1 of the finite-difference gradients, for
+   today's fill (``texture_pairs.bake_fill``: the baker's mirror step, harmonic vertex field and
+   push-pull of the residual) and for ``complete_textures(mode="learned")`` given that same bake. Both go
+   through 8-bit sRGB, as the asset's PNGs do.
+2. **De-lighting** on synthetic heads with known albedo (held-out bank textures,
+   ``SyntheticPortraits("eval")``): each head is rendered under 5 random lights (same head, albedo
+   and camera) and baked through the true camera; error of the albedo against the truth on the
+   texels seen well (coverage > 0.5) after one gain per channel (the exposure is unknowable), and
+   the spread across the 5 lights (per-texel std of the gain-matched albedo, averaged) — today's SH
+   de-lighting vs learned.
+3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone,
+   one thread, warm, best of 3.
+4. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SIZE = 512
+LIGHTS = 5
+
+
+def through_srgb8(linear: np.ndarray) -> np.ndarray:
+    from topos_server.texture.skin_lighting import linear_to_srgb8, srgb8_to_linear
+
+    return srgb8_to_linear(linear_to_srgb8(linear))
+
+
+def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed: int) -> np.ndarray:
+    """complete_textures on a bake given as arrays (tile 1001 only) → (3, S, S) linear albedo (via sRGB8)."""
+    from topos_sdk.head_result import TextureMap
+    from topos_server.texture.learned import complete_textures
+    from topos_server.texture.skin_lighting import linear_to_srgb8, srgb8_to_linear
+
+    size = weight.shape[0]
+    flat_normal = np.zeros((size, size, 3), np.uint8)
+    flat_normal[:] = (128, 128, 255)
+    maps = {"albedo": TextureMap("albedo", {1001: linear_to_srgb8(bake_albedo).transpose(1, 2, 0)}, "sRGB"),
+            "normal": TextureMap("normal", {1001: flat_normal}, "raw"),
+            "roughness": TextureMap("roughness", {1001: np.full((size, size, 1), 140, np.uint8)}, "raw")}
+    diagnostics = {"albedo_linear": {1001: bake_albedo}, "coverage": {1001: weight},
+                   "observed_albedo_linear": {1001: observed}}
+    out = complete_textures(maps, diagnostics, points, topology, size, seed, model=model)
+    return srgb8_to_linear(out["albedo"].tiles[1001]).transpose(2, 0, 1)
+
+
+def scores(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean L1 over ``mask`` (S, S) and mean L1 of the x/y finite differences where both texels are in it."""
+    l1 = float(np.abs(predicted - truth)[:, mask].mean())
+    errors = []
+    for axis, both in ((2, mask[:, 1:] & mask[:, :-1]), (1, mask[1:, :] & mask[:-1, :])):
+        errors.append(np.abs(np.diff(predicted, axis=axis) - np.diff(truth, axis=axis))[:, both])
+    return l1, float(np.concatenate(errors, axis=1).mean())
+
+
+def restoration(model, topology, count: int) -> dict:
+    from topos_server.data.texture_bank import TextureBank
+    from topos_server.data.texture_pairs import MAX_PITCH_DEG, MAX_YAW_DEG, bake_fill, pose_visibility, uv_geometry
+
+    bank = TextureBank("eval")
+    names = bank.names[:count]
+    if len(names) < 2:
+        raise SystemExit(f"the eval texture bank has {len(names)} entries; build it: "
+                         "python -m topos_server.data.texture_bank --split eval")
+    geometry = uv_geometry(topology, topology.rest_points, SIZE)
+    rows = []
+    for index, name in enumerate(names):
+        entry = bank.load(name)
+        other = bank.load(names[(index + 1) % len(names)])
+        rng = np.random.default_rng([13, index])
+        visible = other["observed_weight"].astype(np.float32)
+        if index % 2:
+            visible = visible[:, ::-1]
+        visible = visible * pose_visibility(geometry.normal, rng)
+        truth = entry["observed_albedo"].astype(np.float32).transpose(2, 0, 1)  # (3, S, S)
+        truth_weight = entry["observed_weight"].astype(np.float32)
+        seen = truth_weight * visible
+        observed = truth * (seen > 0)
+        hidden = (truth_weight > 0.5) & (visible < 0.5) & geometry.island.astype(bool)
+        if hidden.sum() < 100:
+            continue
+        fill, _ = bake_fill(observed, seen, topology)
+        start = time.perf_counter()
+        learned = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, seed=index)
+        seconds = time.perf_counter() - start
+        fill_l1, fill_grad = scores(through_srgb8(fill), truth, hidden)
+        learned_l1, learned_grad = scores(learned, truth, hidden)
+        rows.append({"name": name, "hidden_texels": int(hidden.sum()), "fill_l1": fill_l1, "learned_l1": learned_l1,
+                     "fill_grad": fill_grad, "learned_grad": learned_grad, "learned_s": seconds})
+        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} learned {learned_l1:.4f}  "
+              f"grad fill {fill_grad:.4f} learned {learned_grad:.4f}", file=sys.stderr, flush=True)
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in ("fill_l1", "learned_l1", "fill_grad", "learned_grad")}
+    summary.update(portraits=len(rows), l1_reduction=1.0 - summary["learned_l1"] / summary["fill_l1"],
+                   grad_reduction=1.0 - summary["learned_grad"] / summary["fill_grad"],
+                   learned_better=int(sum(r["learned_l1"] < r["fill_l1"] for r in rows)),
+                   protocol=f"hide: another held-out bake's weight (mirrored every other) x head-turn visibility "
+                            f"(yaw ±{MAX_YAW_DEG:g}°, pitch ±{MAX_PITCH_DEG:g}°)")
+    return {"summary": summary, "rows": rows}
+
+
+def delighting(model, heads: int) -> dict:
+    from topos_server.data.synthetic_portraits import FACE_TILE, SyntheticPortraits
+    from topos_server.texture.bake import bake_textures
+
+    portraits = SyntheticPortraits("eval", seed=7)
+    topology = portraits.topology
+    rows = []
+    for index in range(heads):
+        rng = portraits.rng(index)
+        identity = rng.normal(size=portraits.engine.identity_basis.shape[0])
+        head = portraits.engine.identity_points(identity).astype(np.float64)  # (N, 3) neutral expression
+        albedo, _ = portraits.albedo(rng)
+        camera, pose = portraits.camera(head, rng)
+        truth = albedo[FACE_TILE].transpose(2, 0, 1)  # (3, S, S) linear
+        estimates = {"sh": [], "learned": []}
+        masks = []
+        for light in range(LIGHTS):
+            image = portraits.draw(head, albedo, camera, np.random.default_rng([21, index, light]))
+            diagnostics: dict = {}
+            maps = bake_textures(image, head, camera, topology, size=truth.shape[-1], diagnostics=diagnostics)
+            masks.append(diagnostics["coverage"][FACE_TILE] > 0.5)
+            estimates["sh"].append(through_srgb8(diagnostics["albedo_linear"][FACE_TILE]))
+            from topos_server.texture.learned import complete_textures
+            from topos_server.texture.skin_lighting import srgb8_to_linear
+
+            out = complete_textures(maps, diagnostics, head, topology, truth.shape[-1], seed=light, model=model)
+            estimates["learned"].append(srgb8_to_linear(out["albedo"].tiles[FACE_TILE]).transpose(2, 0, 1))
+        mask = np.logical_and.reduce(masks)
+        if mask.sum() < 1000:
+            continue
+        row = {"head": index, "yaw_deg": round(float(pose["yaw_deg"]), 1), "texels": int(mask.sum())}
+        for method, albedos in estimates.items():
+            matched = []
+            for estimate in albedos:
+                gain = np.median(truth[:, mask], axis=1) / np.maximum(np.median(estimate[:, mask], axis=1), 1e-6)
+                matched.append(estimate[:, mask] * gain[:, None])  # (3, M)
+            matched = np.stack(matched)  # (L, 3, M)
+            row[f"{method}_error"] = float(np.abs(matched - truth[:, mask][None]).mean())
+            row[f"{method}_spread"] = float(matched.std(axis=0).mean())
+        rows.append(row)
+        print(f"head {index} (yaw {row['yaw_deg']}°): error SH {row['sh_error']:.4f} learned {row['learned_error']:.4f}  "
+              f"spread SH {row['sh_spread']:.4f} learned {row['learned_spread']:.4f}", file=sys.stderr, flush=True)
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in ("sh_error", "learned_error", "sh_spread", "learned_spread")}
+    summary["heads"] = len(rows)
+    return {"summary": summary, "rows": rows}
+
+
+def timing(model, topology) -> dict:
+    import torch
+    from skimage.data import astronaut
+    from topos_server.engines import shared_engine
+    from topos_server.data.texture_pairs import model_condition, uv_geometry
+    from topos_server.texture.bake import bake_textures
+    from topos_server.texture.learned import SAMPLE_STEPS, complete_textures
+
+    torch.set_num_threads(1)
+    engine = shared_engine("classic")
+    result, _ = engine.fit_portrait(astronaut())
+    out = {}
+    for size in (1024, 2048):
+        diagnostics: dict = {}
+        maps = bake_textures(astronaut(), result.posed_points(), result.camera, topology, size=size,
+                             diagnostics=diagnostics)
+        best = []
+        for _ in range(3):
+            start = time.perf_counter()
+            complete_textures(maps, diagnostics, result.points, topology, size, seed=0, model=model)
+            best.append(time.perf_counter() - start)
+        out[f"complete_textures_{size}_s"] = min(best)
+    geometry = uv_geometry(topology, result.points, model.config.resolution)
+    r = model.config.resolution
+    zeros = np.zeros((3, r, r), np.float32)
+    condition = torch.from_numpy(model_condition(zeros, zeros[0], zeros, geometry))[None]
+    best = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.sample(condition, SAMPLE_STEPS, torch.Generator().manual_seed(0))
+        best.append(time.perf_counter() - start)
+    out["model_sample_s"] = min(best)
+    out["sample_steps"] = SAMPLE_STEPS
+    out["parameters_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
+    return out
+
+
+def contact_sheet(model_dir, names: list[str], path: Path) -> None:
+    import cv2
+    from topos_server.data.texture_bank import split_files
+    from topos_server.engines import GenerateOptions, shared_engine
+    from topos_sdk.preview import render_head
+
+    if model_dir:
+        os.environ["TOPOS_TEXTURE_MODEL"] = str(model_dir)
+    engine = shared_engine("classic")
+    files = {p.stem: p for p in split_files("eval")}
+    cell = 256
+    rows = []
+    for name in names:
+        if name not in files:
+            raise SystemExit(f"{name} is not a held-out portrait")
+        data = files[name].read_bytes()
+        bake, learned = (engine.generate([data], GenerateOptions(texture_size=1024, texture=mode))[0]
+                         for mode in ("bake", "learned"))
+        photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        scale = cell / max(photo.shape[:2])
+        photo = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA)
+        pad = np.full((cell, cell, 3), 40, np.uint8)
+        y, x = (cell - photo.shape[0]) // 2, (cell - photo.shape[1]) // 2
+        pad[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+
+        def tile(result) -> np.ndarray:
+            return cv2.resize(result.textures["albedo"].tiles[1001], (cell, cell), interpolation=cv2.INTER_AREA)
+
+        rows.append(np.concatenate([pad, tile(bake), tile(learned), render_head(learned, 20.0, cell)], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), sheet[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"contact sheet: {path} ({len(names)} portraits: portrait | today's bake | learned albedo | "
+          f"learned, relit preview)", file=sys.stderr)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="TOPOS-Texture folder (default: the committed weights)")
+    parser.add_argument("--portraits", type=int, default=96, help="held-out bakes to score (restoration)")
+    parser.add_argument("--heads", type=int, default=10, help="synthetic heads × 5 lights (de-lighting); 0: skip")
+    parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
+    parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")
+    parser.add_argument("--json", type=Path, help="also write every row here")
+    args = parser.parse_args()
+
+    import torch
+    from machine import machine_description
+    from topos_server.assets.cache import AssetCache
+    from topos_server.texture.learned import load_texture_model
+
+    torch.set_num_threads(1)
+    topology = AssetCache.default().ict_topology()
+    model = load_texture_model(str(args.model) if args.model else None)
+    report = {"machine": machine_description(), "load_average": os.getloadavg()}
+    if args.portraits:
+        report["restoration"] = restoration(model, topology, args.portraits)
+        print(json.dumps(report["restoration"]["summary"], indent=1), flush=True)
+    if args.heads:
+        report["delighting"] = delighting(model, args.heads)
+        print(json.dumps(report["delighting"]["summary"], indent=1), flush=True)
+    if args.timing:
+        report["timing"] = timing(model, topology)
+        print(json.dumps(report["timing"], indent=1), flush=True)
+    if args.sheet:
+        contact_sheet(args.model, args.sheet_names, args.sheet)
+    report["load_average_end"] = os.getloadavg()
+    print(json.dumps({k: report[k] for k in ("machine", "load_average", "load_average_end")}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

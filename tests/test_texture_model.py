@@ -1,0 +1,175 @@
+"""TOPOS-Texture: the model, its training pairs from real bakes, training, save/load, seeds, and the merge
+that keeps what the photo saw. Real data: the classic engine's bakes of `skimage.data.astronaut()`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from topos_server.models.texture_model import CONDITION_CHANNELS, TARGET_CHANNELS, ToposTextureModel
+
+BAKE_SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from topos_server.engines import shared_engine
+
+    return shared_engine("classic")
+
+
+@pytest.fixture(scope="module")
+def astronaut_fit(engine):
+    from skimage.data import astronaut
+
+    result, _ = engine.fit_portrait(astronaut())
+    return astronaut(), result
+
+
+@pytest.fixture(scope="module")
+def bank_records(engine, astronaut_fit):
+    """Three bank-style records (tile 1001 at BAKE_SIZE²) baked from the astronaut, flipped and cropped."""
+    from topos_server.data.texture_bank import bake_portrait
+
+    image = astronaut_fit[0]
+    views = [image, np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(image[40:, 30:])]
+    return [{**bake_portrait(engine, view, BAKE_SIZE), "name": np.array(f"view{k}")} for k, view in enumerate(views)]
+
+
+@pytest.fixture(scope="module")
+def pairs(engine, bank_records):
+    from topos_server.data.texture_pairs import TexturePairs, training_item, uv_geometry
+
+    topology = engine.topology
+    geometry = uv_geometry(topology, topology.rest_points, ToposTextureModel.from_size("tiny").config.resolution)
+    items = [training_item(record, geometry) for record in bank_records]
+    return TexturePairs(items, geometry, topology, seed=0, views_per_item=2)
+
+
+def test_named_sizes_and_shapes():
+    model = ToposTextureModel.from_size("tiny")
+    r = model.config.resolution
+    x0 = model(torch.zeros(2, len(TARGET_CHANNELS), r, r), torch.tensor([1.0, 0.5]),
+               torch.zeros(2, len(CONDITION_CHANNELS), r, r))
+    assert x0.shape == (2, len(TARGET_CHANNELS), r, r)
+    small = ToposTextureModel.from_size("small")
+    assert small.config.resolution == 256 and sum(p.numel() for p in small.parameters()) * 4 < 25e6  # fits the repo
+    with pytest.raises(ValueError, match="unknown texture model size"):
+        ToposTextureModel.from_size("huge")
+
+
+def test_an_untrained_model_returns_the_bakers_fill(pairs):
+    """Zero-initialised output: x0 = the condition's fill, whatever the noise and the number of steps."""
+    batch = pairs.batch(range(2))
+    model = ToposTextureModel.from_size("tiny")
+    x0 = model.sample(batch["condition"], steps=3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(x0[:, :3], batch["condition"][:, 4:7], atol=1e-5, rtol=0)
+
+
+def test_pairs_hide_observed_texels_and_weight_only_the_truth(pairs):
+    example = pairs.example(5)
+    seen = example["condition"][3]
+    hidden, weight = example["hidden"], example["loss_weight"][0]
+    assert hidden.max() > 0.5  # something observed was hidden from the input
+    assert (weight[hidden > 0.5] > 1.0).all()  # and counts more in the loss
+    assert np.all(weight[(seen == 0) & (hidden == 0)] == 0)  # never-observed texels carry no loss
+    again = pairs.example(5)
+    assert all(np.array_equal(example[k], again[k]) for k in example)  # a pure function of (seed, index)
+
+
+def test_bake_fill_keeps_seen_texels_and_uses_the_mirror_side(engine, bank_records):
+    from topos_server.data.texture_pairs import bake_fill, mirror_texel_map
+
+    record = bank_records[0]
+    observed = record["observed_albedo"].astype(np.float32).transpose(2, 0, 1)
+    weight = record["observed_weight"].astype(np.float32)
+    half = weight.copy()
+    half[:, : BAKE_SIZE // 2] = 0.0  # the subject's right half of the tile hidden
+    filled, coverage = bake_fill(observed * (half > 0), half, engine.topology)
+    full = (half > 0.99)
+    np.testing.assert_allclose(filled[:, full], observed[:, full], atol=1e-4)
+    map_x, _ = mirror_texel_map(engine.topology, BAKE_SIZE)
+    assert (map_x[:, : BAKE_SIZE // 2] > BAKE_SIZE // 2).mean() > 0.5  # left texels read the right side
+    assert coverage[:, : BAKE_SIZE // 2].max() > 0.9  # the mirror side covers part of the hidden half
+
+
+def test_tiny_model_trains_and_loss_drops(engine, bank_records, tmp_path):
+    from topos_server.training.texture import TextureTrainingConfig, flow_matching_loss, train
+
+    config = TextureTrainingConfig(size="tiny", steps=40, batch_size=4, crop=None, learning_rate=2e-3, warmup_steps=5,
+                                   eval_every=40, checkpoint_every=20, validation_items=2, eval_examples=2,
+                                   views_per_item=2)
+    records = bank_records * 3  # 9 bakes: 7 train, 2 validation
+    record = train(config, tmp_path, records, topology=engine.topology, device="cpu")
+    assert record["step"] == 40 and "eval_l1_learned" in record and "eval_l1_fill" in record
+    model = ToposTextureModel.from_pretrained(tmp_path / "model")
+    fresh = ToposTextureModel.from_size("tiny", topology_id=engine.topology.topology_id)
+    from topos_server.data.texture_pairs import TexturePairs, training_item, uv_geometry
+
+    geometry = uv_geometry(engine.topology, engine.topology.rest_points, model.config.resolution)
+    pairs = TexturePairs([training_item(r, geometry) for r in bank_records], geometry, engine.topology, seed=9)
+    batch = pairs.batch(range(8))
+    gen = torch.Generator().manual_seed(0)
+    sigma, noise = torch.full((8,), 0.75), torch.randn(batch["target"].shape, generator=gen)
+    with torch.no_grad():
+        before = float(flow_matching_loss(fresh, batch, sigma, noise, 0.1)["loss"])
+        after = float(flow_matching_loss(model, batch, sigma, noise, 0.1)["loss"])
+    assert after < 0.8 * before
+
+    # resume continues from the checkpoint's step
+    config.steps = 45
+    assert train(config, tmp_path, records, resume=True, topology=engine.topology, device="cpu")["step"] == 45
+
+
+def test_save_load_is_exact_and_sampling_is_deterministic_per_seed(pairs, tmp_path):
+    model = ToposTextureModel.from_size("tiny", topology_id="t")
+    with torch.no_grad():  # a non-trivial network: the zero-initialised output would hide differences
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    model.save_pretrained(tmp_path)
+    loaded = ToposTextureModel.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    condition = pairs.batch(range(2))["condition"]
+    first = model.sample(condition, 2, torch.Generator().manual_seed(3))
+    assert torch.equal(first, loaded.sample(condition, 2, torch.Generator().manual_seed(3)))
+    other = model.sample(condition, 2, torch.Generator().manual_seed(4))
+    assert not torch.equal(first, other)
+
+
+def test_complete_textures_keeps_the_observed_texels(engine, astronaut_fit):
+    """The committed model on a real bake: where the photo saw the skin face-on, the learned albedo stays
+    within a few percent of the bake (the model's de-lighting only moves low frequencies)."""
+    from topos_server.texture.bake import bake_textures
+    from topos_server.texture.learned import complete_textures
+    from topos_server.texture.skin_lighting import srgb8_to_linear
+
+    image, result = astronaut_fit
+    diagnostics: dict = {}
+    maps = bake_textures(image, result.posed_points(), result.camera, engine.topology, size=512,
+                         diagnostics=diagnostics)
+    assert complete_textures(maps, diagnostics, result.points, engine.topology, 512, seed=0, mode="bake") is maps
+    learned = complete_textures(maps, diagnostics, result.points, engine.topology, 512, seed=0)
+    again = complete_textures(maps, diagnostics, result.points, engine.topology, 512, seed=0)
+    other_seed = complete_textures(maps, diagnostics, result.points, engine.topology, 512, seed=1)
+    assert all(learned[k] == again[k] for k in learned)  # deterministic per seed
+    assert learned.keys() == maps.keys() and learned["albedo"].tiles.keys() == maps["albedo"].tiles.keys()
+    assert learned["albedo"].tiles[1002] is maps["albedo"].tiles[1002]  # the model completes the face tile only
+    seen = diagnostics["coverage"][1001] > 0.99
+    bake = srgb8_to_linear(maps["albedo"].tiles[1001])[seen]
+    ours = srgb8_to_linear(learned["albedo"].tiles[1001])[seen]
+    assert np.abs(ours - bake).mean() < 0.03
+    assert np.corrcoef(np.diff(ours[:, 1]), np.diff(bake[:, 1]))[0, 1] > 0.9  # the photo's detail is kept
+    unseen = diagnostics["coverage"][1001] < 0.01
+    assert not np.array_equal(learned["albedo"].tiles[1001][unseen], other_seed["albedo"].tiles[1001][unseen])
+
+
+def test_bad_mode_and_missing_diagnostics_are_clear_errors(engine):
+    from topos_sdk import InvalidInputError
+    from topos_server.texture.learned import complete_textures
+
+    with pytest.raises(InvalidInputError, match="texture must be one of"):
+        complete_textures({}, {}, engine.topology.rest_points, engine.topology, 512, seed=0, mode="painted")
+    with pytest.raises(InvalidInputError, match="diagnostics"):
+        complete_textures({}, {}, engine.topology.rest_points, engine.topology, 512, seed=0,
+                          model=ToposTextureModel.from_size("tiny"))
