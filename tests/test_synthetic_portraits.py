@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from topos_server.data.portrait_split import is_held_out
 from topos_server.data.synthetic_portraits import (FACE_WIDTH_LANDMARKS, PER_SAMPLE_KEYS, PortraitOptions,
-                                                   PortraitPairs, SyntheticPortraits, contact_sheet, shard_path,
-                                                   write_dataset)
+                                                   PortraitPairs, SyntheticPortraits, contact_sheet, memory_map_npz,
+                                                   shard_path, write_dataset)
 from topos_server.data.texture_bank import TextureBank, split_files
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "portraits" / "us-congress-pd"
@@ -149,6 +149,11 @@ def test_reader_and_bad_input(tmp_path, dataset):
     assert sample["identity"].shape == (100,) and sample["classic_identity"].shape == (100,)
     with pytest.raises(IndexError):
         pairs[len(pairs)]
+    mapped = memory_map_npz(shard_path(out, 1))  # what the reader sees is what np.load reads
+    with np.load(shard_path(out, 1)) as shard:
+        assert sorted(mapped) == sorted(shard.files)
+        for key in shard.files:
+            assert np.array_equal(np.asarray(mapped[key]), shard[key]), key
     with pytest.raises(ValueError, match="no shard"):
         PortraitPairs(tmp_path)
     with pytest.raises(ValueError, match="split"):

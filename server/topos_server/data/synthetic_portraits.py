@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -442,29 +444,20 @@ def write_dataset(portraits: SyntheticPortraits, out: str | Path, count: int, sh
 class PortraitPairs:
     """Torch dataset over every shard of a folder; ``pairs[i]`` → dict of tensors (one detected sample).
 
-    Shards are opened lazily and the most recently used one is kept in memory.
+    The shards' arrays are memory-mapped (the writer stores them uncompressed), so shuffled access
+    reads only the sample's bytes and the OS page cache is shared by data-loader workers.
     """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.shards = sorted(self.folder.glob("shard_*.npz"))
+        self.shards = [memory_map_npz(path) for path in sorted(self.folder.glob("shard_*.npz"))]
         if not self.shards:
             raise ValueError(f"{self.folder}: no shard_*.npz files")
-        sizes = []
-        for path in self.shards:
-            with np.load(path) as data:
-                sizes.append(len(data["index"]) if "index" in data.files else 0)
+        sizes = [len(shard["index"]) if "index" in shard else 0 for shard in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])  # (S + 1,)
-        self._loaded: tuple[int, dict] | None = None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
-
-    def shard(self, number: int) -> dict[str, np.ndarray]:
-        if self._loaded is None or self._loaded[0] != number:
-            with np.load(self.shards[number]) as data:
-                self._loaded = (number, {key: data[key] for key in PER_SAMPLE_KEYS})
-        return self._loaded[1]
 
     def __getitem__(self, index: int) -> dict:
         import torch
@@ -472,9 +465,31 @@ class PortraitPairs:
         if not 0 <= index < len(self):
             raise IndexError(f"{len(self)} samples in {self.folder}, asked for {index}")
         number = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        arrays = self.shard(number)
         local = index - int(self.offsets[number])
-        return {key: torch.as_tensor(np.array(arrays[key][local])) for key in PER_SAMPLE_KEYS}
+        return {key: torch.as_tensor(np.array(self.shards[number][key][local])) for key in PER_SAMPLE_KEYS}
+
+
+def memory_map_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` as read-only memory maps (no pickled objects)."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+        for member in archive.infolist():
+            if member.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: {member.filename} is compressed; shards must be written with np.savez")
+            fh.seek(member.header_offset)
+            local_header = fh.read(30)  # the zip local file header: name and extra-field lengths at 26 and 28
+            name_length, extra_length = struct.unpack("<HH", local_header[26:30])
+            fh.seek(member.header_offset + 30 + name_length + extra_length)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(fh)]
+            shape, fortran_order, dtype = read_header(fh)
+            name = member.filename.removesuffix(".npy")
+            if np.prod(shape) == 0:  # an empty file region cannot be mapped
+                arrays[name] = np.empty(shape, dtype)
+            else:
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
+                                         order="F" if fortran_order else "C")
+    return arrays
 
 
 def contact_sheet(folder: str | Path, count: int = 16, tile: int = 192, columns: int = 4) -> np.ndarray:
