@@ -46,8 +46,8 @@ def test_frontal_face_fills_the_crop_upright(astronaut_face):
     assert left_eye[1] < 0.45 * SIZE < mouth[1]
     assert abs((left_eye[0] + right_eye[0]) / 2 - SIZE / 2) < 0.1 * SIZE
     # the crop is the photo warped by the returned affine (pixel centres at +½)
-    sampled = cv2.warpAffine(image, np.concatenate([affine[:, :2], (affine[:, :2] @ [0.5, 0.5] + affine[:, 2] - 0.5)[:, None]], 1),
-                             (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+    integer_affine = np.concatenate([affine[:, :2], (affine[:, :2] @ [0.5, 0.5] + affine[:, 2] - 0.5)[:, None]], 1)
+    sampled = cv2.warpAffine(image, integer_affine, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
     assert np.abs(sampled.astype(float) - crop).mean() < 6.0
 
 

@@ -115,7 +115,8 @@ class SyntheticPortraits:
         self.landmarks = self.topology.landmarks["mediapipe"]
         mean_head = HeadResult(points=self.engine.neutral, topology=self.topology,
                                textures={"albedo": TextureMap("albedo", {FACE_TILE: np.zeros((4, 4, 3), np.uint8)})})
-        self.scene = _Scene.from_result(mean_head)  # static parts: visible triangles, flat colours, eye directions
+        # static parts: visible triangles, flat colours, eye directions (the placeholder albedo marks the skin textured)
+        self.scene = _Scene.from_result(mean_head)
         self._mirror_maps: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
         self._mean_albedo: dict[int, np.ndarray] | None = None
 
@@ -275,7 +276,8 @@ class SyntheticPortraits:
         return camera, {"yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll}
 
     # ---- image -----------------------------------------------------------------------------------
-    def draw(self, posed: np.ndarray, albedo: dict[int, np.ndarray], camera: Camera, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, posed: np.ndarray, albedo: dict[int, np.ndarray], camera: Camera,
+             rng: np.random.Generator) -> np.ndarray:
         """(S, S, 3) uint8 sRGB render of the posed head."""
         opt = self.options
         size, ss = opt.image_size, opt.supersample
@@ -295,7 +297,8 @@ class SyntheticPortraits:
         covered = triangle_id >= 0  # (full, full)
         pix_tri, pix_bary = triangle_id[covered], bary[covered].astype(np.float64)  # (P,), (P, 3)
 
-        normals = np.einsum("pk,pkc->pc", pix_bary, (scene.vertex_normals @ camera.world_to_camera[:3, :3].T)[tri[pix_tri]])
+        vertex_normals = scene.vertex_normals @ camera.world_to_camera[:3, :3].T  # (N, 3) camera frame
+        normals = np.einsum("pk,pkc->pc", pix_bary, vertex_normals[tri[pix_tri]])
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)  # (P, 3)
         a, b, c = (cam_points[tri[:, k]] for k in range(3))
         facing_away = (np.cross(b - a, c - a)[:, 2] < 0)[pix_tri]  # back faces seen through the mouth or neck
@@ -520,7 +523,8 @@ def contact_sheet(folder: str | Path, count: int = 16, tile: int = 192, columns:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m topos_server.data.synthetic_portraits",
-                                     description="Write (synthetic portrait, neutral head) pairs for TOPOS-DiT in shards.")
+                                     description="Write (synthetic portrait, neutral head) pairs for TOPOS-DiT "
+                                                 "in shards.")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--split", choices=tuple(SPLIT_STREAMS), required=True)
     parser.add_argument("--count", type=int, required=True, help="renders to attempt (indices 0 … count−1)")
