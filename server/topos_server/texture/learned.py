@@ -48,6 +48,7 @@ from topos_server.data.texture_pairs import (decode_albedo, downsample_observati
 from topos_server.models.texture_model import HEIGHT_SCALE, ToposTextureModel
 from topos_server.texture import material_maps
 from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
+from topos_server.texture.fill import push_pull
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topos_texture_small"
@@ -63,7 +64,7 @@ def load_texture_model(folder: str | None = None) -> ToposTextureModel:
     if not (path / "config.json").is_file():
         raise AssetError(f"--texture learned needs TOPOS-Texture weights; none in {path} "
                          f"(train them: topos train texture --out DIR)")
-    return ToposTextureModel.from_pretrained(path, low_cpu_mem_usage=False).eval()
+    return ToposTextureModel.from_pretrained(path, low_cpu_mem_usage=False).float().eval()  # stored as float16
 
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
@@ -92,7 +93,10 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     geometry = uv_geometry(topology, points, resolution, tile)
     low, low_weight = downsample_observation(observed.transpose(1, 2, 0), coverage, resolution)  # (3, R, R), (R, R)
     trust = skin_trust(low, low_weight, geometry)  # (R, R)
-    fill = downsample_observation(bake_albedo.transpose(1, 2, 0), np.ones_like(coverage), resolution)[0]  # (3, R, R)
+    bake_low = downsample_observation(bake_albedo.transpose(1, 2, 0), np.ones_like(coverage), resolution)[0]
+    # the prior never holds what the skin test took out (teeth, hair, collar), as in training: filled from around
+    kept = np.where(low_weight > 0, trust, 1.0).astype(np.float32)  # (R, R)
+    fill = bake_low * kept + push_pull(bake_low * kept, kept) * (1.0 - kept)  # (3, R, R)
     condition = model_condition(low, low_weight * trust, fill, geometry)  # (14, R, R)
     with torch.no_grad():
         x0 = model.sample(torch.from_numpy(condition)[None], SAMPLE_STEPS,
@@ -106,7 +110,7 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
 
     learned = resized(decode_albedo(x0[:3]), size)  # (3, S, S)
     seen = coverage * resized(trust[None], size)[0]  # (S, S)
-    bake_low = resized(fill, size)  # (3, S, S) the bake at the model's resolution
+    bake_low = resized(bake_low, size)  # (3, S, S) the bake at the model's resolution
     ratio = np.divide(bake_albedo, bake_low, out=np.ones_like(bake_albedo), where=bake_low > 1e-4)
     np.clip(ratio, *DETAIL_RATIO_RANGE, out=ratio)
     ratio -= 1.0
