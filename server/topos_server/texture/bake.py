@@ -67,6 +67,7 @@ from topos_server.texture import material_maps
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 from topos_server.texture.skin_colour import TRUST_COS, fit_skin_colour
+from topos_server.texture.texel_chunks import in_chunks
 from topos_server.texture.skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear
 
 SKIN_MATERIALS = ("M_Face", "M_BackHead")
@@ -113,8 +114,12 @@ class TileTexels:
 
     def corners_of(self, rows: np.ndarray) -> np.ndarray:
         """(3, k) int32 vertex ids of the triangles of the texels ``rows`` (indices into the K texels)."""
-        triangle = self.triangle[rows]
+        triangle = np.take(self.triangle, rows)
         return np.stack([np.take(self.layout_triangles[:, c], triangle) for c in range(3)])
+
+    def barycentric_of(self, rows: np.ndarray) -> np.ndarray:
+        """(3, k) float32 barycentrics of the texels ``rows``."""
+        return np.stack([np.take(weights, rows) for weights in self.barycentric])
 
     @cached_property
     def island(self) -> np.ndarray:
@@ -136,9 +141,30 @@ class TileTexels:
 
     def interpolate(self, vertex_values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(C, N) channel-major per-vertex values → (C, K) float32 at the texels (or (C, k) at ``rows``)."""
-        if rows is None:
-            return interpolate(vertex_values, self.corners, self.barycentric)
-        return interpolate(vertex_values, self.corners_of(rows), self.barycentric[:, rows])
+        values = np.asarray(vertex_values, np.float32)
+        count = self.count if rows is None else len(rows)
+        out = np.empty((values.shape[0], count), np.float32)
+
+        def part(chunk: slice) -> None:
+            texel = np.arange(chunk.start, min(chunk.stop, count), dtype=np.int32) if rows is None else rows[chunk]
+            out[:, chunk] = interpolate(values, self.corners_of(texel), self.barycentric_of(texel))
+
+        in_chunks(part, count)
+        return out
+
+    def interpolated_image(self, vertex_values: np.ndarray) -> np.ndarray:
+        """``image(interpolate(vertex_values))`` without the (C, K) intermediate: (C, size, size) float32."""
+        values = np.asarray(vertex_values, np.float32)
+        out = np.zeros((values.shape[0], self.size * self.size), np.float32)
+
+        def part(chunk: slice) -> None:
+            texel = np.arange(chunk.start, min(chunk.stop, self.count), dtype=np.int32)
+            at_texels = interpolate(values, self.corners_of(texel), self.barycentric_of(texel))
+            for plane, plane_values in zip(out, at_texels):
+                plane[self.texel[chunk]] = plane_values
+
+        in_chunks(part, self.count)
+        return out.reshape(-1, self.size, self.size)
 
 
 @dataclass(frozen=True)
@@ -332,23 +358,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
                                 "(the head is outside the frame, behind the camera or facing away)")
     skin_colour = _fit_skin_colour(layout, direct_obs, fit_region)
-    mirror_obs = []
-    for tt, direct in zip(layout.tiles, direct_obs):
-        if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
-            neck_doubt = tt.interpolate(neck, direct.seen)[0] if neck is not None else None
-            direct.weight[direct.seen] *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
-        direct.weight = _feather(tt, direct.weight)
-        # the mirror side only matters where the texel itself is not fully seen
-        need = np.flatnonzero(direct.weight < 1.0).astype(np.int32)
-        mirrored = observer.observe(tt, need, mirror)
-        if skin_colour is not None:
-            neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
-            mirrored.weight[mirrored.seen] *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view, neck_doubt)
-        # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
-        full_weight = np.ones(tt.count, np.float32)
-        full_weight[need] = mirrored.weight
-        mirrored.weight = _feather(tt, full_weight)[need]
-        mirror_obs.append((need, mirrored))
+    mirror_obs = [_observe_mirror_side(observer, tt, direct, mirror, skin_colour, neck)
+                  for tt, direct in zip(layout.tiles, direct_obs)]
     lap("observe")
 
     lighting = _fit_lighting(layout, direct_obs, cam_normals, fit_region)
@@ -358,9 +369,12 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         diagnostics["direct_weight"] = {tt.tile: tt.image(d.weight) for tt, d in zip(layout.tiles, direct_obs)}
     lap("lighting")
 
-    observed = [_blend_views(tt, direct, need, mirrored, vertex_shading, mirror, skin_colour)
-                for tt, direct, (need, mirrored) in zip(layout.tiles, direct_obs, mirror_obs)]
-    del direct_obs, mirror_obs
+    observed = []
+    for index, tt in enumerate(layout.tiles):  # each tile's observations are freed once blended
+        (need, mirrored), direct = mirror_obs[index], direct_obs[index]
+        mirror_obs[index] = direct_obs[index] = None
+        observed.append(_blend_views(tt, direct, need, mirrored, vertex_shading, mirror, skin_colour))
+        del need, mirrored, direct
     lap("delight")
 
     vertex_albedo = skin_vertex_field(layout, num_points, [obs.on_sample_grid(tt) for tt, obs in zip(layout.tiles, observed)])
@@ -373,7 +387,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         island = tt.island
         coverage_img = tt.image(obs.coverage)
         albedo_img = tt.image(obs.albedo, rows=obs.covered)
-        albedo_linear = fill_islands(albedo_img, coverage_img, tt.image(tt.interpolate(vertex_albedo)), island,
+        albedo_linear = fill_islands(albedo_img, coverage_img, tt.interpolated_image(vertex_albedo), island,
                                      trust=tt.image(obs.trust, rows=obs.covered),
                                      out=None if diagnostics is not None else albedo_img)
         extend_beyond_islands(np.clip(albedo_linear, 0.0, 1.0, out=albedo_linear), island, out=albedo_linear)
@@ -554,11 +568,21 @@ class _Observer:
         texel_triangle = tt.triangle if rows is None else tt.triangle[rows]
         candidate = np.flatnonzero(triangle_faces[texel_triangle]).astype(np.int32)  # (c,) into rows
         texel = candidate if rows is None else rows[candidate]
+        looks = in_chunks(lambda chunk: self._look(tt, texel[chunk], vertex_map), texel.size)
+        full_weight = np.zeros(len(texel_triangle), np.float32)
+        full_weight[candidate] = np.concatenate([weight for weight, _, _, _ in looks])
+        starts = np.cumsum([0] + [len(weight) for weight, _, _, _ in looks[:-1]])
+        seen = np.concatenate([start + seen for start, (_, seen, _, _) in zip(starts, looks)])
+        return _Observation(full_weight, candidate[seen], np.concatenate([colour for _, _, colour, _ in looks], axis=1),
+                            np.concatenate([cos_view for _, _, _, cos_view in looks]))
+
+    def _look(self, tt: TileTexels, texel: np.ndarray, vertex_map: np.ndarray | None):
+        """The texels ``texel`` (or their mirror points) → weight (c,), seen (k,) (indices where the
+        weight is > 0), colour (3, k) and cos_view (k,) there."""
         corners = tt.corners_of(texel)
         if vertex_map is not None:
             corners = vertex_map[corners]
-        geometry = interpolate(self.geometry, corners, tt.barycentric[:, texel])  # (4, c)
-        del corners, texel
+        geometry = interpolate(self.geometry, corners, tt.barycentric_of(texel))  # (4, c)
         xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
@@ -576,15 +600,11 @@ class _Observer:
         visible = inside & (depth <= self.depth_map[zy, zx] + tolerance)
         angle = np.clip((cos_view - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
         weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)  # (c,)
-        seen = np.flatnonzero(weight > 0)  # (k,) into the candidates
-        full_weight = np.zeros(len(texel_triangle), np.float32)
-        full_weight[candidate] = weight
+        seen = np.flatnonzero(weight > 0).astype(np.int32)  # (k,)
         # the photo may be another resolution of the image the camera was fitted on
         height, width = self.photo_planes[0].shape
-        xy = xy[:, seen]
-        xy[0] *= width / cam_w
-        xy[1] *= height / cam_h
-        return _Observation(full_weight, candidate[seen].astype(np.int32), _sample_bilinear(self.photo_planes, xy), cos_view[seen])
+        xy = np.stack([np.take(xy[0], seen) * np.float32(width / cam_w), np.take(xy[1], seen) * np.float32(height / cam_h)])
+        return weight, seen, _sample_bilinear(self.photo_planes, xy), np.take(cos_view, seen)
 
 
 def _sample_bilinear(planes: list[np.ndarray], xy: np.ndarray) -> np.ndarray:
@@ -623,6 +643,27 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
 
 
 # ---- lighting ------------------------------------------------------------------------------------
+
+def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observation, mirror: np.ndarray,
+                         skin_colour, neck: np.ndarray | None) -> tuple[np.ndarray, _Observation]:
+    """Finish the direct observation (colour test, feather; in place) and observe the mirror points of
+    the texels it does not fully see: (those texels (n,), their mirror observation)."""
+    if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
+        neck_doubt = tt.interpolate(neck, direct.seen)[0] if neck is not None else None
+        direct.weight[direct.seen] *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
+    direct.weight = _feather(tt, direct.weight)
+    # the mirror side only matters where the texel itself is not fully seen
+    need = np.flatnonzero(direct.weight < 1.0).astype(np.int32)
+    mirrored = observer.observe(tt, need, mirror)
+    if skin_colour is not None:
+        neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
+        mirrored.weight[mirrored.seen] *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view, neck_doubt)
+    # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
+    full_weight = np.ones(tt.count, np.float32)
+    full_weight[need] = mirrored.weight
+    mirrored.weight = _feather(tt, full_weight)[need]
+    return need, mirrored
+
 
 def _direct_on_sample_grid(tt: TileTexels, direct: _Observation) -> np.ndarray:
     """(k,) indices into ``direct.seen`` of the seen texels on the tile's sample grid (ascending texels)."""
@@ -698,31 +739,38 @@ def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrore
     slot = np.empty(tt.count, np.int32)  # texel → its column in ``albedo`` (only read for covered texels)
     slot[covered] = np.arange(covered.size, dtype=np.int32)
     albedo = np.zeros((3, covered.size), np.float32)
-    # direct: seen texels whose weight survived the colour test and the feather
-    keep = np.flatnonzero(direct.weight[direct.seen] != 0)
+    # direct: seen texels whose weight survived the colour test and the feather; then the mirror
+    # side, delit with the shading of the mirror point
+    keep = np.flatnonzero(direct.weight[direct.seen] != 0).astype(np.int32)
     texel = direct.seen[keep]
-    shading = tt.interpolate(vertex_shading, texel)[0]  # (k,)
-    weight, column = direct.weight[texel], slot[texel]
-    for channel in range(3):
-        value = direct.colour[channel, keep] / shading
-        np.clip(value, 0.0, 1.0, out=value)
-        value *= weight
-        albedo[channel, column] = value
-    # the mirror side, delit with the shading of the mirror point
-    keep = np.flatnonzero(a_mirror[mirrored.seen] != 0)
+    _add_delit(albedo, slot[texel], tt, vertex_shading, texel, tt.corners_of, direct.colour, keep, direct.weight[texel])
+    keep = np.flatnonzero(a_mirror[mirrored.seen] != 0).astype(np.int32)
     texel = need[mirrored.seen[keep]]
-    shading = interpolate(vertex_shading, mirror[tt.corners_of(texel)], tt.barycentric[:, texel])[0]
-    weight, column = a_mirror[mirrored.seen[keep]], slot[texel]
-    for channel in range(3):
-        value = mirrored.colour[channel, keep] / shading
-        np.clip(value, 0.0, 1.0, out=value)
-        value *= weight
-        albedo[channel, column] += value
+    _add_delit(albedo, slot[texel], tt, vertex_shading, texel, lambda rows: mirror[tt.corners_of(rows)],
+               mirrored.colour, keep, a_mirror[mirrored.seen[keep]])
+    del slot, keep, texel
     coverage_covered = coverage[covered]
     np.divide(albedo, coverage_covered, out=albedo, where=coverage_covered > 1e-6)
     # how far this texel's colour may spread into what nobody saw: only skin-like colours do
     trust = coverage_covered * skin_colour.likelihood(albedo) if skin_colour is not None else coverage_covered
     return _TileAlbedo(coverage, covered, albedo, trust)
+
+
+def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, vertex_shading: np.ndarray,
+               texel: np.ndarray, corners_of, colour: np.ndarray, colour_rows: np.ndarray, weight: np.ndarray) -> None:
+    """``albedo[:, column] += weight × clip(colour / shading, 0, 1)`` for the texels ``texel`` (k,):
+    ``colour[:, colour_rows]`` (3, k) seen at the points whose triangle corners are
+    ``corners_of(texel)``, the shading interpolated there. ``column`` (k,) must not repeat."""
+    def part(chunk: slice) -> None:
+        rows = texel[chunk]
+        shading = interpolate(vertex_shading, corners_of(rows), tt.barycentric_of(rows))[0]  # (c,)
+        for channel in range(3):
+            value = colour[channel, colour_rows[chunk]] / shading
+            np.clip(value, 0.0, 1.0, out=value)
+            value *= weight[chunk]
+            albedo[channel, column[chunk]] += value
+
+    in_chunks(part, texel.size)
 
 
 # ---- input checks and output ---------------------------------------------------------------------

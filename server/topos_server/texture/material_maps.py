@@ -24,6 +24,7 @@ import numpy as np
 from topos_server.texture.face_regions import FaceRegions
 from topos_server.texture.fill import extend_beyond_islands
 from topos_server.texture.skin_lighting import luminance
+from topos_server.texture.texel_chunks import in_chunks
 
 DETAIL_DEPTH_CM = 0.05  # height per unit of log-luminance contrast
 DETAIL_SCALE = 1.0 / 256  # × tile size: the Gaussian that separates detail from shading (≈ 4 texels at 1024)
@@ -51,7 +52,7 @@ def roughness_tiles(layout, regions: FaceRegions, num_points: int) -> dict[int, 
     per_vertex = roughness_per_vertex(regions, num_points)[None, :]  # (1, N)
     out = {}
     for tt in layout.tiles:
-        img = extend_beyond_islands(tt.image(tt.interpolate(per_vertex)), tt.island)[0]  # (S, S)
+        img = extend_beyond_islands(tt.interpolated_image(per_vertex), tt.island)[0]  # (S, S)
         out[tt.tile] = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[:, :, None]
     return out
 
@@ -100,20 +101,25 @@ def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear:
     height *= np.clip(coverage, 0.0, 1.0) * np.float32(depth_cm)  # (S, S) cm
     grad_col = cv2.filter2D(height, -1, difference, borderType=cv2.BORDER_REPLICATE)  # cm per texel along +u
     grad_row = cv2.filter2D(height, -1, difference.T, borderType=cv2.BORDER_REPLICATE)  # along rows (−v)
-    k = tt.texel
-    texel_u = du_len[tt.triangle] / np.float32(size)  # (K,) cm per texel along +u
-    texel_v = dv_len[tt.triangle] / np.float32(size)
-    slope_t = np.divide(grad_col.reshape(-1)[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
-    slope_b = np.divide(-grad_row.reshape(-1)[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
-    limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
-    slope_t *= limit
-    slope_b *= limit
-    inv_len = 1.0 / np.sqrt(1.0 + slope_t * slope_t + slope_b * slope_b)
+    grad_col, grad_row = grad_col.reshape(-1), grad_row.reshape(-1)
     planes = np.empty((3, size * size), np.uint8)  # channel planes: contiguous writes
     planes[0], planes[1], planes[2] = 128, 128, 255  # flat
-    planes[0, k] = _encode(-slope_t * inv_len)
-    planes[1, k] = _encode(-slope_b * inv_len)
-    planes[2, k] = _encode(inv_len)
+
+    def part(chunk: slice) -> None:
+        k, triangle = tt.texel[chunk], tt.triangle[chunk]
+        texel_u = du_len[triangle] / np.float32(size)  # (k,) cm per texel along +u
+        texel_v = dv_len[triangle] / np.float32(size)
+        slope_t = np.divide(grad_col[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
+        slope_b = np.divide(-grad_row[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
+        limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
+        slope_t *= limit
+        slope_b *= limit
+        inv_len = 1.0 / np.sqrt(1.0 + slope_t * slope_t + slope_b * slope_b)
+        planes[0, k] = _encode(-slope_t * inv_len)
+        planes[1, k] = _encode(-slope_b * inv_len)
+        planes[2, k] = _encode(inv_len)
+
+    in_chunks(part, tt.count)
     return np.ascontiguousarray(planes.reshape(3, size, size).transpose(1, 2, 0))
 
 

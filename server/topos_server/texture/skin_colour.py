@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from topos_server.texture.texel_chunks import in_chunks
+
 MIN_CHROMA_SPREAD = 0.015  # floor of the chromaticity spread (uniformly lit, uniform skin)
 MIN_LOG_LUMINANCE_SPREAD = 0.4  # shading alone moves the luminance this much (×1.5)
 TOLERANCE = 3.0  # distance (in spreads) up to which a colour counts as skin; a Gaussian fall-off beyond
@@ -33,6 +35,15 @@ class SkinColour:
 
     def likelihood(self, linear_rgb: np.ndarray, tolerance: float | np.ndarray = TOLERANCE) -> np.ndarray:
         """(3, K) linear colours → (K,) float32 in (0, 1]: 1 at the skin colour, → 0 far from it."""
+        out = np.empty(linear_rgb.shape[1], np.float32)
+
+        def part(chunk: slice) -> None:
+            out[chunk] = self._likelihood(linear_rgb[:, chunk], tolerance[chunk] if np.ndim(tolerance) else tolerance)
+
+        in_chunks(part, out.size)
+        return out
+
+    def _likelihood(self, linear_rgb: np.ndarray, tolerance: float | np.ndarray) -> np.ndarray:
         chroma, log_lum = _features(linear_rgb)
         chroma[0] -= self.chroma[0]
         chroma[1] -= self.chroma[1]
