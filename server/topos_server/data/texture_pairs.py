@@ -88,17 +88,19 @@ def uv_geometry(topology: ReferenceTopology, points: np.ndarray, resolution: int
     return UVGeometry(position, tt.image(normal), tt.island.astype(np.float32), roughness, lips, exempt)
 
 
-def downsample_observation(albedo: np.ndarray, weight: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(S, S, 3) linear albedo + (S, S) weight → (3, R, R), (R, R) float32 (area average, weight-aware)."""
-    albedo = np.asarray(albedo, np.float32)
-    weight = np.asarray(weight, np.float32)
-    if albedo.shape[0] == resolution:
-        return np.ascontiguousarray(albedo.transpose(2, 0, 1)), weight
+def downsample_observation(albedo: np.ndarray, weight: np.ndarray | None, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(3, S, S) linear albedo + (S, S) weight (None: all 1) → (3, R, R), (R, R) float32 (area average, weight-aware)."""
     size = (resolution, resolution)
+    if weight is None:
+        return np.stack([cv2.resize(np.ascontiguousarray(p, np.float32), size, interpolation=cv2.INTER_AREA)
+                         for p in albedo]), np.ones(size, np.float32)
+    weight = np.asarray(weight, np.float32)
+    if albedo.shape[-1] == resolution:
+        return np.asarray(albedo, np.float32), weight
     w = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
-    premultiplied = cv2.resize(albedo * weight[..., None], size, interpolation=cv2.INTER_AREA)
-    out = np.divide(premultiplied, w[..., None], out=np.zeros_like(premultiplied), where=w[..., None] > 1e-4)
-    return np.ascontiguousarray(out.transpose(2, 0, 1)), w
+    premultiplied = np.stack([cv2.resize(np.multiply(p, weight, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+                              for p in albedo])
+    return np.divide(premultiplied, w, out=np.zeros_like(premultiplied), where=w > 1e-4), w
 
 
 def skin_trust(albedo: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> np.ndarray:
@@ -236,7 +238,8 @@ class TrainingItem:
 
 def training_item(record: dict, geometry: UVGeometry) -> TrainingItem:
     """A bank record (``observed_albedo`` (S, S, 3), ``observed_weight`` (S, S), ``name``) → a TrainingItem."""
-    albedo, weight = downsample_observation(record["observed_albedo"], record["observed_weight"], geometry.resolution)
+    albedo, weight = downsample_observation(record["observed_albedo"].transpose(2, 0, 1), record["observed_weight"],
+                                            geometry.resolution)
     weight = weight * geometry.island * skin_trust(albedo, weight, geometry)
     return TrainingItem(albedo.astype(np.float16), weight.astype(np.float16), str(record["name"]))
 

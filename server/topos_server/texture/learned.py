@@ -91,9 +91,9 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     coverage = np.clip(diagnostics["coverage"][tile], 0.0, 1.0)  # (S, S)
 
     geometry = uv_geometry(topology, points, resolution, tile)
-    low, low_weight = downsample_observation(observed.transpose(1, 2, 0), coverage, resolution)  # (3, R, R), (R, R)
+    low, low_weight = downsample_observation(observed, coverage, resolution)  # (3, R, R), (R, R)
     trust = skin_trust(low, low_weight, geometry)  # (R, R)
-    bake_low = downsample_observation(bake_albedo.transpose(1, 2, 0), np.ones_like(coverage), resolution)[0]
+    bake_low = downsample_observation(bake_albedo, None, resolution)[0]  # (3, R, R)
     # the prior never holds what the skin test took out (teeth, hair, collar), as in training: filled from around
     kept = np.where(low_weight > 0, trust, 1.0).astype(np.float32)  # (R, R)
     fill = bake_low * kept + push_pull(bake_low * kept, kept) * (1.0 - kept)  # (3, R, R)
@@ -126,12 +126,8 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     learned_normal = material_maps.normal_tiles(dataclasses.replace(layout, tiles=(tt,)), points, {tile: detail},
                                                 {tile: tt.island.astype(np.float32)})[tile]  # (n, n, 3) uint8
     learned_normal = cv2.resize(learned_normal, (size, size), interpolation=cv2.INTER_LINEAR)
-    normal = bake_maps["normal"].tiles[tile].copy()  # (S, S, 3) uint8
-    partly = np.flatnonzero(seen.reshape(-1) < 0.999)  # texels the photo saw fully keep the bake's normal
-    w = seen.reshape(-1)[partly, None]
     # a convex blend of unit normals: slightly short only across the seen/unseen transition (shaders normalise)
-    normal.reshape(-1, 3)[partly] = np.rint(normal.reshape(-1, 3)[partly] * w
-                                            + learned_normal.reshape(-1, 3)[partly] * (1.0 - w)).astype(np.uint8)
+    normal = cv2.blendLinear(bake_maps["normal"].tiles[tile], learned_normal, seen, 1.0 - seen)  # (S, S, 3) uint8
     roughness = resized((x0[3:4] + 1.0) * 0.5, size)[0]  # (S, S)
 
     albedo_tiles = dict(bake_maps["albedo"].tiles)
