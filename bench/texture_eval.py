@@ -46,7 +46,7 @@ def through_srgb8(linear: np.ndarray) -> np.ndarray:
     return srgb8_to_linear(linear_to_srgb8(linear))
 
 
-def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed: int) -> np.ndarray:
+def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed: int, steps: int) -> np.ndarray:
     """complete_textures on a bake given as arrays (tile 1001 only) → (3, S, S) linear albedo (via sRGB8)."""
     from topos_sdk.head_result import TextureMap
     from topos_server.texture.learned import complete_textures
@@ -60,7 +60,7 @@ def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed:
             "roughness": TextureMap("roughness", {1001: np.full((size, size, 1), 140, np.uint8)}, "raw")}
     diagnostics = {"albedo_linear": {1001: bake_albedo}, "coverage": {1001: weight},
                    "observed_albedo_linear": {1001: observed}}
-    out = complete_textures(maps, diagnostics, points, topology, size, seed, model=model)
+    out = complete_textures(maps, diagnostics, points, topology, size, seed, model=model, steps=steps)
     return srgb8_to_linear(out["albedo"].tiles[1001]).transpose(2, 0, 1)
 
 
@@ -73,7 +73,7 @@ def scores(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[
     return l1, float(np.concatenate(errors, axis=1).mean())
 
 
-def restoration(model, topology, count: int) -> dict:
+def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
     from topos_server.data.texture_bank import TextureBank
     from topos_server.data.texture_pairs import MAX_PITCH_DEG, MAX_YAW_DEG, bake_fill, pose_visibility, uv_geometry
 
@@ -100,19 +100,23 @@ def restoration(model, topology, count: int) -> dict:
         if hidden.sum() < 100:
             continue
         fill, _ = bake_fill(observed, seen, topology)
-        start = time.perf_counter()
-        learned = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, seed=index)
-        seconds = time.perf_counter() - start
         fill_l1, fill_grad = scores(through_srgb8(fill), truth, hidden)
-        learned_l1, learned_grad = scores(learned, truth, hidden)
-        rows.append({"name": name, "hidden_texels": int(hidden.sum()), "fill_l1": fill_l1, "learned_l1": learned_l1,
-                     "fill_grad": fill_grad, "learned_grad": learned_grad, "learned_s": seconds})
-        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} learned {learned_l1:.4f}  "
-              f"grad fill {fill_grad:.4f} learned {learned_grad:.4f}", file=sys.stderr, flush=True)
-    summary = {key: float(np.mean([r[key] for r in rows])) for key in ("fill_l1", "learned_l1", "fill_grad", "learned_grad")}
-    summary.update(portraits=len(rows), l1_reduction=1.0 - summary["learned_l1"] / summary["fill_l1"],
-                   grad_reduction=1.0 - summary["learned_grad"] / summary["fill_grad"],
-                   learned_better=int(sum(r["learned_l1"] < r["fill_l1"] for r in rows)),
+        row = {"name": name, "hidden_texels": int(hidden.sum()), "fill_l1": fill_l1, "fill_grad": fill_grad}
+        for n in steps:
+            learned = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, index, n)
+            row[f"learned{n}_l1"], row[f"learned{n}_grad"] = scores(learned, truth, hidden)
+        rows.append(row)
+        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} "
+              + " ".join(f"learned({n} steps) {row[f'learned{n}_l1']:.4f}" for n in steps)
+              + f"  grad fill {fill_grad:.4f} " + " ".join(f"{row[f'learned{n}_grad']:.4f}" for n in steps),
+              file=sys.stderr, flush=True)
+    keys = ["fill_l1", "fill_grad"] + [f"learned{n}_{m}" for n in steps for m in ("l1", "grad")]
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in keys}
+    for n in steps:
+        summary[f"learned{n}_l1_reduction"] = 1.0 - summary[f"learned{n}_l1"] / summary["fill_l1"]
+        summary[f"learned{n}_grad_reduction"] = 1.0 - summary[f"learned{n}_grad"] / summary["fill_grad"]
+        summary[f"learned{n}_better_portraits"] = int(sum(r[f"learned{n}_l1"] < r["fill_l1"] for r in rows))
+    summary.update(portraits=len(rows),
                    protocol=f"hide: another held-out bake's weight (mirrored every other) x head-turn visibility "
                             f"(yaw ±{MAX_YAW_DEG:g}°, pitch ±{MAX_PITCH_DEG:g}°)")
     return {"summary": summary, "rows": rows}
@@ -244,6 +248,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="TOPOS-Texture folder (default: the committed weights)")
     parser.add_argument("--portraits", type=int, default=96, help="held-out bakes to score (restoration)")
     parser.add_argument("--heads", type=int, default=10, help="synthetic heads × 5 lights (de-lighting); 0: skip")
+    parser.add_argument("--steps", type=int, nargs="+", default=[2, 4], help="sampler steps to score (restoration)")
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
     parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")
@@ -260,7 +265,7 @@ def main() -> int:
     model = load_texture_model(str(args.model) if args.model else None)
     report = {"machine": machine_description(), "load_average": os.getloadavg()}
     if args.portraits:
-        report["restoration"] = restoration(model, topology, args.portraits)
+        report["restoration"] = restoration(model, topology, args.portraits, tuple(args.steps))
         print(json.dumps(report["restoration"]["summary"], indent=1), flush=True)
     if args.heads:
         report["delighting"] = delighting(model, args.heads)

@@ -69,13 +69,14 @@ def load_texture_model(folder: str | None = None) -> ToposTextureModel:
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
                       topology: ReferenceTopology, size: int, seed: int, mode: str = "learned",
-                      model: ToposTextureModel | None = None) -> dict[str, TextureMap]:
+                      model: ToposTextureModel | None = None, steps: int = SAMPLE_STEPS) -> dict[str, TextureMap]:
     """The textures of ``mode``: ``"bake"`` returns ``bake_maps``; ``"learned"`` completes them (module notes).
 
     bake_maps: what ``bake_textures`` returned; diagnostics: the dict it filled (``albedo_linear``,
     ``coverage``, and ``observed_albedo_linear`` when the baker provides it: tile → (3, S, S) /
     (S, S) float32); points: (N, 3) the head (reference order, same frame as the bake's normals —
-    any, the maps are normalised); size: texels per tile side of the bake; seed: noise of the sampler.
+    any, the maps are normalised); size: texels per tile side of the bake; seed: noise of the sampler;
+    steps: Euler steps of the sampler.
     Deterministic per seed. Returns albedo (sRGB), normal (raw) and roughness (raw) maps.
     """
     if check_texture(mode) == "bake":
@@ -99,7 +100,7 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     fill = bake_low * kept + push_pull(bake_low * kept, kept) * (1.0 - kept)  # (3, R, R)
     condition = model_condition(low, low_weight * trust, fill, geometry)  # (14, R, R)
     with torch.no_grad():
-        x0 = model.sample(torch.from_numpy(condition)[None], SAMPLE_STEPS,
+        x0 = model.sample(torch.from_numpy(condition)[None], steps,
                           torch.Generator().manual_seed(int(seed)))[0].numpy()  # (5, R, R)
 
     def resized(planes: np.ndarray, side: int, interpolation=cv2.INTER_LINEAR) -> np.ndarray:  # (C, r, r) → (C, side, side)

@@ -9,7 +9,7 @@ up; roughness over the whole island). σ is drawn from the few-step sampling gri
 
 Batches are a pure function of ``(seed, step)``, so resuming from a checkpoint continues the same
 sequence. Checkpoints hold the model (diffusers ``save_pretrained``: ``config.json`` + safetensors),
-the optimiser state and the step. Evaluation restores hidden-but-observed texels of validation
+the optimiser state and the step; the final ``model/`` is stored as float16. Evaluation restores hidden-but-observed texels of validation
 bakes (training-split portraits kept out of the batches, never the held-out split) with the sampler
 and reports the mean L1 in linear RGB beside the baker's fill of the same input.
 CUDA + bf16 autocast when available.
@@ -191,6 +191,6 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
                 save_checkpoint(out_dir, model, optimizer, done, config)
             if out_of_time:
                 break
-    model.to("cpu").eval()
+    model.to("cpu", torch.float16).eval()  # the deliverable: float16 on disk (half the size), run as float32
     model.save_pretrained(out_dir / MODEL_DIR, safe_serialization=True)
     return record
