@@ -638,8 +638,15 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
     blurred = cv2.GaussianBlur(seen, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(island, (0, 0), sigma), 1e-6)
     if factor > 1:
         blurred = cv2.resize(blurred, (tt.size, tt.size), interpolation=cv2.INTER_LINEAR)
-    soft = np.clip(2.0 * blurred.reshape(-1)[tt.texel] - 1.0, 0.0, 1.0)  # 1 well inside, 0 at half-seen
-    return (weight * soft).astype(np.float32)
+    blurred = blurred.reshape(-1)
+    out = np.empty(tt.count, np.float32)
+
+    def part(chunk: slice) -> None:
+        soft = np.clip(2.0 * blurred[tt.texel[chunk]] - 1.0, 0.0, 1.0)  # 1 well inside, 0 at half-seen
+        out[chunk] = weight[chunk] * soft
+
+    in_chunks(part, tt.count)
+    return out
 
 
 # ---- lighting ------------------------------------------------------------------------------------

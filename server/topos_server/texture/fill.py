@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
+from topos_server.texture.texel_chunks import in_chunks
+
 PIN_STRENGTH = 10.0  # how firmly a fully observed vertex keeps its value against the smoothness term
 SCREEN = 1e-4  # pull towards the mean where nothing is known (keeps the solve well posed)
 
@@ -159,18 +161,27 @@ def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, i
     a = coverage * island  # (H, W)
     spread = a if trust is None else trust * island
     fill = PushPull(spread)
-    keep = 1.0 - a
     out = np.empty(observed.shape, np.float32) if out is None else out
+    flat_a, flat_spread, flat_island = a.reshape(-1), spread.reshape(-1), island.reshape(-1)
     for plane, (seen, field) in enumerate(zip(observed, base)):
-        residual = seen - field
-        residual *= spread
-        residual = fill.fill(residual)  # smooth correction
-        # a·observed + (1 − a)·(base + residual), on the islands only
-        residual += field
-        residual *= keep
-        residual += seen * a
-        residual *= island
-        out[plane] = residual
+        seen, field = seen.reshape(-1), field.reshape(-1)
+        residual = np.empty(seen.size, np.float32)
+
+        def premultiply(chunk: slice) -> None:
+            np.multiply(seen[chunk] - field[chunk], flat_spread[chunk], out=residual[chunk])
+
+        in_chunks(premultiply, seen.size)
+        residual = fill.fill(residual.reshape(a.shape)).reshape(-1)  # smooth correction
+        blended = out[plane].reshape(-1)
+
+        def blend(chunk: slice) -> None:  # a·observed + (1 − a)·(base + residual), on the islands only
+            value = residual[chunk] + field[chunk]
+            value *= 1.0 - flat_a[chunk]
+            value += seen[chunk] * flat_a[chunk]
+            value *= flat_island[chunk]
+            blended[chunk] = value
+
+        in_chunks(blend, seen.size)
     return out
 
 

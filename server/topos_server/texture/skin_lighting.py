@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from topos_server.texture.texel_chunks import in_chunks
+
 MIN_SHADING, MAX_SHADING = 0.5, 2.0  # relative to the median: deep shadow / highlights are not amplified
 #                                      or flattened further than this
 MAX_FIT_SAMPLES = 40_000
@@ -52,8 +54,15 @@ def srgb8_to_linear(image: np.ndarray) -> np.ndarray:
 
 def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
     """float linear in [0, 1] → uint8 sRGB (clamped; table lookup on a 16-bit quantisation)."""
-    index = np.clip(linear, 0.0, 1.0) * 65535.0 + 0.5
-    return _LINEAR16_TO_SRGB8[index.astype(np.uint16)]
+    flat = np.asarray(linear).reshape(-1)
+    out = np.empty(flat.shape, np.uint8)
+
+    def part(chunk: slice) -> None:
+        index = np.clip(flat[chunk], 0.0, 1.0) * 65535.0 + 0.5
+        out[chunk] = _LINEAR16_TO_SRGB8[index.astype(np.uint16)]
+
+    in_chunks(part, flat.size)
+    return out.reshape(np.shape(linear))
 
 
 def luminance(linear_rgb: np.ndarray, axis: int = -1) -> np.ndarray:
