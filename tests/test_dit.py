@@ -67,7 +67,7 @@ def test_identity_conditioned_dit_trains_and_needs_the_identity(pair_folder, lat
     from topos_server.training.dit import DiTTrainingConfig, PairLatents, train
 
     config = DiTTrainingConfig(size="tiny", pairs=[str(pair_folder)], steps=30, batch_size=8, learning_rate=2e-3,
-                               warmup_steps=5, eval_every=30, identity_condition=100)
+                               warmup_steps=5, eval_every=30, identity_condition=100, mirror=False)
     train(config, tmp_path / "run", latents=latents, device="cpu")
     model = ToposDiT.from_pretrained(tmp_path / "run" / "model", low_cpu_mem_usage=False)
     assert model.config.identity_condition == 100
@@ -76,6 +76,28 @@ def test_identity_conditioned_dit_trains_and_needs_the_identity(pair_folder, lat
     assert out.shape == (2, *latents.latent_shape) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="pass identity"):
         sample_latents(model, batch["landmarks"], batch["crop"], [0, 1], SamplingOptions(steps=2))
+
+
+def test_a_mirrored_pair_is_the_mirror_image_of_head_and_condition(pair_folder, latents, topology):
+    from topos_server.training.dit import HeadMirror, PairLatents
+
+    mirror = HeadMirror(topology)
+    pairs = PairLatents([pair_folder], latents, mirror=mirror)
+    plain = pairs.batch([0, 1])
+    flipped = pairs.batch([0, 1], torch.tensor([True, False]))
+    # the second pair is untouched; the first one's crop is flipped and its landmarks mirrored + relabelled
+    for key in ("landmarks", "crop", "latent"):
+        torch.testing.assert_close(flipped[key][1], plain[key][1], rtol=0, atol=0)
+    torch.testing.assert_close(flipped["crop"][0], plain["crop"][0].flip(-1), rtol=0, atol=0)
+    left_eye, right_eye = 33, 263  # outer corners of the subject's right / left eye
+    assert torch.allclose(flipped["landmarks"][0, left_eye, 0], -plain["landmarks"][0, right_eye, 0])
+    # mirroring twice is the identity; the mirrored latent decodes to the mirrored head
+    head = latents.topology.rest_points[None].astype(np.float32)
+    np.testing.assert_allclose(mirror.heads(mirror.heads(head)), head, atol=1e-6)
+    decoded = latents.decode(flipped["latent"][:1]).numpy()
+    truth = mirror.heads(latents.decode(plain["latent"][:1]).numpy())
+    skin = latents.skin_vertex_count
+    assert 10 * np.linalg.norm(decoded[0, :skin] - truth[0, :skin], axis=1).mean() < 3.0  # mm: the VAE's floor
 
 
 def record_fingerprint(latents) -> str:

@@ -29,7 +29,9 @@ def register(models) -> None:
                                                                   "(default: the bundled one)")
     p.add_argument("--identity-condition", action="store_true",
                    help="also condition on the classic landmark fit's identity coefficients (the DiT then learns "
-                        "what the linear fit gets wrong; inference runs that fit first)")
+                        "what the linear fit gets wrong; inference runs that fit first; implies --no-mirror)")
+    p.add_argument("--no-mirror", action="store_true",
+                   help="do not also train on each pair's mirror image (default: mirrored, left/right swapped)")
     p.set_defaults(handler=run)
 
 
@@ -45,6 +47,9 @@ def run(args) -> int:
     config.pairs = [str(folder) for folder in _shard_folders(args.pairs)]
     if args.identity_condition:
         config.identity_condition = IDENTITY_MODES
+        config.mirror = False
+    if args.no_mirror:
+        config.mirror = False
     for name in ("steps", "batch_size", "eval_every"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))

@@ -52,6 +52,7 @@ class DiTTrainingConfig:
     seed: int = 0
     vae_weights: str | None = None  # None: the bundled TOPOS-VAE
     identity_condition: int = 0  # > 0: condition on the classic fit's first so many identity coefficients too
+    mirror: bool = True  # train on each pair's mirror image too (not with identity_condition: no mirrored fit)
 
 
 def vae_fingerprint(latents: HeadLatents) -> str:
@@ -71,25 +72,65 @@ def shard_files(folder: str | Path) -> list[Path]:
     return files
 
 
-class PairLatents(torch.utils.data.Dataset):
-    """Every sample of some shard folders as DiT inputs: landmarks (478, 3), crop (3, S, S), latent (L, C)."""
+class HeadMirror:
+    """Left-right mirroring of a training pair: the head through the topology's vertex symmetry, the
+    landmarks through the MediaPipe points' own (x → −x in the crop frame, left and right indices
+    swapped), the crop flipped. A mirrored pair is another plausible person photographed the same way:
+    twice the pairs for the price of one more encoding per head."""
 
-    def __init__(self, folders, latents: HeadLatents, limit: int | None = None, progress=None):
+    def __init__(self, topology):
+        from scipy.spatial import cKDTree
+
+        if topology.symmetry is None:
+            raise ValueError("the reference topology has no vertex symmetry: cannot mirror heads")
+        self.vertex_partner = np.asarray(topology.symmetry, np.int64)  # (N,)
+        landmarks = topology.landmarks["mediapipe"].evaluate(topology.rest_points.astype(np.float64))  # (478, 3)
+        distance, partner = cKDTree(landmarks).query(landmarks * np.array([-1.0, 1.0, 1.0]))
+        if distance.max() > 0.1 or (partner[partner] != np.arange(len(partner))).any():
+            raise ValueError("the MediaPipe landmarks on the reference head are not left/right symmetric")
+        self.landmark_partner = torch.from_numpy(partner.astype(np.int64))  # (478,)
+        self.flip_x = torch.tensor([-1.0, 1.0, 1.0])
+
+    def heads(self, heads: np.ndarray) -> np.ndarray:
+        """(B, N, 3) → the mirrored heads (B, N, 3)."""
+        return heads[:, self.vertex_partner] * np.array([-1.0, 1.0, 1.0], heads.dtype)
+
+    def condition(self, landmarks: torch.Tensor, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """landmarks (B, 478, 3) in the crop frame, crops (B, 3, S, S) → the mirrored pair's."""
+        return landmarks[:, self.landmark_partner] * self.flip_x, crop.flip(-1)
+
+
+def encoded_shard(latents: HeadLatents, heads: np.ndarray, cache: Path) -> np.ndarray:
+    """(B, L, C) latents of (B, N, 3) heads, cached in ``cache`` (.npy, written atomically)."""
+    if cache.exists():
+        return np.load(cache)
+    code = torch.cat([latents.encode(heads[i:i + 32].astype(np.float32), seed=i)
+                      for i in range(0, len(heads), 32)]).numpy()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, code)
+    tmp.replace(cache)
+    return code
+
+
+class PairLatents(torch.utils.data.Dataset):
+    """Every sample of some shard folders as DiT inputs: landmarks (478, 3), crop (3, S, S), latent (L, C);
+    with ``mirror`` also each pair's mirror image (``batch(..., mirrored=...)``)."""
+
+    def __init__(self, folders, latents: HeadLatents, limit: int | None = None, progress=None,
+                 mirror: HeadMirror | None = None):
         fingerprint = vae_fingerprint(latents)
-        crops, landmarks, codes, heads, identities = [], [], [], [], []
+        self.mirror = mirror
+        crops, landmarks, codes, mirrored_codes, heads, identities = [], [], [], [], [], []
         for folder in folders:
             for shard in shard_files(folder):
                 with np.load(shard) as data:
-                    cache = shard.parent / LATENT_CACHE / fingerprint / (shard.stem + ".npy")
-                    if cache.exists():
-                        code = np.load(cache)
-                    else:
-                        code = torch.cat([latents.encode(data["neutral"][i:i + 32].astype(np.float32), seed=i)
-                                          for i in range(0, len(data["neutral"]), 32)]).numpy()
-                        cache.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = cache.with_suffix(".tmp.npy")
-                        np.save(tmp, code)
-                        tmp.replace(cache)
+                    cache = shard.parent / LATENT_CACHE / fingerprint
+                    neutral = data["neutral"]
+                    code = encoded_shard(latents, neutral, cache / (shard.stem + ".npy"))
+                    if mirror is not None:
+                        mirrored_codes.append(encoded_shard(latents, mirror.heads(neutral),
+                                                            cache / (shard.stem + "_mirrored.npy")))
                     crops.append(data["crop"])
                     landmarks.append(data["landmarks"])
                     identities.append(data["classic_identity"] if "classic_identity" in data.files
@@ -105,6 +146,8 @@ class PairLatents(torch.utils.data.Dataset):
         self.crops = np.concatenate(crops)[:stop]  # (B, S, S, 3) uint8
         self.landmarks_px = np.concatenate(landmarks)[:stop]  # (B, 478, 3)
         self.latents = torch.from_numpy(np.concatenate(codes)[:stop]).float()  # (B, L, C)
+        self.mirrored_latents = (torch.from_numpy(np.concatenate(mirrored_codes)[:stop]).float()
+                                 if mirror is not None else None)  # (B, L, C)
         self.skin = np.concatenate(heads)[:stop].astype(np.float32) if heads else None  # (B, S_v, 3) eval truth
         widths = {i.shape[1] for i in identities}
         # (B, I) the classic fit's identity coefficients, where every shard has them
@@ -118,13 +161,22 @@ class PairLatents(torch.utils.data.Dataset):
     def condition(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return stored_condition(self.crops[index], self.landmarks_px[index])
 
-    def batch(self, indices) -> dict[str, torch.Tensor]:
+    def batch(self, indices, mirrored: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Pairs ``indices``; where ``mirrored`` (B,) bool is set, their mirror images (needs ``mirror``)."""
+        indices = list(indices)
         conditions = [self.condition(i) for i in indices]
         batch = {"landmarks": torch.from_numpy(np.stack([c[0] for c in conditions])),  # (B, 478, 3)
                  "crop": torch.from_numpy(np.stack([c[1] for c in conditions])),  # (B, 3, S, S)
-                 "latent": self.latents[list(indices)]}  # (B, L, C)
+                 "latent": self.latents[indices]}  # (B, L, C)
         if self.classic_identity is not None:
-            batch["identity"] = self.classic_identity[list(indices)]  # (B, I)
+            batch["identity"] = self.classic_identity[indices]  # (B, I)
+        if mirrored is not None and mirrored.any():
+            if self.mirror is None:
+                raise ValueError("these pairs were loaded without mirroring")
+            landmarks, crop = self.mirror.condition(batch["landmarks"], batch["crop"])
+            batch["landmarks"] = torch.where(mirrored[:, None, None], landmarks, batch["landmarks"])
+            batch["crop"] = torch.where(mirrored[:, None, None, None], crop, batch["crop"])
+            batch["latent"] = torch.where(mirrored[:, None, None], self.mirrored_latents[indices], batch["latent"])
         return batch
 
 
@@ -192,7 +244,11 @@ def train(config: DiTTrainingConfig, out_dir, resume: bool = False, latents: Hea
     if not config.pairs:
         raise ValueError("no training pairs: give at least one folder of pair shards")
     latents = latents or HeadLatents.load(config.vae_weights)
-    pairs = PairLatents(config.pairs, latents, progress=progress)
+    if config.mirror and config.identity_condition:
+        raise ValueError("mirroring the pairs needs no identity condition (the classic fit of a mirrored photo "
+                         "is not stored): turn one of them off")
+    mirror = HeadMirror(latents.topology) if config.mirror else None
+    pairs = PairLatents(config.pairs, latents, progress=progress, mirror=mirror)
     eval_pairs = (PairLatents([config.eval_pairs], latents, limit=config.eval_samples)
                   if config.eval_pairs else None)
     generator = torch.Generator().manual_seed(config.seed)
@@ -238,7 +294,8 @@ def train(config: DiTTrainingConfig, out_dir, resume: bool = False, latents: Hea
                 group["lr"] = lr
             step_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             ids = torch.randint(len(pairs), (config.batch_size,), generator=step_generator).tolist()
-            batch = {k: v.to(device) for k, v in pairs.batch(ids).items()}
+            mirrored = (torch.rand(config.batch_size, generator=step_generator) < 0.5) if config.mirror else None
+            batch = {k: v.to(device) for k, v in pairs.batch(ids, mirrored).items()}
             with autocast:
                 loss = flow_matching_loss(model, batch, step_generator, config.condition_dropout)
             optimizer.zero_grad(set_to_none=True)
