@@ -248,7 +248,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="TOPOS-Texture folder (default: the committed weights)")
     parser.add_argument("--portraits", type=int, default=96, help="held-out bakes to score (restoration)")
     parser.add_argument("--heads", type=int, default=10, help="synthetic heads × 5 lights (de-lighting); 0: skip")
-    parser.add_argument("--steps", type=int, nargs="+", default=[2, 4], help="sampler steps to score (restoration)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4], help="sampler steps to score (restoration)")
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
     parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")

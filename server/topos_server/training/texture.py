@@ -49,7 +49,7 @@ class TextureTrainingConfig:
     roughness_weight: float = 0.1
     eval_every: int = 100
     validation_items: int = 8  # bakes kept out of the batches for evaluation
-    views_per_item: int = 3  # hidden views (and their baker's fill) kept per bake
+    views_per_item: int = 2  # hidden views (and their baker's fill) kept per bake
     eval_examples: int = 16
     checkpoint_every: int = 100
     seed: int = 0
