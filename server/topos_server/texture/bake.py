@@ -83,7 +83,7 @@ VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask i
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
 _LAYOUT_CACHE_SIZE = 4
-LAYOUT_CACHE_VERSION = "uv-layout/2"  # bump when the raster conventions change
+LAYOUT_CACHE_VERSION = "uv-layout/3"  # bump when the raster conventions change
 
 
 @dataclass(frozen=True)
@@ -217,16 +217,9 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
         tri_uv = uv[ids].astype(np.float64)
         tile_xy[tile] = (ids, np.stack([(tri_uv[..., 0] - offset_u) * size,
                                         (1.0 - (tri_uv[..., 1] - offset_v)) * size], axis=-1))  # (t, 3, 2) px
-    texels = _cached_tile_texels(key, tile_xy, size)  # tile → (texel, local triangle, barycentric)
-    tiles = []
-    for tile in tile_numbers:
-        ids, _ = tile_xy[tile]
-        texel, local, bary = texels[tile]
-        stride = max(1, size // VERTEX_SAMPLE_GRID)
-        on_grid = ((texel // size) % stride == 0) & ((texel % size) % stride == 0)
-        tiles.append(TileTexels(tile, int(size), texel, ids[local].astype(np.int32), bary,
-                                np.flatnonzero(on_grid).astype(np.int32), triangles))
-    layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tuple(tiles))
+    texels = _cached_tile_texels(key, tile_xy, size, len(triangles))  # tile → (texel, triangle, bary, sample)
+    tiles = tuple(TileTexels(tile, int(size), *texels[tile], triangles) for tile in tile_numbers)
+    layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tiles)
     with _LAYOUT_LOCK:
         _LAYOUTS[key] = layout
         while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
@@ -234,9 +227,13 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
     return layout
 
 
-def _cached_tile_texels(key: tuple, tile_xy: dict, size: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per tile, the covered texels: flat index (K,) int32, local triangle index (K,) int32 and
-    barycentrics of the texel centre (3, K) float32.
+TEXEL_ARRAYS = ("texel", "triangle", "barycentric", "vertex_sample")  # TileTexels' per-texel fields, in order
+
+
+def _cached_tile_texels(key: tuple, tile_xy: dict, size: int, num_triangles: int) -> dict[int, tuple[np.ndarray, ...]]:
+    """Per tile, the covered texels: flat index (K,) int32, triangle (K,) int32 (index into the
+    topology's triangles), barycentrics of the texel centre (3, K) float32 and the regular sample
+    grid (k,) int32 (indices into the K texels), as :class:`TileTexels` holds them.
 
     Rasterising 2048² UV tiles and solving the barycentrics takes seconds, and the result only
     depends on the topology's UVs: it is kept on disk under ``$TOPOS_HOME/bake/`` (uncompressed:
@@ -245,38 +242,41 @@ def _cached_tile_texels(key: tuple, tile_xy: dict, size: int) -> dict[int, tuple
     """
     digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
     path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
-    counts = {tile: len(ids) for tile, (ids, _) in tile_xy.items()}
     try:
         with np.load(path, allow_pickle=False) as data:
-            loaded = {tile: (data[f"texel_{tile}"], data[f"triangle_{tile}"], data[f"barycentric_{tile}"])
-                      for tile in tile_xy}
-        if all(_valid_tile_texels(*arrays, counts[tile], size) for tile, arrays in loaded.items()):
+            loaded = {tile: tuple(data[f"{name}_{tile}"] for name in TEXEL_ARRAYS) for tile in tile_xy}
+        if all(_valid_tile_texels(*arrays, size, num_triangles) for arrays in loaded.values()):
             return loaded
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         pass
     texels = {}
-    for tile, (_, xy) in tile_xy.items():
-        flat_id = rasterize(xy, size, size)[0].reshape(-1)  # (size²,) local triangle or −1
+    stride = max(1, size // VERTEX_SAMPLE_GRID)
+    for tile, (ids, xy) in tile_xy.items():
+        flat_id = rasterize(xy, size, size)[0].reshape(-1)  # (size²,) index into ``ids`` or −1
         texel = np.flatnonzero(flat_id >= 0).astype(np.int32)
         local = flat_id[texel].astype(np.int32)
-        texels[tile] = (texel, local, _barycentrics_at_texels(xy, local, texel % size, texel // size))
+        on_grid = ((texel // size) % stride == 0) & ((texel % size) % stride == 0)
+        texels[tile] = (texel, ids[local].astype(np.int32), _barycentrics_at_texels(xy, local, texel % size, texel // size),
+                        np.flatnonzero(on_grid).astype(np.int32))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **{f"{name}_{tile}": a for tile, arrays in texels.items()
-                                for name, a in zip(("texel", "triangle", "barycentric"), arrays)})
+                                for name, a in zip(TEXEL_ARRAYS, arrays)})
     except OSError:
         pass
     return texels
 
 
-def _valid_tile_texels(texel: np.ndarray, local: np.ndarray, bary: np.ndarray, count: int, size: int) -> bool:
+def _valid_tile_texels(texel: np.ndarray, triangle: np.ndarray, bary: np.ndarray, sample: np.ndarray,
+                       size: int, num_triangles: int) -> bool:
     k = texel.size
-    return (texel.dtype == np.int32 and local.dtype == np.int32 and bary.dtype == np.float32
-            and texel.shape == (k,) and local.shape == (k,) and bary.shape == (3, k)
+    return (texel.dtype == triangle.dtype == sample.dtype == np.int32 and bary.dtype == np.float32
+            and texel.shape == triangle.shape == (k,) and bary.shape == (3, k) and sample.ndim == 1
             and (k == 0 or (texel.min() >= 0 and texel.max() < size * size
-                            and local.min() >= 0 and local.max() < count)))
+                            and triangle.min() >= 0 and triangle.max() < num_triangles))
+            and (sample.size == 0 or (sample.min() >= 0 and sample.max() < k)))
 
 
 def _layout_cache_dir() -> Path:
