@@ -46,10 +46,8 @@ no randomness).
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -58,12 +56,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from topos_sdk.atomic_files import atomic_output_path
 from topos_sdk.errors import InvalidInputError
 from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.raster import rasterize
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
+from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 from topos_server.texture.skin_colour import TRUST_COS, fit_skin_colour
@@ -236,19 +234,15 @@ def _cached_tile_texels(key: tuple, tile_xy: dict, size: int, num_triangles: int
     grid (k,) int32 (indices into the K texels), as :class:`TileTexels` holds them.
 
     Rasterising 2048² UV tiles and solving the barycentrics takes seconds, and the result only
-    depends on the topology's UVs: it is kept on disk under ``$TOPOS_HOME/bake/`` (uncompressed:
-    reading it back is a copy; written atomically; a missing, unreadable or stale file is simply
-    rebuilt, an unwritable folder only costs the time).
+    depends on the topology's UVs: it is kept on disk (:mod:`disk_cache`).
     """
     digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
     path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            loaded = {tile: tuple(data[f"{name}_{tile}"] for name in TEXEL_ARRAYS) for tile in tile_xy}
+    data = load_arrays(path, [f"{name}_{tile}" for tile in tile_xy for name in TEXEL_ARRAYS])
+    if data is not None:
+        loaded = {tile: tuple(data[f"{name}_{tile}"] for name in TEXEL_ARRAYS) for tile in tile_xy}
         if all(_valid_tile_texels(*arrays, size, num_triangles) for arrays in loaded.values()):
             return loaded
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        pass
     texels = {}
     stride = max(1, size // VERTEX_SAMPLE_GRID)
     for tile, (ids, xy) in tile_xy.items():
@@ -258,14 +252,7 @@ def _cached_tile_texels(key: tuple, tile_xy: dict, size: int, num_triangles: int
         on_grid = ((texel // size) % stride == 0) & ((texel % size) % stride == 0)
         texels[tile] = (texel, ids[local].astype(np.int32), _barycentrics_at_texels(xy, local, texel % size, texel // size),
                         np.flatnonzero(on_grid).astype(np.int32))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{f"{name}_{tile}": a for tile, arrays in texels.items()
-                                for name, a in zip(TEXEL_ARRAYS, arrays)})
-    except OSError:
-        pass
+    save_arrays(path, {f"{name}_{tile}": a for tile, arrays in texels.items() for name, a in zip(TEXEL_ARRAYS, arrays)})
     return texels
 
 
@@ -280,8 +267,7 @@ def _valid_tile_texels(texel: np.ndarray, triangle: np.ndarray, bary: np.ndarray
 
 
 def _layout_cache_dir() -> Path:
-    root = os.environ.get("TOPOS_HOME") or Path.home() / ".cache" / "topos"
-    return Path(root).expanduser() / "bake"
+    return bake_cache_dir()
 
 
 def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:

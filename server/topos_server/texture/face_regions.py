@@ -17,6 +17,7 @@ regions apply to every posed head in the topology.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -24,6 +25,7 @@ import numpy as np
 
 from topos_sdk.raster import rasterize
 from topos_sdk.topology import ReferenceTopology
+from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 
 LANDMARK_SET = "multipie68"
 CANVAS_FACE_WIDTH_PX = 256  # canvas pixels across the jaw-line width
@@ -34,6 +36,7 @@ NOSE_BRIDGE, NOSE_BASE = list(range(27, 31)), list(range(31, 36))
 EYE_RIGHT, EYE_LEFT = list(range(36, 42)), list(range(42, 48))
 LIPS_OUTER = list(range(48, 60))
 
+REGIONS_VERSION = "face-regions/1"  # bump when the regions change (their disk cache is keyed by it)
 REGION_NAMES = ("face", "lips", "eyes", "brows", "nose", "forehead", "t_zone", "lighting_fit", "neck")
 CHIN = 8
 
@@ -57,11 +60,28 @@ _CACHE: dict[str, FaceRegions] = {}
 
 
 def face_regions(topology: ReferenceTopology) -> FaceRegions:
-    """Regions of ``topology`` (cached per topology id); empty without ``multipie68`` landmarks."""
+    """Regions of ``topology`` (cached per topology id in memory, and on disk: :mod:`disk_cache`);
+    empty without ``multipie68`` landmarks."""
     key = topology.topology_id + ":" + str(sorted(topology.landmarks))
     if key not in _CACHE:
-        _CACHE[key] = _compute_regions(topology)
+        _CACHE[key] = _cached_regions(topology)
     return _CACHE[key]
+
+
+def _cached_regions(topology: ReferenceTopology) -> FaceRegions:
+    landmarks = topology.landmarks.get(LANDMARK_SET)
+    if landmarks is None or len(landmarks) != 68:
+        return FaceRegions({})
+    digest = hashlib.sha256(REGIONS_VERSION.encode() + topology.topology_id.encode())
+    for array in (topology.rest_points, landmarks.vertices, landmarks.weights):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    path = bake_cache_dir() / f"face-regions-{digest.hexdigest()[:20]}.npz"
+    loaded = load_arrays(path, list(REGION_NAMES))
+    if loaded is not None and all(w.shape == (topology.num_points,) and w.dtype == np.float32 for w in loaded.values()):
+        return FaceRegions(loaded)
+    regions = _compute_regions(topology)
+    save_arrays(path, regions.weights)
+    return regions
 
 
 def _compute_regions(topology: ReferenceTopology) -> FaceRegions:
