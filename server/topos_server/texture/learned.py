@@ -34,22 +34,22 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from topos_sdk.errors import AssetError, InvalidInputError
 from topos_sdk.generate import check_texture
 from topos_sdk.head_result import TextureMap
 from topos_sdk.topology import ReferenceTopology
-from topos_server.data.texture_pairs import (decode_albedo, downsample_observation, model_condition, skin_trust,
-                                             uv_geometry)
-from topos_server.models.texture_model import HEIGHT_SCALE, ToposTextureModel
 from topos_server.texture import material_maps
 from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
 from topos_server.texture.fill import push_pull
 from topos_server.texture.skin_lighting import linear_to_srgb8
+
+if TYPE_CHECKING:
+    from topos_server.models.texture_model import ToposTextureModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topos_texture_small"
 SAMPLE_STEPS = 2
@@ -58,8 +58,10 @@ DETAIL_RATIO_RANGE = (0.5, 2.0)
 
 
 @functools.lru_cache(maxsize=2)
-def load_texture_model(folder: str | None = None) -> ToposTextureModel:
+def load_texture_model(folder: str | None = None) -> "ToposTextureModel":
     """The committed model (or ``folder`` / ``$TOPOS_TEXTURE_MODEL``), eval mode, CPU, cached per process."""
+    from topos_server.models.texture_model import ToposTextureModel
+
     path = Path(folder or os.environ.get("TOPOS_TEXTURE_MODEL") or WEIGHTS_DIR)
     if not (path / "config.json").is_file():
         raise AssetError(f"--texture learned needs TOPOS-Texture weights; none in {path} "
@@ -69,7 +71,7 @@ def load_texture_model(folder: str | None = None) -> ToposTextureModel:
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
                       topology: ReferenceTopology, size: int, seed: int, mode: str = "learned",
-                      model: ToposTextureModel | None = None, steps: int = SAMPLE_STEPS) -> dict[str, TextureMap]:
+                      model: "ToposTextureModel | None" = None, steps: int = SAMPLE_STEPS) -> dict[str, TextureMap]:
     """The textures of ``mode``: ``"bake"`` returns ``bake_maps``; ``"learned"`` completes them (module notes).
 
     bake_maps: what ``bake_textures`` returned; diagnostics: the dict it filled (``albedo_linear``,
@@ -81,6 +83,13 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     """
     if check_texture(mode) == "bake":
         return bake_maps
+    # torch models and diffusers load only when learned textures are asked for (the bake path stays light)
+    import torch
+
+    from topos_server.data.texture_pairs import (decode_albedo, downsample_observation, model_condition, skin_trust,
+                                                 uv_geometry)
+    from topos_server.models.texture_model import HEIGHT_SCALE
+
     model = model or load_texture_model()
     tile = model.config.tile
     if tile not in diagnostics.get("albedo_linear", {}) or tile not in diagnostics.get("coverage", {}):
