@@ -522,7 +522,7 @@ class _Observation:
     weight: np.ndarray  # (K,) float32 in [0, 1]
     seen: np.ndarray  # (k,) int32 indices of the points with weight > 0 when observed (ascending)
     colour: np.ndarray  # (3, k) float32 linear RGB of the seen points
-    cos_view: np.ndarray  # (k,) float32 cosine between their normal and the direction to the camera
+    cos_view: np.ndarray | None  # (k,) float32 cosine between their normal and the direction to the camera
 
 
 class _Observer:
@@ -554,13 +554,17 @@ class _Observer:
         texel_triangle = tt.triangle if rows is None else tt.triangle[rows]
         candidate = np.flatnonzero(triangle_faces[texel_triangle]).astype(np.int32)  # (c,) into rows
         texel = candidate if rows is None else rows[candidate]
-        looks = in_chunks(lambda chunk: self._look(tt, texel[chunk], vertex_map), texel.size)
         full_weight = np.zeros(len(texel_triangle), np.float32)
-        full_weight[candidate] = np.concatenate([weight for weight, _, _, _ in looks])
-        starts = np.cumsum([0] + [len(weight) for weight, _, _, _ in looks[:-1]])
-        seen = np.concatenate([start + seen for start, (_, seen, _, _) in zip(starts, looks)])
-        return _Observation(full_weight, candidate[seen], np.concatenate([colour for _, _, colour, _ in looks], axis=1),
-                            np.concatenate([cos_view for _, _, _, cos_view in looks]))
+
+        def look(chunk: slice):
+            weight, seen, colour, cos_view = self._look(tt, texel[chunk], vertex_map)
+            full_weight[candidate[chunk]] = weight
+            return chunk.start + seen, colour, cos_view
+
+        looks = in_chunks(look, texel.size)
+        seen = np.concatenate([seen for seen, _, _ in looks])
+        return _Observation(full_weight, candidate[seen], np.concatenate([colour for _, colour, _ in looks], axis=1),
+                            np.concatenate([cos_view for _, _, cos_view in looks]))
 
     def _look(self, tt: TileTexels, texel: np.ndarray, vertex_map: np.ndarray | None):
         """The texels ``texel`` (or their mirror points) → weight (c,), seen (k,) (indices where the
@@ -644,6 +648,7 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
         neck_doubt = tt.interpolate(neck, direct.seen)[0] if neck is not None else None
         direct.weight[direct.seen] *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
+    direct.cos_view = None  # (only the colour test needs it)
     direct.weight = _feather(tt, direct.weight)
     # the mirror side only matters where the texel itself is not fully seen
     need = np.flatnonzero(direct.weight < 1.0).astype(np.int32)
@@ -651,6 +656,7 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     if skin_colour is not None:
         neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
         mirrored.weight[mirrored.seen] *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view, neck_doubt)
+    mirrored.cos_view = None
     # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
     full_weight = np.ones(tt.count, np.float32)
     full_weight[need] = mirrored.weight
