@@ -58,14 +58,16 @@ def synthetic(args) -> dict:
     import torch
 
     from topos_server.assets.head_model import HeadModel
-    from topos_server.engines.topos import load_dit
+    from topos_server.engines.topos import load_dit, sampling_defaults
     from topos_server.pipelines.head_generation import SamplingOptions, sample_latents, stored_condition
     from topos_server.pipelines.head_latents import HeadLatents
     from topos_server.training.dit import shard_files
 
     latents = HeadLatents.load()
     dit = load_dit(args.weights)
-    sampling = SamplingOptions(steps=args.steps, guidance=args.guidance)
+    sampling = SamplingOptions(steps=args.steps, guidance=args.guidance, temperature=args.temperature)
+    if args.sampling_defaults:
+        sampling = sampling_defaults(args.weights)
     model = HeadModel.load()
     mean_head = model.neutral.numpy()
     identity_basis = model.identity_basis.numpy()
@@ -202,7 +204,8 @@ def report(out: Path) -> str:
         data = json.loads(file.read_text())
         rows = data["rows"]
         lines += [f"Held-out synthetic portraits: {len(rows)} ({data['pairs']}), DiT `{data['dit']}`, "
-                  f"{data['sampling']['steps']} Euler steps, guidance {data['sampling']['guidance']}. "
+                  f"{data['sampling']['steps']} Euler steps, guidance {data['sampling']['guidance']}, "
+                  f"temperature {data['sampling'].get('temperature', 1.0)}. "
                   "Neutral-skin error after rigid alignment, mm — mean / p95 (in brackets: the front of the face's "
                   "mean, and the skin's mean after a similarity alignment, i.e. the shape without its size):", "",
                   "| method | all | " + " | ".join(f"yaw {a}–{b}°" for a, b in YAW_BINS) + " |",
@@ -257,6 +260,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--sampling-defaults", action="store_true",
+                        help="sample as the engine does (sampling.json beside the weights) instead of the options")
     parser.add_argument("--sheet", type=Path)
     parser.add_argument("--sheet-rows", type=int, default=8)
     parser.add_argument("--tile", type=int, default=160)

@@ -8,6 +8,7 @@ one photo (:meth:`ToposEngine.generate_variants`: one batched DiT call).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -33,12 +34,13 @@ from topos_server.training.dit import vae_fingerprint
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
 DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
+SAMPLING_FILE = "sampling.json"  # beside the weights: steps, guidance, shift, temperature chosen on held-out pairs
 from topos_sdk.generate import MAX_VARIANTS  # noqa: E402
 
 
 def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT:
-    """``weights``, else ``$TOPOS_DIT_WEIGHTS`` (a studio's own model), else the bundled small model."""
-    path = Path(weights or os.environ.get(DIT_WEIGHTS_VARIABLE) or DEFAULT_DIT_WEIGHTS)
+    """The DiT of :func:`dit_weights_path` on ``device`` (bf16 on CUDA)."""
+    path = dit_weights_path(weights)
     if not (path / "config.json").is_file():
         raise AssetError(f"no TOPOS-DiT weights in {path}: train them with `topos train dit --pairs DIR --out OUT` "
                          f"and set {DIT_WEIGHTS_VARIABLE}=OUT/model")
@@ -48,13 +50,26 @@ def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT
     return model.to(device)
 
 
+def dit_weights_path(weights: str | Path | None = None) -> Path:
+    """``weights``, else ``$TOPOS_DIT_WEIGHTS`` (a studio's own model), else the bundled small model."""
+    return Path(weights or os.environ.get(DIT_WEIGHTS_VARIABLE) or DEFAULT_DIT_WEIGHTS)
+
+
+def sampling_defaults(weights: str | Path | None = None) -> SamplingOptions:
+    """The sampler settings measured best for these weights (``sampling.json`` beside them), else the defaults."""
+    file = dit_weights_path(weights) / SAMPLING_FILE
+    if not file.is_file():
+        return SamplingOptions()
+    return SamplingOptions(**json.loads(file.read_text()))
+
+
 class ToposEngine:
     name = "topos"
     max_batch_size = 16  # the DiT samples a batch in one call; the server groups requests up to this
     seed_per_image = True  # generate(..., seeds=[...]): the server batches requests whatever their seeds
 
     def __init__(self, cache: AssetCache | None = None, device: str = "cpu", weights: str | Path | None = None,
-                 sampling: SamplingOptions = SamplingOptions()):
+                 sampling: SamplingOptions | None = None):
         self.device = device
         self.classic = ClassicEngine(cache=cache)  # the front-end, the head model's expressions, the fit
         self.topology = self.classic.topology
@@ -63,7 +78,7 @@ class ToposEngine:
         if self.dit.config.vae_id and self.dit.config.vae_id != vae_fingerprint(self.latents):
             raise AssetError(f"the TOPOS-DiT weights generate latents of VAE {self.dit.config.vae_id}, the installed "
                              f"TOPOS-VAE is {vae_fingerprint(self.latents)}: retrain the DiT for this VAE")
-        self.sampling = sampling
+        self.sampling = sampling or sampling_defaults(weights)
         self.contour_pool = self.topology.vertex_groups.get(CONTOUR_POOL_GROUP)
         self.no_identity = np.zeros((0, self.topology.num_points, 3), np.float32)
 
@@ -187,7 +202,8 @@ class ToposEngine:
                 engine=self.name, seed=seed, timings_s={k: round(v, 4) for k, v in timings.items()},
                 source_image_sha256=Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes()),
                 extra={"sampling_steps": self.sampling.steps, "guidance": self.sampling.guidance,
-                       "scheduler_shift": self.sampling.shift, "dit": self.dit.config.size_name,
+                       "scheduler_shift": self.sampling.shift, "temperature": self.sampling.temperature,
+                       "dit": self.dit.config.size_name,
                        "vae_id": self.dit.config.vae_id, "fit_rms_px": round(fit.rms_px, 3),
                        "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
                        "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),

@@ -41,7 +41,7 @@ from topos_server.models.vae import Attention, Block, Mlp
 # ``small`` is sized to train in tens of minutes on a 2-core CPU; ``base``/``large`` are for a GPU.
 DIT_CONFIGS: dict[str, dict] = {
     "tiny": dict(width=64, depth=2, num_heads=4, condition_depth=0, image_channels=16),
-    "small": dict(width=192, depth=6, num_heads=6, condition_depth=0, image_channels=32),
+    "small": dict(width=160, depth=4, num_heads=4, condition_depth=0, image_channels=24),
     "base": dict(width=512, depth=12, num_heads=8, condition_depth=2, image_channels=64),
     "large": dict(width=768, depth=24, num_heads=12, condition_depth=4, image_channels=96),
 }
