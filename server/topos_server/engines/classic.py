@@ -139,6 +139,9 @@ class ClassicEngine:
         baked through its own camera and the bakes merged by visibility and viewing angle."""
         if not 2 <= len(sources) <= MAX_VIEWS:
             raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
+        if options.texture != "bake":
+            raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
+                                    "person are textured by merging their bakes (--texture bake)")
         timings = {}
         t = time.perf_counter()
         report("decoding", 0.0)
