@@ -3,7 +3,7 @@
 The ICT head from the asset cache, placed over the face of `skimage.data.astronaut()` (512²) as in
 tests/test_texture_bake.py. Each size runs in a fresh subprocess (peak RSS is per process):
 - cold: empty memory caches and no disk cache (UV raster, regions, Laplacian all built),
-- cold, disk cache: empty memory caches, UV-layout triangle ids read from $TOPOS_HOME/bake,
+- cold, disk cache: empty memory caches, UV layout and facial regions read from $TOPOS_HOME/bake,
 - warm: best of N in the same process (what a server or a batch sees after its first image).
 Wall and CPU seconds (CPU counts OpenCV's worker threads too) and per-stage wall times.
 """

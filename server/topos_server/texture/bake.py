@@ -175,6 +175,7 @@ class SkinUVLayout:
     skin_triangles: np.ndarray  # (S,) indices into ``triangles`` of the baked materials
     occluders: np.ndarray  # (T,) bool: triangles that go into the visibility z-buffer
     tiles: tuple[TileTexels, ...]
+    digest: str  # identifies the raster (topology, size, materials): key of head-independent disk caches
 
 
 _LAYOUTS: OrderedDict[tuple, SkinUVLayout] = OrderedDict()
@@ -215,9 +216,10 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
         tri_uv = uv[ids].astype(np.float64)
         tile_xy[tile] = (ids, np.stack([(tri_uv[..., 0] - offset_u) * size,
                                         (1.0 - (tri_uv[..., 1] - offset_v)) * size], axis=-1))  # (t, 3, 2) px
-    texels = _cached_tile_texels(key, tile_xy, size, len(triangles))  # tile → (texel, triangle, bary, sample)
+    digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
+    texels = _cached_tile_texels(digest, tile_xy, size, len(triangles))  # tile → (texel, triangle, bary, sample)
     tiles = tuple(TileTexels(tile, int(size), *texels[tile], triangles) for tile in tile_numbers)
-    layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tiles)
+    layout = SkinUVLayout(int(size), triangles, uv, skin, occluding_triangles(topology, face_of), tiles, digest)
     with _LAYOUT_LOCK:
         _LAYOUTS[key] = layout
         while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
@@ -228,7 +230,7 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
 TEXEL_ARRAYS = ("texel", "triangle", "barycentric", "vertex_sample")  # TileTexels' per-texel fields, in order
 
 
-def _cached_tile_texels(key: tuple, tile_xy: dict, size: int, num_triangles: int) -> dict[int, tuple[np.ndarray, ...]]:
+def _cached_tile_texels(digest: str, tile_xy: dict, size: int, num_triangles: int) -> dict[int, tuple[np.ndarray, ...]]:
     """Per tile, the covered texels: flat index (K,) int32, triangle (K,) int32 (index into the
     topology's triangles), barycentrics of the texel centre (3, K) float32 and the regular sample
     grid (k,) int32 (indices into the K texels), as :class:`TileTexels` holds them.
@@ -236,7 +238,6 @@ def _cached_tile_texels(key: tuple, tile_xy: dict, size: int, num_triangles: int
     Rasterising 2048² UV tiles and solving the barycentrics takes seconds, and the result only
     depends on the topology's UVs: it is kept on disk (:mod:`disk_cache`).
     """
-    digest = hashlib.sha256(repr((LAYOUT_CACHE_VERSION,) + key).encode()).hexdigest()[:20]
     path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
     data = load_arrays(path, [f"{name}_{tile}" for tile in tile_xy for name in TEXEL_ARRAYS])
     if data is not None:
@@ -378,7 +379,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
                                      out=None if diagnostics is not None else albedo_img)
         extend_beyond_islands(np.clip(albedo_linear, 0.0, 1.0, out=albedo_linear), island, out=albedo_linear)
         lap("fill")
-        maps["albedo"][tt.tile] = np.ascontiguousarray(linear_to_srgb8(albedo_linear).transpose(1, 2, 0))
+        maps["albedo"][tt.tile] = cv2.merge(list(linear_to_srgb8(albedo_linear)))  # (S, S, 3) interleaved
         lap("encode")
         maps["normal"][tt.tile] = material_maps.normal_tile(tt, texel_lengths, albedo_linear, coverage_img)
         lap("normal")

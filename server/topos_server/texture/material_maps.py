@@ -18,9 +18,12 @@ skin is ``SKIN``.
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 
+from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 from topos_server.texture.face_regions import FaceRegions
 from topos_server.texture.fill import extend_beyond_islands
 from topos_server.texture.skin_lighting import luminance
@@ -48,12 +51,21 @@ def roughness_per_vertex(regions: FaceRegions, num_points: int) -> np.ndarray:
 
 
 def roughness_tiles(layout, regions: FaceRegions, num_points: int) -> dict[int, np.ndarray]:
-    """Per tile (size, size, 1) uint8 roughness."""
+    """Per tile (size, size, 1) uint8 roughness. It does not depend on the head: kept on disk per
+    layout and per-vertex roughness (:mod:`disk_cache`)."""
     per_vertex = roughness_per_vertex(regions, num_points)[None, :]  # (1, N)
+    digest = hashlib.sha256(layout.digest.encode() + per_vertex.tobytes()).hexdigest()[:20]
+    path = bake_cache_dir() / f"roughness-{layout.size}-{digest}.npz"
+    names = [f"tile_{tt.tile}" for tt in layout.tiles]
+    loaded = load_arrays(path, names)
+    if loaded is not None and all(a.shape == (tt.size, tt.size, 1) and a.dtype == np.uint8
+                                  for tt, a in zip(layout.tiles, loaded.values())):
+        return {tt.tile: loaded[name] for tt, name in zip(layout.tiles, names)}
     out = {}
     for tt in layout.tiles:
         img = extend_beyond_islands(tt.interpolated_image(per_vertex), tt.island)[0]  # (S, S)
         out[tt.tile] = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[:, :, None]
+    save_arrays(path, {name: out[tt.tile] for tt, name in zip(layout.tiles, names)})
     return out
 
 
@@ -120,7 +132,7 @@ def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear:
         planes[2, k] = _encode(inv_len)
 
     in_chunks(part, tt.count)
-    return np.ascontiguousarray(planes.reshape(3, size, size).transpose(1, 2, 0))
+    return cv2.merge(list(planes.reshape(3, size, size)))  # (S, S, 3) interleaved
 
 
 def _encode(component: np.ndarray) -> np.ndarray:
