@@ -120,6 +120,7 @@ class PushPull:
         while min(levels[-1].shape) > 1:
             levels.append(cv2.pyrDown(levels[-1]))
         self.weights = levels
+        self.missing = [1.0 - weight for weight in levels[:-1]]  # (1 − weight) per level but the coarsest
 
     def fill(self, premultiplied: np.ndarray) -> np.ndarray:
         values = [np.ascontiguousarray(premultiplied, np.float32)]
@@ -127,12 +128,12 @@ class PushPull:
             values.append(cv2.pyrDown(values[-1]))
         coarse_weight = self.weights[-1]
         filled = np.divide(values[-1], coarse_weight, out=np.zeros_like(values[-1]), where=coarse_weight > 1e-8)
-        for value, weight in zip(reversed(values[:-1]), reversed(self.weights[:-1])):
-            h, w = weight.shape
+        for value, missing in zip(reversed(values[:-1]), reversed(self.missing)):
+            h, w = missing.shape
             # weights are ≤ 1, so weight × own average = the premultiplied value itself:
             # filled = own·weight + up·(1 − weight) = premultiplied + up·(1 − weight)
             filled = cv2.pyrUp(filled, dstsize=(w, h))
-            filled *= 1.0 - weight
+            filled *= missing
             filled += value
         return filled
 
