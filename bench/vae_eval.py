@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python bench/vae_eval.py --heads 200 --methods mean,nicp --out /tmp/vae_eval  # baselines
     OMP_NUM_THREADS=1 python bench/vae_eval.py --heads 200 --methods vae --out /tmp/vae_eval
     python bench/vae_eval.py --report --out /tmp/vae_eval                              # markdown table
+    OMP_NUM_THREADS=1 python bench/vae_eval.py --clean-neutral --heads 200 --out /tmp/vae_eval  # reconstruction floor
 
 Heads: :class:`SyntheticHeads` with seed ``EVAL_SEED`` (never a training seed) re-topologised only by
 ``marching_cubes``, the method training never sees, each in a random similarity pose (rotation
@@ -12,6 +13,13 @@ each result back through it and through the known random pose, in the head's own
 reported in mm over all reference vertices and over the outer skin. Generated inputs are cached
 in ``OUT/inputs/`` so each method sees identical data and can run in its own process (the pose
 canonicalisation is deterministic and re-run, and timed, by every process).
+
+``--clean-neutral``: TOPOS-VAE's reconstruction floor, what TOPOS-DiT's output can be at best. Neutral heads
+in ICT's own topology and frame (identity ~ N(0, 1), no expression, no noise, holes or pose; seed
+``CLEAN_SEED``, never used in training) encoded and decoded through :class:`HeadLatents`; error per outer-skin
+vertex in mm. Two sets: the head model's identity heads, and the same with the out-of-span deformations of
+:class:`SyntheticHeads` (RBF warps, region scalings: what the DiT's targets look like). The mean head as the
+answer is the baseline row.
 
 Also (with ``vae``): topology invariance — the same head (no noise, no holes) as a marching-cubes
 mesh and as an isotropic remesh, both converted; distance between the two results.
@@ -31,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_description  # noqa: E402
 
 EVAL_SEED = 20_240_601
+CLEAN_SEED = 20_261_130
 METHODS = ("mean", "nicp", "vae")
 
 
@@ -167,7 +176,67 @@ def topology_invariance(heads, converter, count: int) -> dict:
             "heads_within_1mm_mean": int((per_head <= 1.0).sum())}
 
 
+def clean_neutral_heads(head_model, topology, count: int, deformed: bool) -> np.ndarray:
+    """(count, N, 3) cm neutral heads of seed CLEAN_SEED: identity ~ N(0, 1), out-of-span deformations when ``deformed``."""
+    import torch
+    from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
+
+    if deformed:
+        heads = SyntheticHeads(head_model, topology, seed=CLEAN_SEED, options=SyntheticHeadOptions(expression_probability=0.0))
+        return np.stack([heads.head(np.random.default_rng([CLEAN_SEED, i])) for i in range(count)]).astype(np.float32)
+    identity = torch.randn(count, head_model.num_identity, generator=torch.Generator().manual_seed(CLEAN_SEED))
+    with torch.no_grad():
+        return head_model.vertices(identity, torch.zeros(count, len(head_model.arkit_expression_names))).numpy()
+
+
+def run_clean_neutral(args) -> None:
+    import torch
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.pipelines.head_latents import HeadLatents
+
+    torch.set_num_threads(args.threads)
+    latents = HeadLatents.load(args.weights)
+    head_model = HeadModel.load()
+    mean_head = head_model.neutral.numpy()
+    skin = latents.skin_vertex_count
+    out = args.out / "floor"
+    out.mkdir(parents=True, exist_ok=True)
+    for deformed in (False, True):
+        heads = clean_neutral_heads(head_model, latents.topology, args.heads, deformed)
+        started = time.perf_counter()
+        decoded = np.concatenate([latents.decode(latents.encode(heads[i:i + 25], seed=i)).numpy()
+                                  for i in range(0, len(heads), 25)])
+        seconds = (time.perf_counter() - started) / len(heads)
+        for method, result in (("mean", np.broadcast_to(mean_head, heads.shape)), ("vae", decoded)):
+            error = 10.0 * np.linalg.norm(result - heads, axis=-1)  # (H, N) mm
+            record = {"heads": len(heads), "deformed": deformed, "skin_mean_mm": float(error[:, :skin].mean()),
+                      "skin_p95_mm": float(np.percentile(error[:, :skin], 95)), "mean_mm": float(error.mean()),
+                      "worst_head_skin_mean_mm": float(error[:, :skin].mean(1).max()),
+                      "seconds_per_head": seconds if method == "vae" else 0.0, "machine": machine_description(),
+                      "torch_threads": args.threads, "weights": str(args.weights or "bundled")}
+            label = f"{'deformed' if deformed else 'identity'}-{method}" + (f"-{args.label}" if method == "vae" and args.label else "")
+            (out / f"{label}.json").write_text(json.dumps(record, indent=2))
+            print(label, json.dumps(record), file=sys.stderr)
+
+
+def report_clean_neutral(args) -> None:
+    files = sorted((args.out / "floor").glob("*.json"))
+    if not files:
+        return
+    print("\n| heads (neutral, ICT topology, clean) | encoded → decoded by | heads | skin mean (mm) | skin p95 (mm) "
+          "| worst head skin mean (mm) | all vertices mean (mm) |")
+    print("|---|---|---|---|---|---|---|")
+    for f in files:
+        r = json.loads(f.read_text())
+        _, method, label = (f.stem.split("-", 2) + [""])[:3]
+        name = "mean head (no encoding)" if method == "mean" else f"TOPOS-VAE{f' ({label})' if label else ''}"
+        kind = "identity + out-of-span deformations" if r["deformed"] else "identity ~ N(0, 1)"
+        print(f"| {kind} | {name} | {r['heads']} | {r['skin_mean_mm']:.2f} | {r['skin_p95_mm']:.2f} | "
+              f"{r['worst_head_skin_mean_mm']:.2f} | {r['mean_mm']:.2f} |")
+
+
 def report(args) -> None:
+    report_clean_neutral(args)
     files = sorted((args.out / "results").glob("*.json"), key=lambda f: (METHODS.index(f.stem.split("-")[0]), f.stem))
     results = {f.stem: json.loads(f.read_text()) for f in files}
     print("| method | heads | mean error (mm) | p95 (mm) | skin mean (mm) | skin p95 (mm) | time per head (s) "
@@ -210,9 +279,13 @@ def main() -> None:
     parser.add_argument("--invariance-heads", type=int, default=20)
     parser.add_argument("--label", help="suffix of the vae result file (to compare several checkpoints)")
     parser.add_argument("--report", action="store_true", help="only print the table from OUT/results")
+    parser.add_argument("--clean-neutral", action="store_true",
+                        help="the reconstruction floor: clean neutral ICT heads encoded and decoded (--heads of them)")
     args = parser.parse_args()
     if args.report:
         report(args)
+    elif args.clean_neutral:
+        run_clean_neutral(args)
     else:
         run_methods(args)
 

@@ -25,6 +25,17 @@ def register(models) -> None:
                    help="fine-tune: start from these weights (e.g. the bundled model) with a fresh optimiser")
     p.add_argument("--control-vertices", type=int, metavar="M",
                    help="decode at M control vertices and upsample (0: every vertex; default 2000 for a new model)")
+    p.add_argument("--skin-modes", type=int, metavar="S",
+                   help="add S linear modes (the rest of the head model's identity span) at full resolution on the skin")
+    p.add_argument("--latent-coefficients", action="store_true",
+                   help="read the linear modes' coefficients from the flattened latent set too")
+    p.add_argument("--basis-precision", choices=("float32", "float16"),
+                   help="store the deformation basis buffers in this precision (float16: half the file)")
+    p.add_argument("--expression-probability", type=float, metavar="P",
+                   help="fraction of training heads with an expression (default 0.6; the rest are neutral)")
+    p.add_argument("--head-frame-probability", type=float, metavar="P",
+                   help="fraction of training heads left in the head model's frame at true size instead of "
+                        "canonicalised (default 0; what HeadLatents and TOPOS-DiT feed the VAE)")
     p.set_defaults(handler=run)
 
 
@@ -59,6 +70,20 @@ def run(args) -> int:
         config.control_vertices = args.control_vertices
     elif args.init_from is None:
         config.control_vertices = DEFAULT_CONTROL_VERTICES
+    if args.skin_modes is not None:
+        config.model_overrides["skin_modes"] = args.skin_modes
+    if args.latent_coefficients:
+        config.model_overrides["latent_coefficients"] = True
+    if args.basis_precision is not None:
+        config.model_overrides["basis_precision"] = args.basis_precision
+    if args.expression_probability is not None:
+        if not 0.0 <= args.expression_probability <= 1.0:
+            raise ValueError("--expression-probability must be within [0, 1]")
+        config.data_overrides["expression_probability"] = args.expression_probability
+    if args.head_frame_probability is not None:
+        if not 0.0 <= args.head_frame_probability <= 1.0:
+            raise ValueError("--head-frame-probability must be within [0, 1]")
+        config.data_overrides["head_frame_probability"] = args.head_frame_probability
     if config.steps <= 0 or config.batch_size <= 0:
         raise ValueError("--steps and --batch-size must be positive")
 

@@ -55,6 +55,7 @@ class SyntheticHeadOptions:
     num_points: int = 2048
     pose_perturbation_deg: float = 8.0  # start of the canonicalising ICP in training (inference searches)
     operator_slots: int = 12  # distinct operators per re-topology method
+    head_frame_probability: float = 0.0  # training examples left in the head model's frame at true size (HeadLatents' input)
 
 
 @dataclass
@@ -209,9 +210,12 @@ class SyntheticHeads:
         sample = self.sample(index, random_pose=False)
         rng = self._rng(index, stream=1)
         opt = self.options
-        start = Similarity(float(np.exp(rng.uniform(-0.05, 0.05))), small_rotation(rng, opt.pose_perturbation_deg),
-                           rng.normal(0.0, 0.7, 3))
-        canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=6)
+        if opt.head_frame_probability and self._rng(index, stream=2).random() < opt.head_frame_probability:
+            canonical = Similarity(1.0, np.eye(3), np.zeros(3))  # no canonicalisation: a large head stays large
+        else:
+            start = Similarity(float(np.exp(rng.uniform(-0.05, 0.05))), small_rotation(rng, opt.pose_perturbation_deg),
+                               rng.normal(0.0, 0.7, 3))
+            canonical = self.canonicalizer.refine_to_plane(sample.points, start, iterations=6)
         points = canonical.apply(sample.points)
         return {
             "points": points.astype(np.float32),  # (P, 3)

@@ -21,6 +21,18 @@ the top principal modes of the head model's identity + expression shapes). The b
 head model's span cheap to learn on a CPU; the attention branch learns the rest (out-of-span
 shapes are part of the training data).
 
+``skin_modes = S`` adds S more linear modes (the rest of the head model's identity span, see
+``training/vae.py: skin_identity_modes``) stored at full resolution on the outer skin only — the first
+``skin_vertices`` vertices, where a head's shape is seen and measured — and at the control vertices, from
+which the inner parts (eyes, teeth, mouth socket) are upsampled; their coefficients are read from the
+pooled latent tokens and, with ``latent_coefficients``, also linearly from the flattened latent set.
+``refinement_iterations > 0`` appends ``refinement_tokens`` latent tokens to the set: the coefficients of every
+linear mode (deformation basis + skin modes) fitted by ridge-regularised Gauss–Newton, point-to-plane, so that
+the decoded skin meets the input points (:meth:`ToposVAE.refine_latents`, analysis by synthesis on top of
+the encoder). The decoder adds their linear offsets; a latent set without them decodes as before.
+``basis_precision = "float16"`` stores the basis buffers in half precision (half the file; the network
+computes in float32 from exactly the stored values, so training and inference see the same basis).
+
 The decoder's queries are independent of each other, so training decodes a random subset of
 vertices per step and inference decodes all of them (or any subset). With ``control_vertices = M``
 the attention branch runs at M control vertices only and a fixed sparse upsampling (buffers, see
@@ -146,8 +158,19 @@ class ToposVAE(ModelMixin, ConfigMixin):
                  latent_channels: int = 16, encoder_depth: int = 2, decoder_depth: int = 2, num_points: int = 2048,
                  point_bands: int = 8, query_bands: int = 10, position_scale_cm: float = 32.0,
                  basis_modes: int = 47, anchor_sigma_cm: float = 3.0, control_vertices: int = 0,
-                 control_neighbours: int = 12, topology_id: str = "", size_name: str = ""):
+                 control_neighbours: int = 12, topology_id: str = "", size_name: str = "",
+                 skin_modes: int = 0, skin_vertices: int = 0, latent_coefficients: bool = False,
+                 basis_precision: str = "float32", refinement_iterations: int = 0,
+                 refinement_ridge: float = 1e-3):
         super().__init__()
+        if skin_modes and not (control_vertices and 0 < skin_vertices <= num_vertices):
+            raise ValueError("skin_modes need control vertices (the inner parts are upsampled from them) and "
+                             "0 < skin_vertices <= num_vertices")
+        if refinement_iterations and not skin_vertices:
+            raise ValueError("latent refinement fits the outer skin: set skin_vertices")
+        if basis_precision not in ("float32", "float16"):
+            raise ValueError(f"basis_precision must be float32 or float16, got {basis_precision!r}")
+        basis_dtype = getattr(torch, basis_precision)
         self.point_features = FourierFeatures(point_bands, position_scale_cm)
         self.point_in = nn.Linear(self.point_features.out_dim + 3 + 1, width)
         self.latent_queries = nn.Parameter(torch.randn(num_latents, width) * 0.02)  # (L, W)
@@ -164,18 +187,26 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self.decoder_cross = Block(width, num_heads, cross=True)
         self.decoder_out = nn.Sequential(nn.LayerNorm(width), Mlp(width, width, 3))
         self.basis_coefficients = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, basis_modes))
+        if skin_modes:
+            self.skin_coefficients = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, skin_modes))
+        if latent_coefficients:
+            self.latent_to_coefficients = nn.Linear(num_latents * latent_channels, basis_modes + skin_modes)
 
         self.register_buffer("template_points", torch.zeros(num_vertices, 3))  # (N, 3) mean head, cm
         self.register_buffer("template_normals", torch.zeros(num_vertices, 3))  # (N, 3) unit
-        self.register_buffer("deformation_basis", torch.zeros(num_vertices, basis_modes, 3))  # (N, K, 3) cm
+        self.register_buffer("deformation_basis", torch.zeros(num_vertices, basis_modes, 3, dtype=basis_dtype))  # (N, K, 3) cm
         self.register_buffer("anchors", torch.zeros(num_latents, 3))  # (L, 3) cm on the template skin
         if control_vertices:  # see training/control_vertices.py: the attention branch runs at M controls only
             self.register_buffer("control_ids", torch.zeros(control_vertices, dtype=torch.long))  # (M,)
             self.register_buffer("upsample_neighbours", torch.zeros(num_vertices, control_neighbours, dtype=torch.int32))  # (N, k)
             self.register_buffer("upsample_weights", torch.zeros(num_vertices, control_neighbours))  # (N, k)
+        if skin_modes:
+            self.register_buffer("skin_basis", torch.zeros(skin_vertices, skin_modes, 3, dtype=basis_dtype))  # (V, S, 3) cm
+            self.register_buffer("skin_basis_at_controls", torch.zeros(control_vertices, skin_modes, 3, dtype=basis_dtype))  # (M, S, 3)
         self._query_cache: torch.Tensor | None = None
         self._basis_cache: torch.Tensor | None = None
         self._upsample_cache: torch.Tensor | None = None
+        self._skin_basis_cache: torch.Tensor | None = None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -188,8 +219,12 @@ class ToposVAE(ModelMixin, ConfigMixin):
         # the decoder starts as the template: zero offsets (DiT's zero-init of the last layer)
         nn.init.zeros_(self.decoder_out[-1][-1].weight)
         nn.init.zeros_(self.decoder_out[-1][-1].bias)
-        nn.init.zeros_(self.basis_coefficients[-1].weight)
-        nn.init.zeros_(self.basis_coefficients[-1].bias)
+        zero_init = [self.basis_coefficients[-1]]
+        zero_init += [self.skin_coefficients[-1]] if self.config.skin_modes else []
+        zero_init += [self.latent_to_coefficients] if self.config.latent_coefficients else []
+        for layer in zero_init:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         # start with a nearly deterministic posterior (std e^-4): unit-variance noise on a fresh latent
         # drowns its signal and the decoder learns to ignore z; the KL term widens it as far as it pays
         channels = self.config.latent_channels
@@ -205,7 +240,16 @@ class ToposVAE(ModelMixin, ConfigMixin):
             self.deformation_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
         surface = self.template_points[: surface_vertex_count or len(self.template_points)]
         self.anchors.copy_(surface[farthest_point_indices(surface.cpu().numpy(), self.config.num_latents)])
-        self._query_cache = self._basis_cache = self._upsample_cache = None
+        self._query_cache = self._basis_cache = self._upsample_cache = self._skin_basis_cache = None
+
+    def set_skin_basis(self, basis: torch.Tensor) -> None:
+        """The extra modes (N, S, 3) cm: kept at full resolution on the first ``skin_vertices``, at the controls elsewhere."""
+        if not self.config.skin_modes:
+            raise ValueError("this model has no skin modes (skin_modes = 0 in its config)")
+        basis = torch.as_tensor(basis, dtype=torch.float32)
+        self.skin_basis.copy_(basis[: self.config.skin_vertices])
+        self.skin_basis_at_controls.copy_(basis[self.control_ids.cpu()])
+        self._skin_basis_cache = None
 
     def set_control_upsampling(self, upsampling) -> None:
         """Install a :class:`~topos_server.training.control_vertices.ControlUpsampling` (sizes as in the config)."""
@@ -217,14 +261,50 @@ class ToposVAE(ModelMixin, ConfigMixin):
         self._query_cache = None
 
     def train(self, mode: bool = True):
-        self._query_cache = self._basis_cache = self._upsample_cache = None  # weights and buffers may change while training
+        self._query_cache = self._basis_cache = self._upsample_cache = self._skin_basis_cache = None  # weights and buffers may change while training
         return super().train(mode)
 
     def _queries(self, ids: torch.Tensor) -> torch.Tensor:
         """(Q, W) query embeddings of reference vertices ``ids``."""
         features = [self.query_features(self.template_points[ids]), self.template_normals[ids],
-                    self.deformation_basis[ids].flatten(1)]
+                    self.deformation_basis[ids].flatten(1).float()]
         return self.query_in(torch.cat(features, dim=-1))
+
+    @property
+    def linear_modes(self) -> int:
+        """Modes of the linear path: the deformation basis, then the skin modes."""
+        return self.config.basis_modes + self.config.skin_modes
+
+    @property
+    def refinement_tokens(self) -> int:
+        """Latent tokens appended by :meth:`refine_latents` (0 without refinement)."""
+        return -(-self.linear_modes // self.config.latent_channels) if self.config.refinement_iterations else 0
+
+    @torch.no_grad()
+    def refine_latents(self, z: torch.Tensor, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """z (B, L, C) + the encoder's input points, normals (B, P, 3) → (B, L + T, C): T tokens holding linear-mode
+        coefficients c (B, K + S) fitted so the decoded skin meets the points.
+
+        Each round: every point's nearest skin vertex j, residual r = n · (x − s_j) along the point's normal,
+        rows A = n · basis[j]; c ← (AᵀA + λP·I)⁻¹ Aᵀ(r + A c) (Gauss–Newton on ‖r‖² + λP‖c‖²).
+        """
+        v, c_channels = self.config.skin_vertices, self.config.latent_channels
+        b, modes = z.shape[0], self.linear_modes
+        rows = self.deformation_basis[:v].float()  # (V, K, 3)
+        if self.config.skin_modes:
+            rows = torch.cat([rows, self.skin_basis.float()], dim=1)  # (V, K + S, 3)
+        base = self.decode(z, torch.arange(v, device=z.device))  # (B, V, 3)
+        coefficients = z.new_zeros(b, modes)
+        ridge = self.config.refinement_ridge * points.shape[1] * torch.eye(modes, device=z.device)
+        for _ in range(self.config.refinement_iterations):
+            skin = base + torch.einsum("bk,vkc->bvc", coefficients, rows)  # (B, V, 3)
+            for i in range(b):
+                nearest = torch.cdist(points[i], skin[i]).argmin(1)  # (P,)
+                residual = ((points[i] - skin[i, nearest]) * normals[i]).sum(-1)  # (P,)
+                a = torch.einsum("pc,pkc->pk", normals[i], rows[nearest])  # (P, K + S)
+                coefficients[i] = torch.linalg.solve(a.T @ a + ridge, a.T @ (residual + a @ coefficients[i]))
+        tokens = torch.nn.functional.pad(coefficients, (0, self.refinement_tokens * c_channels - modes))
+        return torch.cat([z, tokens.view(b, -1, c_channels)], dim=1)  # (B, L + T, C)
 
     @classmethod
     def from_size(cls, size: str, num_vertices: int, **overrides) -> "ToposVAE":
@@ -252,14 +332,27 @@ class ToposVAE(ModelMixin, ConfigMixin):
 
     # ---- decoder ---------------------------------------------------------------------------------
     def decode(self, z: torch.Tensor, vertex_ids: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
-        """z (B, L, C) → points (B, Q, 3) of the reference vertices ``vertex_ids`` (Q,) (None: all N)."""
+        """z (B, L, C) → points (B, Q, 3) of the reference vertices ``vertex_ids`` (Q,) (None: all N).
+
+        z may carry :meth:`refine_latents`' T extra tokens (B, L + T, C): their coefficients add linear offsets."""
+        z, refined = z[:, : self.config.num_latents], z[:, self.config.num_latents:].flatten(1)[:, : self.linear_modes]
         h = self.latent_in(z) + self.latent_positions  # (B, L, W)
         for block in self.decoder_blocks:
             h = block(h)
-        coefficients = self.basis_coefficients(h.mean(1))  # (B, K)
+        pooled = h.mean(1)  # (B, W)
+        coefficients = self.basis_coefficients(pooled)  # (B, K)
+        if self.config.skin_modes:
+            coefficients = torch.cat([coefficients, self.skin_coefficients(pooled)], dim=-1)  # (B, K + S)
+        if self.config.latent_coefficients:
+            coefficients = coefficients + self.latent_to_coefficients(z.flatten(1))
+        if refined.shape[1]:
+            coefficients = coefficients + refined
         everything = vertex_ids is None
         ids = torch.arange(self.config.num_vertices, device=z.device) if everything else vertex_ids
-        linear = (coefficients @ self._basis_rows(ids, everything)).view(z.shape[0], -1, 3)  # (B, Q, 3)
+        k = self.config.basis_modes
+        linear = (coefficients[:, :k] @ self._basis_rows(ids, everything)).view(z.shape[0], -1, 3)  # (B, Q, 3)
+        if self.config.skin_modes:
+            linear = linear + self._skin_offsets(coefficients[:, k:].float(), ids, everything)
         if self.config.control_vertices:
             at_controls = self._attention_offsets(h, self.control_ids, cache=True, chunk=chunk)  # (B, M, 3)
             residual = self._upsample(at_controls, ids, everything)  # (B, Q, 3)
@@ -286,13 +379,30 @@ class ToposVAE(ModelMixin, ConfigMixin):
         flat = at_controls.permute(1, 0, 2).reshape(m, b * 3)  # (M, B·3)
         return (self._upsample_cache @ flat).view(-1, b, 3).permute(1, 0, 2)  # (B, N, 3)
 
+    def _skin_offsets(self, coefficients: torch.Tensor, ids: torch.Tensor, everything: bool) -> torch.Tensor:
+        """(B, S) skin-mode coefficients → (B, Q, 3) offsets of vertices ``ids``: stored rows on the skin, upsampled inside."""
+        v, s = self.config.skin_vertices, self.config.skin_modes
+        b = coefficients.shape[0]
+        at_controls = (coefficients @ self.skin_basis_at_controls.float().permute(1, 0, 2).reshape(s, -1)).view(b, -1, 3)  # (B, M, 3)
+        if everything and not self.training:
+            if self._skin_basis_cache is None or self._skin_basis_cache.device != ids.device:
+                self._skin_basis_cache = self.skin_basis.float().permute(1, 0, 2).reshape(s, -1).contiguous()  # (S, V·3)
+            on_skin = (coefficients @ self._skin_basis_cache).view(b, v, 3)
+            return torch.cat([on_skin, self._upsample(at_controls, ids[v:], everything=False)], dim=1)  # (B, N, 3)
+        skin = ids < v
+        out = coefficients.new_zeros(b, len(ids), 3)
+        rows = self.skin_basis[ids[skin]].float().permute(1, 0, 2).reshape(s, -1)  # (S, Q_skin·3)
+        out[:, skin] = (coefficients @ rows).view(b, -1, 3)
+        out[:, ~skin] = self._upsample(at_controls, ids[~skin], everything=False)
+        return out
+
     def _basis_rows(self, ids: torch.Tensor, everything: bool) -> torch.Tensor:
         """(K, Q·3) the deformation basis of vertices ``ids`` laid out for one matmul (cached for all vertices)."""
         if everything and not self.training:
             if self._basis_cache is None or self._basis_cache.device != ids.device:
-                self._basis_cache = self.deformation_basis.permute(1, 0, 2).reshape(self.config.basis_modes, -1).contiguous()
+                self._basis_cache = self.deformation_basis.float().permute(1, 0, 2).reshape(self.config.basis_modes, -1).contiguous()
             return self._basis_cache
-        return self.deformation_basis[ids].permute(1, 0, 2).reshape(self.config.basis_modes, -1)
+        return self.deformation_basis[ids].float().permute(1, 0, 2).reshape(self.config.basis_modes, -1)
 
     def _attention_offsets(self, h: torch.Tensor, ids: torch.Tensor, cache: bool, chunk: int) -> torch.Tensor:
         """The cross-attention branch: (B, Q, 3) offsets of vertices ``ids`` from latent tokens h (B, L, W)."""

@@ -5,6 +5,8 @@
       │  offsets from the mean head, exactly as the VAE saw them in training
       ▼
     encoder → posterior mean                          latents (B, L, C)
+      │  with latent refinement (config ``refinement_iterations``): + T tokens of linear-mode coefficients
+      │  fitted so the decoded skin meets the samples           (B, L + T, C)
       ▼
     decoder at every reference vertex                 heads (B, N, 3) cm
 
@@ -52,8 +54,8 @@ class HeadLatents:
 
     @property
     def latent_shape(self) -> tuple[int, int]:
-        """(L, C) of one head's latent set."""
-        return self.vae.config.num_latents, self.vae.config.latent_channels
+        """(L, C) of one head's latent set (L counts the refinement tokens)."""
+        return self.vae.config.num_latents + self.vae.refinement_tokens, self.vae.config.latent_channels
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +81,8 @@ class HeadLatents:
         inputs = [self.surface_inputs(head, np.random.default_rng([seed, b])) for b, head in enumerate(heads)]
         points, normals, offsets = (torch.as_tensor(np.stack(x), dtype=torch.float32, device=self.device)
                                     for x in zip(*inputs))  # (B, P, 3), (B, P, 3), (B, P, 1)
-        return self.vae.encode(points, normals, offsets).mode()  # (B, L, C)
+        latents = self.vae.encode(points, normals, offsets).mode()  # (B, L, C)
+        return self.vae.refine_latents(latents, points, normals) if self.vae.refinement_tokens else latents
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,8 @@ class TrainingConfig:
     time_limit_s: float | None = None  # stop (with a checkpoint) after this much wall time
     init_from: str | None = None  # start from these weights (a model folder) instead of a fresh network
     control_vertices: int | None = None  # decode at M controls (training/control_vertices.py); None: the model's own
-    model_overrides: dict = field(default_factory=dict)
+    model_overrides: dict = field(default_factory=dict)  # ToposVAE config keys; with init_from: the new ones added to it
+    data_overrides: dict = field(default_factory=dict)  # SyntheticHeadOptions fields of the training stream
 
 
 def reference_triangles(topology) -> np.ndarray:
@@ -100,21 +101,61 @@ def deformation_basis(head_model, modes: int, surface_vertex_count: int | None =
     return basis.permute(1, 0, 2).float().contiguous()
 
 
+def skin_identity_modes(head_model, basis: torch.Tensor, skin_vertex_count: int, modes: int) -> torch.Tensor:
+    """(N, modes, 3): the top principal modes of the head model's identity shapes once the span of ``basis``
+    (N, K, 3) is taken out on the outer skin (its first ``skin_vertex_count`` vertices), scaled by their
+    singular values like :func:`deformation_basis`'s. The same combinations of the full shapes give the
+    inner vertices' rows (the model keeps those at the controls only)."""
+    identity = head_model.identity_basis.double()  # (I, N, 3)
+    skin = identity[:, :skin_vertex_count].reshape(len(identity), -1)  # (I, V·3)
+    kept = basis[:skin_vertex_count].double().permute(1, 0, 2).reshape(basis.shape[1], -1)  # (K, V·3)
+    projection = torch.linalg.lstsq(kept.T, skin.T).solution.T  # (I, K) least squares on the skin
+    residual = identity - torch.einsum("ik,nkc->inc", projection, basis.double())  # (I, N, 3)
+    flat = residual[:, :skin_vertex_count].reshape(len(identity), -1)
+    eigenvalues, u = torch.linalg.eigh(flat @ flat.T)
+    order = torch.argsort(eigenvalues, descending=True)[:modes]
+    principal = torch.einsum("is,inc->snc", u[:, order], residual)  # (modes, N, 3)
+    return principal.permute(1, 0, 2).float().contiguous()
+
+
+def extend_model(model: ToposVAE, head_model, topology, overrides: dict) -> ToposVAE:
+    """A copy of ``model`` with config keys ``overrides`` added (skin modes, latent coefficients, basis precision):
+    every weight carries over, the new layers start at zero, so it decodes exactly as before."""
+    config = {key: value for key, value in model.config.items() if not key.startswith("_")}
+    config.update(overrides)
+    if config.get("skin_modes"):
+        config["skin_vertices"], _ = outer_surface(topology)
+    result = ToposVAE(**config)
+    missing, unexpected = result.load_state_dict(model.state_dict(), strict=False)
+    new = ("skin_coefficients.", "latent_to_coefficients.", "skin_basis")
+    if unexpected or any(not key.startswith(new) for key in missing):
+        raise ValueError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
+    if result.config.skin_modes:
+        result.set_skin_basis(skin_identity_modes(head_model, model.deformation_basis.float(),
+                                                  result.config.skin_vertices, result.config.skin_modes))
+    return result
+
+
 def build_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
     overrides = dict(config.model_overrides)
     if config.num_points is not None:
         overrides["num_points"] = config.num_points
     if config.control_vertices is not None:
         overrides["control_vertices"] = config.control_vertices
+    surface_vertex_count, _ = outer_surface(topology)
+    if overrides.get("skin_modes"):
+        overrides["skin_vertices"] = surface_vertex_count
     model = ToposVAE.from_size(config.size, topology.num_points, topology_id=topology.topology_id, **overrides)
     neutral = head_model.neutral.detach().cpu().numpy()
-    surface_vertex_count, _ = outer_surface(topology)
     model.set_template(torch.from_numpy(neutral), torch.from_numpy(template_normals(neutral, reference_triangles(topology))),
                        deformation_basis(head_model, model.config.basis_modes, surface_vertex_count),
                        surface_vertex_count=surface_vertex_count)
     if model.config.control_vertices:
         model.set_control_upsampling(fit_control_upsampling(head_model, topology, model.config.control_vertices,
                                                             model.config.control_neighbours))
+    if model.config.skin_modes:
+        model.set_skin_basis(skin_identity_modes(head_model, model.deformation_basis.float(), surface_vertex_count,
+                                                 model.config.skin_modes))
     return model
 
 
@@ -128,7 +169,8 @@ def initial_model(config: TrainingConfig, head_model, topology) -> ToposVAE:
         if model.config.control_vertices:
             raise ValueError(f"{config.init_from} already decodes at {model.config.control_vertices} controls")
         model = attach_control_decoding(model, fit_control_upsampling(head_model, topology, wanted))
-    return model
+    added = {key: value for key, value in config.model_overrides.items() if model.config.get(key) != value}
+    return extend_model(model, head_model, topology, added) if added else model
 
 
 class BatchStream(torch.utils.data.Dataset):
@@ -145,8 +187,8 @@ class BatchStream(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         if self._heads is None:  # built in the worker process (operators are cached per process)
             torch.set_num_threads(1)
-            self._heads = SyntheticHeads(self.head_model, self.topology, seed=self.seed,
-                                         options=SyntheticHeadOptions(num_points=self.num_points))
+            options = SyntheticHeadOptions(**{"num_points": self.num_points, **self.config.data_overrides})
+            self._heads = SyntheticHeads(self.head_model, self.topology, seed=self.seed, options=options)
         b = self.config.batch_size
         return self._heads.batch(range(step * b, (step + 1) * b))
 
