@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads, outer_surface
+from topos_server.geometry.surface_points import farthest_point_indices
 from topos_server.models.vae import ToposVAE
+from topos_server.training.control_vertices import ControlUpsampling, attach_control_decoding
 from topos_server.training.vae import TrainingConfig, build_model, deformation_basis, extend_model, skin_identity_modes
 
 SKIN_MODES = 96
@@ -14,9 +17,13 @@ SKIN_MODES = 96
 
 @pytest.fixture(scope="module")
 def trained_like(head_model, topology):
-    """A tiny model at 300 controls with non-trivial weights everywhere (as if trained)."""
+    """A tiny model at 300 controls (each vertex takes its nearest: no fitting) with non-trivial weights everywhere."""
     torch.manual_seed(3)
-    model = build_model(TrainingConfig(size="tiny", control_vertices=300), head_model, topology)
+    rest = topology.rest_points
+    controls = farthest_point_indices(rest, 300)
+    _, nearest = cKDTree(rest[controls]).query(rest)
+    upsampling = ControlUpsampling(controls, nearest[:, None], np.ones((len(rest), 1), np.float32))
+    model = attach_control_decoding(build_model(TrainingConfig(size="tiny"), head_model, topology), upsampling)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
