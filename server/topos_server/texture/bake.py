@@ -6,8 +6,9 @@ the USD writer.
 
 Steps (:func:`bake_textures`):
 
-1. **UV layout** (:func:`skin_uv_layout`, cached per topology and size in memory and, for the
-   rasterised triangle ids, on disk under ``$TOPOS_HOME/bake/``: it does not depend on the head):
+1. **UV layout** (:func:`skin_uv_layout`, cached per topology and size in memory and on disk under
+   ``$TOPOS_HOME/bake/`` (:mod:`disk_cache`), like the facial regions and the roughness maps: none
+   of them depends on the head):
    the skin triangles are rasterised in UV space per tile; each covered texel knows its
    triangle and barycentrics. Texel ``(row, col)`` samples ``u = col + ½``, ``v = 1 − (row + ½)``
    (over ``size``), the usual image orientation of a texture.
@@ -39,8 +40,10 @@ Steps (:func:`bake_textures`):
 6. **Material maps** (:mod:`material_maps`): a tangent-space normal map with gentle detail from the
    albedo's high-frequency luminance, and a roughness map from region priors.
 
-Deterministic: the same inputs give bit-identical textures (fixed-order numpy / OpenCV / scipy ops,
-no randomness).
+Per-texel work runs in cache-sized pieces on the CPU's cores (:mod:`texel_chunks`); texels of
+triangles facing away from the camera are skipped, and the photo is only sampled where a texel is
+seen. Deterministic: the same inputs give bit-identical textures (fixed-order numpy / OpenCV / scipy
+ops on independent pieces, no randomness).
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_ar
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 from topos_server.texture.skin_colour import TRUST_COS, fit_skin_colour
-from topos_server.texture.texel_chunks import in_chunks
 from topos_server.texture.skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear
+from topos_server.texture.texel_chunks import in_chunks
 
 SKIN_MATERIALS = ("M_Face", "M_BackHead")
 MIN_SIZE, MAX_SIZE = 16, 8192
@@ -386,7 +389,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         if diagnostics is not None:
             albedo_tiles[tt.tile], coverage_tiles[tt.tile] = albedo_linear, coverage_img
             diagnostics.setdefault("observed_albedo_linear", {})[tt.tile] = albedo_img
-        del albedo_linear, albedo_img, coverage_img
+        del obs, albedo_linear, albedo_img, coverage_img
     if diagnostics is not None:
         diagnostics["coverage"] = coverage_tiles
         diagnostics["albedo_linear"] = albedo_tiles
