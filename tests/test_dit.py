@@ -42,23 +42,23 @@ def pair_folder(tmp_path_factory, head_model, topology):
 def test_tiny_dit_trains_and_its_loss_drops(pair_folder, latents, tmp_path):
     from topos_server.training.dit import DiTTrainingConfig, train
 
-    config = DiTTrainingConfig(size="tiny", pairs=[str(pair_folder)], eval_pairs=str(pair_folder), steps=80,
-                               batch_size=16, learning_rate=2e-3, warmup_steps=5, eval_every=80, eval_samples=8)
+    config = DiTTrainingConfig(size="tiny", pairs=[str(pair_folder)], eval_pairs=str(pair_folder), steps=120,
+                               batch_size=16, learning_rate=2e-3, warmup_steps=5, eval_every=120, eval_samples=8)
     record = train(config, tmp_path / "run", latents=latents, device="cpu")
     log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]
     first, last = np.mean([r["loss"] for r in log[:10]]), np.mean([r["loss"] for r in log[-10:]])
-    assert last < 0.8 * first, (first, last)
-    assert record["step"] == 80
+    assert last < 0.85 * first, (first, last)
+    assert record["step"] == 120
     assert np.isfinite(record["eval_skin_error_mm"]) and record["eval_vae_floor_mm"] < record["eval_skin_error_mm"] + 50
     assert (tmp_path / "run" / "model" / "config.json").is_file()
     # the latents were cached under the VAE's fingerprint and are reused
     cached = list((pair_folder / "latents").rglob("shard_00000.npy"))
-    assert len(cached) == 1 and cached[0].parent.name == record_fingerprint(latents)
+    assert len(cached) == 1 and cached[0].parent.name == record_fingerprint(latents) + "-vertices"
 
     # resume continues from the checkpoint's step
-    config.steps = 85
+    config.steps = 125
     resumed = train(config, tmp_path / "run", resume=True, latents=latents, device="cpu")
-    assert resumed["step"] == 85
+    assert resumed["step"] == 125
 
 
 def test_identity_conditioned_dit_trains_and_needs_the_identity(pair_folder, latents, tmp_path):
@@ -132,7 +132,8 @@ def test_save_and_load_are_exact(tmp_path, pair_folder, latents):
     from topos_server.training.dit import PairLatents
 
     torch.manual_seed(1)
-    model = ToposDiT.from_size("tiny", vae_id="abc")
+    length, channels = latents.latent_shape
+    model = ToposDiT.from_size("tiny", vae_id="abc", latent_tokens=length, latent_channels=channels)
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
     pairs = PairLatents([pair_folder], latents)

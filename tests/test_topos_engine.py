@@ -27,7 +27,8 @@ def dit_weights(tmp_path_factory):
         if ToposDiT.load_config(DEFAULT_DIT_WEIGHTS)["vae_id"] == vae_fingerprint(latents):
             return DEFAULT_DIT_WEIGHTS
     torch.manual_seed(0)
-    model = ToposDiT.from_size("tiny", vae_id=vae_fingerprint(latents))
+    length, channels = latents.latent_shape
+    model = ToposDiT.from_size("tiny", vae_id=vae_fingerprint(latents), latent_tokens=length, latent_channels=channels)
     for p in model.parameters():  # a fresh adaLN-Zero model predicts zero velocity: give the seeds something to do
         p.data.add_(0.05 * torch.randn_like(p))
     folder = tmp_path_factory.mktemp("dit") / "tiny"

@@ -1,6 +1,6 @@
 """TOPOS-DiT: a rectified-flow transformer that generates a head's TOPOS-VAE latent from one portrait.
 
-    noisy latent x_σ (B, L, C), normalised per channel     σ ∈ [0, 1]: x_σ = (1 − σ)·x₀ + σ·ε
+    noisy latent x_σ (B, L, C), normalised per element     σ ∈ [0, 1]: x_σ = (1 − σ)·x₀ + σ·ε
       │  Linear → (B, L, W) + learned position per latent token
       │  N × DiT block: adaLN-Zero(σ embedding + pooled condition) → self-attention
       │                 → cross-attention to the condition tokens → MLP
@@ -17,8 +17,9 @@
         a dropped condition (classifier-free guidance) is the learned null token
         in every position
 
-The latent is normalised per channel with statistics stored in the checkpoint (``latent_mean``,
-``latent_std``), so the flow runs on unit-scale data whatever the VAE's KL weight made of it.
+The latent is normalised per token and channel with statistics stored in the checkpoint
+(``latent_mean``, ``latent_std``), so the flow runs on unit-scale data whatever the VAE's KL weight
+made of it.
 ``vae_id`` in the config names the VAE whose latents this model generates.
 
 Style after facebookresearch/DiT ``models.py``: one file, shape comments, named sizes, adaLN-Zero
@@ -164,8 +165,9 @@ class ToposDiT(ModelMixin, ConfigMixin):
 
         self.blocks = nn.ModuleList(DiTBlock(width, num_heads, mlp_ratio) for _ in range(depth))
         self.final = FinalLayer(width, latent_channels)
-        self.register_buffer("latent_mean", torch.zeros(latent_channels))  # (C,)
-        self.register_buffer("latent_std", torch.ones(latent_channels))  # (C,)
+        # per token and channel: the VAE's refinement tokens (linear-mode coefficients) have their own scales
+        self.register_buffer("latent_mean", torch.zeros(latent_tokens, latent_channels))  # (L, C)
+        self.register_buffer("latent_std", torch.ones(latent_tokens, latent_channels))  # (L, C)
         self.initialize_weights()
 
     @classmethod
@@ -194,10 +196,11 @@ class ToposDiT(ModelMixin, ConfigMixin):
 
     # ---- latent normalisation ----------------------------------------------------------------------
     def set_latent_statistics(self, latents: torch.Tensor) -> None:
-        """Per-channel mean and std of training latents (B, L, C)."""
-        flat = latents.reshape(-1, latents.shape[-1]).float()
-        self.latent_mean.copy_(flat.mean(0))
-        self.latent_std.copy_(flat.std(0).clamp_min(1e-6))
+        """Mean and std per token and channel of training latents (B, L, C); padding (constant) stays unscaled."""
+        latents = latents.float()
+        self.latent_mean.copy_(latents.mean(0))
+        std = latents.std(0)
+        self.latent_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def normalise(self, latents: torch.Tensor) -> torch.Tensor:
         return (latents - self.latent_mean) / self.latent_std

@@ -85,6 +85,48 @@ class HeadLatents:
         return self.vae.refine_latents(latents, points, normals) if self.vae.refinement_tokens else latents
 
     @torch.no_grad()
+    def encode_with_vertices(self, heads: np.ndarray | torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Like :meth:`encode`, but the refinement tokens' linear-mode coefficients are solved against the
+        heads' own skin vertices (the correspondence is exact: one regularised least-squares projection
+        per batch) instead of the point-to-surface Gauss–Newton rounds. For training targets: ~10× faster
+        and closer to the head. (B, N, 3) cm → (B, L + T, C)."""
+        vae = self.vae
+        if not vae.refinement_tokens:
+            return self.encode(heads, seed)
+        if isinstance(heads, torch.Tensor):
+            heads = heads.detach().cpu().numpy()
+        heads = np.asarray(heads, np.float64)
+        n = vae.config.num_vertices
+        if heads.ndim != 3 or heads.shape[1:] != (n, 3):
+            raise ValueError(f"heads must be (B, {n}, 3) in the reference vertex order, got {heads.shape}")
+        if not np.isfinite(heads).all():
+            raise ValueError("heads contain NaN or infinite coordinates")
+        inputs = [self.surface_inputs(head, np.random.default_rng([seed, b])) for b, head in enumerate(heads)]
+        points, normals, offsets = (torch.as_tensor(np.stack(x), dtype=torch.float32, device=self.device)
+                                    for x in zip(*inputs))  # (B, P, 3), (B, P, 3), (B, P, 1)
+        z = vae.encode(points, normals, offsets).mode()  # (B, L, C)
+        skin = vae.config.skin_vertices
+        base = vae.decode(z, torch.arange(skin, device=z.device))  # (B, V, 3)
+        target = torch.as_tensor(heads[:, :skin], dtype=torch.float32, device=z.device)
+        coefficients = (target - base).flatten(1) @ self._vertex_projection().T  # (B, K + S)
+        channels = vae.config.latent_channels
+        tokens = torch.nn.functional.pad(coefficients, (0, vae.refinement_tokens * channels - vae.linear_modes))
+        return torch.cat([z, tokens.view(len(z), -1, channels)], dim=1)  # (B, L + T, C)
+
+    def _vertex_projection(self) -> torch.Tensor:
+        """(K + S, 3V) ridge-regularised least squares from skin-vertex offsets to linear-mode coefficients."""
+        if getattr(self, "_projection", None) is None:
+            vae = self.vae
+            skin = vae.config.skin_vertices
+            rows = vae.deformation_basis[:skin].float()  # (V, K, 3)
+            if vae.config.skin_modes:
+                rows = torch.cat([rows, vae.skin_basis.float()], dim=1)  # (V, K + S, 3)
+            a = rows.permute(0, 2, 1).reshape(3 * skin, -1).double()  # (3V, K + S)
+            gram = a.T @ a + 1e-6 * len(a) * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+            self._projection = torch.linalg.solve(gram, a.T).float()  # (K + S, 3V)
+        return self._projection
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, L, C) latents → (B, N, 3) heads in cm, every reference vertex."""
         latents = torch.as_tensor(latents)

@@ -4,7 +4,7 @@ Data: folders of pair shards (``data/synthetic_portraits.py`` writes them from s
 ``data/studio_pairs.py`` from a studio's real portraits and scans): per sample the aligned face crop,
 the detected landmarks and the neutral head in the reference topology. The trainer encodes every
 head once with the TOPOS-VAE it is given (cached next to the shards, keyed by that VAE's
-fingerprint, so a new VAE never reuses stale latents), sets the per-channel latent statistics and
+fingerprint, so a new VAE never reuses stale latents), sets the latent statistics per token and channel and
 trains the velocity ε − x₀ at σ drawn logit-normally, the condition dropped 10 % of the time for
 classifier-free guidance. An exponential moving average of the weights is what gets evaluated and
 saved. Evaluation samples held-out pairs and measures the decoded heads' skin error in mm.
@@ -104,7 +104,7 @@ def encoded_shard(latents: HeadLatents, heads: np.ndarray, cache: Path) -> np.nd
     """(B, L, C) latents of (B, N, 3) heads, cached in ``cache`` (.npy, written atomically)."""
     if cache.exists():
         return np.load(cache)
-    code = torch.cat([latents.encode(heads[i:i + 32].astype(np.float32), seed=i)
+    code = torch.cat([latents.encode_with_vertices(heads[i:i + 32].astype(np.float32), seed=i)
                       for i in range(0, len(heads), 32)]).numpy()
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npy")
@@ -125,7 +125,7 @@ class PairLatents(torch.utils.data.Dataset):
         for folder in folders:
             for shard in shard_files(folder):
                 with np.load(shard) as data:
-                    cache = shard.parent / LATENT_CACHE / fingerprint
+                    cache = shard.parent / LATENT_CACHE / f"{fingerprint}-vertices"  # encode_with_vertices
                     neutral = data["neutral"]
                     code = encoded_shard(latents, neutral, cache / (shard.stem + ".npy"))
                     if mirror is not None:
