@@ -238,6 +238,8 @@ def report_clean_neutral(args) -> None:
 def report(args) -> None:
     report_clean_neutral(args)
     files = sorted((args.out / "results").glob("*.json"), key=lambda f: (METHODS.index(f.stem.split("-")[0]), f.stem))
+    if not files:
+        return
     results = {f.stem: json.loads(f.read_text()) for f in files}
     print("| method | heads | mean error (mm) | p95 (mm) | skin mean (mm) | skin p95 (mm) | time per head (s) "
           "| with pose canonicalisation (s) |")
