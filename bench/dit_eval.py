@@ -1,7 +1,9 @@
 """TOPOS-DiT vs the classic fit vs the mean head: neutral-skin error on held-out synthetic portraits,
 seed diversity, real held-out portraits, and timings.
 
-    OMP_NUM_THREADS=1 python bench/dit_eval.py synthetic --pairs /tmp/topos_pairs/eval --out /tmp/dit_eval
+    OMP_NUM_THREADS=1 python bench/dit_eval.py tune --pairs /tmp/topos_pairs/eval --count 64 --out /tmp/dit_eval --write
+    OMP_NUM_THREADS=1 python bench/dit_eval.py synthetic --pairs /tmp/topos_pairs/eval --skip 64 --sampling-defaults \
+        --out /tmp/dit_eval
     OMP_NUM_THREADS=1 python bench/dit_eval.py real --portraits ../shared/portraits/us-congress-pd --out /tmp/dit_eval \
         --sheet docs/dit_contact_sheet.png
     OMP_NUM_THREADS=1 python bench/dit_eval.py timing --out /tmp/dit_eval
@@ -78,9 +80,13 @@ def synthetic(args) -> dict:
     rest = np.setdiff1d(np.arange(skin), front)
 
     rows = []
+    to_skip = args.skip
     for shard in shard_files(args.pairs):
         with np.load(shard) as data:
             arrays = {k: data[k] for k in ("crop", "landmarks", "neutral", "classic_identity", "yaw_deg")}
+        skipped = min(to_skip, len(arrays["crop"]))
+        arrays = {k: v[skipped:] for k, v in arrays.items()}
+        to_skip -= skipped
         for start in range(0, len(arrays["crop"]), args.batch):
             if len(rows) >= args.count:
                 break
@@ -112,7 +118,43 @@ def synthetic(args) -> dict:
         if len(rows) >= args.count:
             break
     return {"rows": rows, "weights": str(args.weights or "bundled"), "sampling": vars(sampling),
-            "dit": dit.config.size_name, "pairs": str(args.pairs)}
+            "dit": dit.config.size_name, "pairs": f"{args.pairs}, from pair {args.skip}"}
+
+
+def tune(args) -> dict:
+    """Mean neutral-skin error (rigid, 1 seed) over the first ``--count`` pairs for a grid of guidance scales and
+    temperatures; the best setting is written as ``sampling.json`` beside the weights (``--write``)."""
+    import itertools
+
+    import torch
+
+    from topos_server.engines.topos import SAMPLING_FILE, dit_weights_path, load_dit
+    from topos_server.pipelines.head_generation import SamplingOptions, sample_latents, stored_condition
+    from topos_server.pipelines.head_latents import HeadLatents
+    from topos_server.training.dit import shard_files
+
+    latents = HeadLatents.load()
+    dit = load_dit(args.weights)
+    skin = latents.skin_vertex_count
+    front = np.flatnonzero(np.isin(np.arange(skin), latents.topology.vertex_groups[FRONT_GROUP]))
+    with np.load(shard_files(args.pairs)[0]) as data:
+        arrays = {k: data[k][: args.count] for k in ("crop", "landmarks", "neutral")}
+    conditions = [stored_condition(c, lm) for c, lm in zip(arrays["crop"], arrays["landmarks"])]
+    landmarks = torch.from_numpy(np.stack([c[0] for c in conditions]))
+    crops = torch.from_numpy(np.stack([c[1] for c in conditions]))
+    truth = arrays["neutral"][:, :skin].astype(np.float64)
+    grid = []
+    for guidance, temperature in itertools.product((1.0, 1.5, 2.5), (1.0, 0.6, 0.3)):
+        options = SamplingOptions(steps=args.steps, guidance=guidance, temperature=temperature)
+        heads = latents.decode(sample_latents(dit, landmarks, crops, [0] * len(crops), options)).numpy()
+        error = float(np.mean([rigid_errors_mm(h[:skin], t, front)[0] for h, t in zip(heads, truth)]))
+        grid.append({"guidance": guidance, "temperature": temperature, "skin_error_mm": error})
+        print(f"guidance {guidance} temperature {temperature}: {error:.2f} mm", file=sys.stderr, flush=True)
+    best = min(grid, key=lambda g: g["skin_error_mm"])
+    if args.write:
+        chosen = {"steps": args.steps, "guidance": best["guidance"], "shift": 1.0, "temperature": best["temperature"]}
+        (dit_weights_path(args.weights) / SAMPLING_FILE).write_text(json.dumps(chosen, indent=1) + "\n")
+    return {"grid": grid, "best": best, "pairs": f"{args.pairs}: first {len(truth)}"}
 
 
 def real(args) -> dict:
@@ -226,6 +268,13 @@ def report(out: Path) -> str:
                       f"{np.mean([r['spread_front_mm'] for r in rows]):.2f} mm, rest of the skin (ears, temples, back of "
                       f"the head, neck) {np.mean([r['spread_rest_mm'] for r in rows]):.2f} mm. DiT sampling "
                       f"{1000 * np.mean([r['dit_seconds_per_sample'] for r in rows]):.0f} ms per head in batches.", ""]
+    file = out / "tune.json"
+    if file.exists():
+        data = json.loads(file.read_text())
+        lines += [f"Sampler settings chosen on {data['pairs']} (1 seed, mean rigid skin error): "
+                  + ", ".join(f"guidance {g['guidance']} / temperature {g['temperature']}: {g['skin_error_mm']:.2f} mm"
+                              for g in data["grid"]) + f"; chosen guidance {data['best']['guidance']}, temperature "
+                  f"{data['best']['temperature']} (the synthetic rows skip these pairs).", ""]
     file = out / "real.json"
     if file.exists():
         data = json.loads(file.read_text())
@@ -251,16 +300,19 @@ def report(out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("synthetic", "real", "timing", "report"))
+    parser.add_argument("what", choices=("synthetic", "tune", "real", "timing", "report"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/dit_eval"))
     parser.add_argument("--weights", type=Path, help="TOPOS-DiT folder (default: the bundled one)")
     parser.add_argument("--pairs", type=Path, default=Path("/tmp/topos_pairs/eval"))
     parser.add_argument("--portraits", type=Path, default=Path(__file__).resolve().parents[2] / "shared/portraits/us-congress-pd")
     parser.add_argument("--count", type=int, default=240)
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N pairs (the ones the sampler settings were chosen on)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--write", action="store_true", help="tune: write the best setting as sampling.json")
     parser.add_argument("--sampling-defaults", action="store_true",
                         help="sample as the engine does (sampling.json beside the weights) instead of the options")
     parser.add_argument("--sheet", type=Path)
@@ -271,7 +323,7 @@ def main() -> None:
     if args.what == "report":
         print(report(args.out))
         return
-    result = {"synthetic": synthetic, "real": real, "timing": timing}[args.what](args)
+    result = {"synthetic": synthetic, "tune": tune, "real": real, "timing": timing}[args.what](args)
     result["machine"] = machine_description()
     (args.out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
     print(report(args.out))
