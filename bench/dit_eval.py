@@ -14,7 +14,7 @@ from a random stream training never draws from, albedo only from held-out portra
 yaw; the real face front-end ran on every render. Per pair, the neutral head of: topos (seed 0, and
 the best of 8 seeds — an oracle pick, what a user choosing among variants could reach), classic (the
 fit the generator stored, run on the same render and landmarks), the mean head, and the VAE's floor
-(the true head encoded and decoded). Error: mean per-vertex distance in mm over the outer skin
+(the true head encoded as the training targets were, then decoded). Error: mean per-vertex distance in mm over the outer skin
 (11,248 vertices) and over the front of the face (ICT ``narrow_face``, 6,706), after the best rigid
 alignment (rotation + translation; a wrong size counts). Seed diversity: per-vertex standard
 deviation across the 8 seeds, front of the face vs the rest of the skin (ears, temples, back of the
@@ -100,7 +100,7 @@ def synthetic(args) -> dict:
             sampled = [latents.decode(sample_latents(dit, landmarks, crops, [seed] * len(ids), sampling, identity)).numpy()
                        for seed in range(SEEDS)]  # SEEDS × (B, N, 3)
             seconds = (time.perf_counter() - t) / (SEEDS * len(ids))
-            floor = latents.decode(latents.encode(truth.astype(np.float32))).numpy()
+            floor = latents.decode(latents.encode_with_vertices(truth.astype(np.float32))).numpy()
             for j, i in enumerate(ids):
                 classic = mean_head + np.tensordot(arrays["classic_identity"][i], identity_basis, axes=1)
                 t_skin = truth[j, :skin]
