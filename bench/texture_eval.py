@@ -141,7 +141,11 @@ def delighting(model, heads: int) -> dict:
         for light in range(LIGHTS):
             image = portraits.draw(head, albedo, camera, np.random.default_rng([21, index, light]))
             diagnostics: dict = {}
-            maps = bake_textures(image, head, camera, topology, size=truth.shape[-1], diagnostics=diagnostics)
+            try:
+                maps = bake_textures(image, head, camera, topology, size=truth.shape[-1], diagnostics=diagnostics)
+            except ValueError as exc:  # the baker fails on some renders (reported, not hidden)
+                print(f"head {index} light {light}: bake failed ({exc})", file=sys.stderr, flush=True)
+                break
             masks.append(diagnostics["coverage"][FACE_TILE] > 0.5)
             estimates["sh"].append(through_srgb8(diagnostics["albedo_linear"][FACE_TILE]))
             from topos_server.texture.learned import complete_textures
@@ -149,6 +153,8 @@ def delighting(model, heads: int) -> dict:
 
             out = complete_textures(maps, diagnostics, head, topology, truth.shape[-1], seed=light, model=model)
             estimates["learned"].append(srgb8_to_linear(out["albedo"].tiles[FACE_TILE]).transpose(2, 0, 1))
+        if len(masks) < LIGHTS:
+            continue
         mask = np.logical_and.reduce(masks)
         if mask.sum() < 1000:
             continue
