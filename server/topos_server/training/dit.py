@@ -251,7 +251,6 @@ def train(config: DiTTrainingConfig, out_dir, resume: bool = False, latents: Hea
     pairs = PairLatents(config.pairs, latents, progress=progress, mirror=mirror)
     eval_pairs = (PairLatents([config.eval_pairs], latents, limit=config.eval_samples)
                   if config.eval_pairs else None)
-    generator = torch.Generator().manual_seed(config.seed)
 
     start_step, state = 0, None
     if resume and (out_dir / CHECKPOINT_DIR / STATE_FILE).exists():
