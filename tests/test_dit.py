@@ -101,7 +101,7 @@ def test_a_mirrored_pair_is_the_mirror_image_of_head_and_condition(pair_folder, 
 
 
 def record_fingerprint(latents) -> str:
-    from topos_server.training.dit import vae_fingerprint
+    from topos_server.pipelines.head_latents import vae_fingerprint
 
     return vae_fingerprint(latents)
 

@@ -20,7 +20,7 @@ def dit_weights(tmp_path_factory):
     from topos_server.engines.topos import DEFAULT_DIT_WEIGHTS
     from topos_server.models.dit import ToposDiT
     from topos_server.pipelines.head_latents import HeadLatents
-    from topos_server.training.dit import vae_fingerprint
+    from topos_server.pipelines.head_latents import vae_fingerprint
 
     latents = HeadLatents.load()
     if (DEFAULT_DIT_WEIGHTS / "config.json").is_file():

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance
+from topos_sdk.generate import MAX_VARIANTS
 from topos_server.assets.cache import AssetCache
 from topos_server.engines.base import GenerateOptions, ProgressCallback
 from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
@@ -26,16 +27,15 @@ from topos_server.face import FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks
 from topos_server.models import WEIGHTS_DIR
 from topos_server.models.dit import ToposDiT
+from topos_server.pipelines.convert import load_vae
 from topos_server.pipelines.head_generation import SamplingOptions, portrait_condition, sample_latents
-from topos_server.pipelines.head_latents import HeadLatents
+from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
 from topos_server.texture.bake import bake_textures
 from topos_server.texture.learned import complete_textures
-from topos_server.training.dit import vae_fingerprint
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
 DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
 SAMPLING_FILE = "sampling.json"  # beside the weights: steps, guidance, shift, temperature chosen on held-out pairs
-from topos_sdk.generate import MAX_VARIANTS  # noqa: E402
 
 
 def load_dit(weights: str | Path | None = None, device: str = "cpu") -> ToposDiT:
@@ -73,20 +73,15 @@ class ToposEngine:
         self.device = device
         self.classic = ClassicEngine(cache=cache)  # the front-end, the head model's expressions, the fit
         self.topology = self.classic.topology
-        self.latents = HeadLatents(self._vae(device), self.topology)
+        self.latents = HeadLatents(load_vae(device=device), self.topology)
         self.dit = load_dit(weights, device)
-        if self.dit.config.vae_id and self.dit.config.vae_id != vae_fingerprint(self.latents):
+        installed = vae_fingerprint(self.latents)
+        if self.dit.config.vae_id and self.dit.config.vae_id != installed:
             raise AssetError(f"the TOPOS-DiT weights generate latents of VAE {self.dit.config.vae_id}, the installed "
-                             f"TOPOS-VAE is {vae_fingerprint(self.latents)}: retrain the DiT for this VAE")
+                             f"TOPOS-VAE is {installed}: retrain the DiT for this VAE")
         self.sampling = sampling or sampling_defaults(weights)
         self.contour_pool = self.topology.vertex_groups.get(CONTOUR_POOL_GROUP)
         self.no_identity = np.zeros((0, self.topology.num_points, 3), np.float32)
-
-    @staticmethod
-    def _vae(device: str):
-        from topos_server.pipelines.convert import load_vae
-
-        return load_vae(device=device)
 
     # ---- the Engine interface ------------------------------------------------------------------------
     def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,

@@ -17,6 +17,7 @@ skin); the eyes, teeth and mouth socket follow from the decoder.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,9 @@ class HeadLatents:
                                             self.vae.config.num_points, rng)
         return points, normals, self.canonicalizer.normal_offsets(points)
 
-    @torch.no_grad()
-    def encode(self, heads: np.ndarray | torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """heads (B, N, 3) cm → (B, L, C) posterior means; head ``b``'s samples come from ``seed`` and ``b`` alone."""
+    def encoder_inputs(self, heads: np.ndarray | torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """heads (B, N, 3) cm → the encoder's points, normals (B, P, 3) and normal offsets (B, P, 1); head ``b``'s
+        samples come from ``seed`` and ``b`` alone."""
         if isinstance(heads, torch.Tensor):
             heads = heads.detach().cpu().numpy()
         heads = np.asarray(heads, np.float64)
@@ -81,6 +82,12 @@ class HeadLatents:
         inputs = [self.surface_inputs(head, np.random.default_rng([seed, b])) for b, head in enumerate(heads)]
         points, normals, offsets = (torch.as_tensor(np.stack(x), dtype=torch.float32, device=self.device)
                                     for x in zip(*inputs))  # (B, P, 3), (B, P, 3), (B, P, 1)
+        return points, normals, offsets
+
+    @torch.no_grad()
+    def encode(self, heads: np.ndarray | torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """heads (B, N, 3) cm → (B, L, C) posterior means; head ``b``'s samples come from ``seed`` and ``b`` alone."""
+        points, normals, offsets = self.encoder_inputs(heads, seed)
         latents = self.vae.encode(points, normals, offsets).mode()  # (B, L, C)
         return self.vae.refine_latents(latents, points, normals) if self.vae.refinement_tokens else latents
 
@@ -93,21 +100,11 @@ class HeadLatents:
         vae = self.vae
         if not vae.refinement_tokens:
             return self.encode(heads, seed)
-        if isinstance(heads, torch.Tensor):
-            heads = heads.detach().cpu().numpy()
-        heads = np.asarray(heads, np.float64)
-        n = vae.config.num_vertices
-        if heads.ndim != 3 or heads.shape[1:] != (n, 3):
-            raise ValueError(f"heads must be (B, {n}, 3) in the reference vertex order, got {heads.shape}")
-        if not np.isfinite(heads).all():
-            raise ValueError("heads contain NaN or infinite coordinates")
-        inputs = [self.surface_inputs(head, np.random.default_rng([seed, b])) for b, head in enumerate(heads)]
-        points, normals, offsets = (torch.as_tensor(np.stack(x), dtype=torch.float32, device=self.device)
-                                    for x in zip(*inputs))  # (B, P, 3), (B, P, 3), (B, P, 1)
+        points, normals, offsets = self.encoder_inputs(heads, seed)
         z = vae.encode(points, normals, offsets).mode()  # (B, L, C)
         skin = vae.config.skin_vertices
         base = vae.decode(z, torch.arange(skin, device=z.device))  # (B, V, 3)
-        target = torch.as_tensor(heads[:, :skin], dtype=torch.float32, device=z.device)
+        target = torch.as_tensor(np.asarray(heads)[:, :skin], dtype=torch.float32, device=z.device)
         coefficients = (target - base).flatten(1) @ self._vertex_projection().T  # (B, K + S)
         channels = vae.config.latent_channels
         tokens = torch.nn.functional.pad(coefficients, (0, vae.refinement_tokens * channels - vae.linear_modes))
@@ -133,3 +130,12 @@ class HeadLatents:
         if latents.ndim != 3 or tuple(latents.shape[1:]) != self.latent_shape:
             raise ValueError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), got {tuple(latents.shape)}")
         return self.vae.decode(latents.to(self.device, torch.float32)).float()  # (B, N, 3)
+
+
+def vae_fingerprint(latents: HeadLatents) -> str:
+    """A short hash of the VAE's weights and buffers: which latent space a DiT lives in."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(latents.vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

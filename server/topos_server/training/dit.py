@@ -12,7 +12,6 @@ saved. Evaluation samples held-out pairs and measures the decoded heads' skin er
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -24,7 +23,7 @@ import torch
 
 from topos_server.models.dit import ToposDiT
 from topos_server.pipelines.head_generation import SamplingOptions, sample_latents, stored_condition
-from topos_server.pipelines.head_latents import HeadLatents
+from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
@@ -53,15 +52,6 @@ class DiTTrainingConfig:
     vae_weights: str | None = None  # None: the bundled TOPOS-VAE
     identity_condition: int = 0  # > 0: condition on the classic fit's first so many identity coefficients too
     mirror: bool = True  # train on each pair's mirror image too (not with identity_condition: no mirrored fit)
-
-
-def vae_fingerprint(latents: HeadLatents) -> str:
-    """A short hash of the VAE's weights and buffers: which latent space a DiT lives in."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(latents.vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def shard_files(folder: str | Path) -> list[Path]:
