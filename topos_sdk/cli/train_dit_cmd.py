@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .train_cmd import add_training_options, apply_training_options
+
 
 def register(models) -> None:
     p = models.add_parser("dit", help="TOPOS-DiT: one portrait → a head's TOPOS-VAE latent",
@@ -16,15 +18,7 @@ def register(models) -> None:
     p.add_argument("--pairs", required=True, type=Path, action="append", metavar="DIR",
                    help="training pairs (repeatable)")
     p.add_argument("--eval-pairs", type=Path, metavar="DIR", help="held-out pairs for the periodic evaluation")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (checkpoint/, model/, log)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 20000)")
-    p.add_argument("--batch-size", type=int, help="pairs per step (default 32)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-4)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    add_training_options(p, steps=20000, batch_of="pairs", batch_size=32, lr="3e-4", eval_every=500)
     p.add_argument("--vae", type=Path, metavar="MODEL_DIR", help="the TOPOS-VAE whose latents to generate "
                                                                   "(default: the bundled one)")
     p.add_argument("--identity-condition", action="store_true",
@@ -50,15 +44,7 @@ def run(args) -> int:
         config.mirror = False
     if args.no_mirror:
         config.mirror = False
-    for name in ("steps", "batch_size", "eval_every"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
-    if args.lr is not None:
-        config.learning_rate = args.lr
-    if args.time_limit is not None:
-        config.time_limit_s = 60.0 * args.time_limit
-    if config.steps <= 0 or config.batch_size <= 0 or config.eval_every <= 0:
-        raise ValueError("--steps, --batch-size and --eval-every must be positive")
+    apply_training_options(config, args)
 
     def progress(record) -> None:
         if isinstance(record, str):

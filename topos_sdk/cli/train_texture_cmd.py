@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .train_cmd import add_training_options, apply_training_options
+
 
 def register(models) -> None:
     p = models.add_parser("texture", help="TOPOS-Texture: completes the photo bake in UV space",
@@ -13,17 +15,9 @@ def register(models) -> None:
                                       "(python -m topos_server.data.texture_bank --split train). "
                                       "Needs `topos assets import` first.")
     p.add_argument("--config", default="small", help="size: tiny, small (CPU), base (GPU)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (checkpoint/, model/, log)")
+    add_training_options(p, steps=2000, batch_of="crops", batch_size=8, lr="1e-3", eval_every=100)
     p.add_argument("--bank", type=Path, metavar="DIR", help="texture bank root (default: $TOPOS_HOME/texture_bank)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
-    p.add_argument("--batch-size", type=int, help="crops per step (default 8)")
     p.add_argument("--crop", type=int, help="crop side in texels (default 128; 0: whole maps)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     p.set_defaults(handler=run)
 
 
@@ -32,22 +26,11 @@ def run(args) -> int:
     from topos_server.training.texture import TextureTrainingConfig, train
 
     config = TextureTrainingConfig(size=args.config, seed=args.seed)
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.batch_size is not None:
-        config.batch_size = args.batch_size
+    apply_training_options(config, args)
     if args.crop is not None:
         if args.crop < 0:
             raise ValueError("--crop must be 0 (whole maps) or a positive number of texels")
         config.crop = args.crop or None
-    if args.lr is not None:
-        config.learning_rate = args.lr
-    if args.eval_every is not None:
-        config.eval_every = config.checkpoint_every = args.eval_every
-    if args.time_limit is not None:
-        config.time_limit_s = 60.0 * args.time_limit
-    if config.steps <= 0 or config.batch_size <= 0:
-        raise ValueError("--steps and --batch-size must be positive")
     bank = TextureBank("train", args.bank)  # never the held-out split
     if not len(bank):
         raise ValueError(f"texture bank {bank.folder} is empty; build it first: "

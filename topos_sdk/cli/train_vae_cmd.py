@@ -5,22 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .train_cmd import add_training_options, apply_training_options
+
 
 def register(models) -> None:
     p = models.add_parser("vae", help="TOPOS-VAE: any topology → the reference topology",
                           description="Train TOPOS-VAE (any topology → the reference topology) on synthetic heads "
                                       "generated on the fly from the ICT head model. Needs `topos assets import` first.")
     p.add_argument("--config", default="small", help="size: tiny, small (CPU), base, large (GPU)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (checkpoint/, model/, log)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 3000)")
-    p.add_argument("--batch-size", type=int, help="heads per step (default 12)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 4e-4)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 250)")
-    p.add_argument("--seed", type=int, default=0)
+    add_training_options(p, steps=3000, batch_of="heads", batch_size=12, lr="4e-4", eval_every=250)
     p.add_argument("--workers", type=int, default=1, help="data worker processes (default 1)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
                    help="fine-tune: start from these weights (e.g. the bundled model) with a fresh optimiser")
     p.add_argument("--control-vertices", type=int, metavar="M",
@@ -48,16 +42,7 @@ def run(args) -> int:
     from topos_server.training.vae import TrainingConfig, train
 
     config = TrainingConfig(size=args.config, seed=args.seed, workers=args.workers)
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.batch_size is not None:
-        config.batch_size = args.batch_size
-    if args.lr is not None:
-        config.learning_rate = args.lr
-    if args.eval_every is not None:
-        config.eval_every = config.checkpoint_every = args.eval_every
-    if args.time_limit is not None:
-        config.time_limit_s = 60.0 * args.time_limit
+    apply_training_options(config, args)
     if args.init_from is not None:
         if args.resume:
             raise ValueError("--init-from starts a new run; --resume continues one: pass only one of them")
@@ -84,8 +69,6 @@ def run(args) -> int:
         if not 0.0 <= args.head_frame_probability <= 1.0:
             raise ValueError("--head-frame-probability must be within [0, 1]")
         config.data_overrides["head_frame_probability"] = args.head_frame_probability
-    if config.steps <= 0 or config.batch_size <= 0:
-        raise ValueError("--steps and --batch-size must be positive")
 
     def progress(record: dict) -> None:
         if record["step"] % 10 and "eval_error_mm" not in record:
