@@ -16,7 +16,7 @@ import numpy as np
 from topos_sdk import HeadResult, InvalidInputError, Provenance, ToposError
 from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
-from topos_server.assets.head_model import HeadModel
+from topos_server.assets.head_model import load_head_model_arrays
 from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
@@ -40,10 +40,10 @@ class ClassicEngine:
 
             raise AssetError("the imported ICT topology has no MediaPipe correspondence; "
                              "re-run `topos assets import --ict ... --facemesh ...`")
-        model = HeadModel.load(self.cache.head_model_file(), device="cpu")
-        self.neutral = model.neutral.numpy()  # (N, 3)
-        self.identity_basis = model.identity_basis.numpy()  # (I, N, 3)
-        self.expression_basis = model.expression_basis.numpy()  # (E, N, 3)
+        model = load_head_model_arrays(self.cache.head_model_file())  # numpy only: no torch in this engine
+        self.neutral = model.neutral  # (N, 3)
+        self.identity_basis = model.identity_basis  # (I, N, 3)
+        self.expression_basis = model.expression_basis  # (E, N, 3)
         self.expression_names = list(model.expression_names)
         self.basis = LandmarkBasis.from_model(
             self.topology.landmarks[MEDIAPIPE_LANDMARKS], self.neutral, self.identity_basis, self.expression_basis,
