@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,13 +49,17 @@ def write_head_asset(result: HeadResult, out_dir: str | os.PathLike, name: str |
     folder = Path(out_dir) / name
     if folder.exists() and not overwrite:
         raise AssetError(f"{folder} exists (pass overwrite=True to replace it)")
-    thumb = _render_thumbnail(result) if thumbnail else None
-    with atomic_output_dir(folder) as tmp:
-        texture_files = _write_textures(result, tmp)
+    with atomic_output_dir(folder) as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        # the PNGs compress in the pool (zlib releases the GIL) while this thread renders the
+        # thumbnail and writes the layers
+        texture_files, pngs = _start_textures(result, tmp, pool)
+        thumb = _render_thumbnail(result) if thumbnail else None
         if thumb is not None:
             png_io.write_png(tmp / layout.THUMBNAIL_FILE, thumb)
         _write_layers(result, tmp, name, texture_files, textured_materials)
         _write_root(result, tmp, name, texture_files, has_thumbnail=thumb is not None)
+        for done in pngs:
+            done.result()
         if usdz:
             _write_usdz(tmp, name)
     return folder / f"{name}{layout.ROOT_SUFFIX}"
@@ -69,10 +73,12 @@ def _render_thumbnail(result: HeadResult) -> np.ndarray | None:
     return np.asarray(render_thumbnail(result))
 
 
-def _write_textures(result: HeadResult, folder: Path) -> dict[str, tuple[str, set[int]]]:
-    """PNG files for every map and tile; returns map name → (relative path pattern, tiles)."""
+def _start_textures(result: HeadResult, folder: Path, pool: ThreadPoolExecutor
+                    ) -> tuple[dict[str, tuple[str, set[int]]], list[Future]]:
+    """Start writing a PNG file for every map and tile in ``pool``; returns map name → (relative path
+    pattern, tiles), and the writes to wait for."""
     if not result.textures:
-        return {}
+        return {}, []
     (folder / layout.TEXTURE_DIR).mkdir()
     files, jobs = {}, []
     for map_name, tex in result.textures.items():
@@ -81,11 +87,8 @@ def _write_textures(result: HeadResult, folder: Path) -> dict[str, tuple[str, se
         pattern = layout.texture_file(map_name, tex.tiles)
         files[map_name] = (pattern, set(tex.tiles))
         jobs += [(folder / layout.tile_file(pattern, tile), img) for tile, img in tex.tiles.items()]
-    # zlib releases the GIL: tiles compress in parallel
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        for done in [pool.submit(png_io.write_png, path, img) for path, img in jobs]:
-            done.result()
-    return files
+    jobs.sort(key=lambda job: -job[1].nbytes)  # largest first: the pool's threads finish together
+    return files, [pool.submit(png_io.write_png, path, img) for path, img in jobs]
 
 
 def _write_layers(result: HeadResult, folder: Path, name: str, texture_files, textured_materials) -> None:
