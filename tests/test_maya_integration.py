@@ -7,7 +7,6 @@ import json
 import os
 import runpy
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,11 +54,12 @@ class FakeWorker:
         return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
 
 
-def fake_generate(monkeypatch, result, **config) -> FakeWorker:
-    """``result`` is what the worker writes (head_result(make_quad_grid(), seed=1), the fixture's)."""
+def fake_generate(monkeypatch, result, tmp_path: Path, **config) -> FakeWorker:
+    """``result`` is what the worker writes (head_result(make_quad_grid(), seed=1), the fixture's); the worker
+    logs its calls under ``tmp_path``."""
     import topos_maya.job
 
-    worker = FakeWorker(monkeypatch, Path(tempfile.mkdtemp(prefix="topos_worker_")) / "calls.jsonl")
+    worker = FakeWorker(monkeypatch, tmp_path / "worker_calls.jsonl")
     worker.configure(**config)
     monkeypatch.setattr(topos_maya.job, "worker_command",
                         lambda: [sys.executable, str(FAKES / "maya_generation_worker.py")])
@@ -165,7 +165,7 @@ def test_a_restart_with_the_saved_shelf_adds_no_second_button(maya):
 
 
 def test_generate_imports_the_asset_with_map1_and_blendshapes(maya, monkeypatch, result, portrait, tmp_path):
-    fake = fake_generate(monkeypatch, result)
+    fake = fake_generate(monkeypatch, result, tmp_path)
     dialog = fill_dialog(maya, portrait, tmp_path / "heads", server="gpu-box:50051", engine="topos", seed=7,
                          texture="2048", mode=1)
     job = dialog.on_generate()
@@ -203,7 +203,7 @@ def test_generate_imports_the_asset_with_map1_and_blendshapes(maya, monkeypatch,
 
 
 def test_proxy_mode_is_remembered_and_makes_a_live_stage(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result)
+    fake_generate(monkeypatch, result, tmp_path)
     maya.option_vars.update({"topos_import_mode": "proxy", "topos_output_folder": str(tmp_path / "out"),
                              "topos_portrait": str(portrait), "topos_seed": 2})
     from topos_maya import dialog
@@ -222,7 +222,7 @@ def test_proxy_mode_is_remembered_and_makes_a_live_stage(maya, monkeypatch, resu
 
 
 def test_a_second_head_never_overwrites_the_first(maya, monkeypatch, result, portrait, tmp_path):
-    fake = fake_generate(monkeypatch, result)
+    fake = fake_generate(monkeypatch, result, tmp_path)
     dialog = fill_dialog(maya, portrait, tmp_path)
     first = dialog.on_generate()
     run_to_completion(maya, first)
@@ -233,7 +233,7 @@ def test_a_second_head_never_overwrites_the_first(maya, monkeypatch, result, por
 
 
 def test_generation_failure_shows_one_readable_dialog(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result, fail=f"{portrait}: no face found\nsecond line")
+    fake_generate(monkeypatch, result, tmp_path, fail=f"{portrait}: no face found\nsecond line")
     dialog = fill_dialog(maya, portrait, tmp_path)
     job = dialog.on_generate()
     run_to_completion(maya, job)
@@ -248,7 +248,7 @@ def test_generation_failure_shows_one_readable_dialog(maya, monkeypatch, result,
 
 
 def test_bad_input_is_caught_before_starting(maya, monkeypatch, result, tmp_path):
-    fake = fake_generate(monkeypatch, result)
+    fake = fake_generate(monkeypatch, result, tmp_path)
     dialog = fill_dialog(maya, "", tmp_path)
     assert dialog.on_generate() is None
     (box,) = maya.calls_to("confirmDialog")
@@ -257,7 +257,7 @@ def test_bad_input_is_caught_before_starting(maya, monkeypatch, result, tmp_path
 
 
 def test_cancel_stops_the_worker_and_writes_nothing(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result, steps=400, step_s=0.005)
+    fake_generate(monkeypatch, result, tmp_path, steps=400, step_s=0.005)
     dialog = fill_dialog(maya, portrait, tmp_path / "out")
     job = dialog.on_generate()
     maya.cancel_pressed = True  # Esc on Maya's main progress bar
@@ -271,7 +271,7 @@ def test_cancel_stops_the_worker_and_writes_nothing(maya, monkeypatch, result, p
 
 
 def test_cancel_button_of_the_dialog(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result, steps=400, step_s=0.005)
+    fake_generate(monkeypatch, result, tmp_path, steps=400, step_s=0.005)
     dialog = fill_dialog(maya, portrait, tmp_path)
     job = dialog.on_generate()
     assert maya.controls[dialog.CANCEL_BUTTON]["enable"] is True
@@ -283,7 +283,7 @@ def test_cancel_button_of_the_dialog(maya, monkeypatch, result, portrait, tmp_pa
 
 
 def test_older_maya_usd_without_remap_flag_still_gets_map1(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result)
+    fake_generate(monkeypatch, result, tmp_path)
     maya.rejected_flags = {"remapUVSetsTo"}
     dialog = fill_dialog(maya, portrait, tmp_path)
     job = dialog.on_generate()
@@ -297,7 +297,7 @@ def test_older_maya_usd_without_remap_flag_still_gets_map1(maya, monkeypatch, re
 
 
 def test_import_failure_is_reported_too(maya, monkeypatch, result, portrait, tmp_path):
-    fake_generate(monkeypatch, result)
+    fake_generate(monkeypatch, result, tmp_path)
     dialog = fill_dialog(maya, portrait, tmp_path)
     job = dialog.on_generate()
     import topos_maya.importer as importer
@@ -335,7 +335,7 @@ def test_stale_option_vars_fall_back_to_defaults(maya):
 
 def test_older_maya_usd_says_once_that_expressions_are_unavailable(maya, monkeypatch, result, portrait, tmp_path):
     """maya-usd before 0.29 builds no blendShape: the head comes in neutral, with one warning per session."""
-    fake_generate(monkeypatch, result)
+    fake_generate(monkeypatch, result, tmp_path)
     maya.maya_usd_version = "0.27.0"
     dialog = fill_dialog(maya, portrait, tmp_path)
     for _ in range(2):
@@ -352,7 +352,7 @@ def test_the_poll_sleeps_between_ticks(maya, monkeypatch, result, portrait, tmp_
     """No idle-event job: a ticker thread asks the main thread for a poll every POLL_SECONDS, no more."""
     import topos_maya.job as job_module
 
-    fake_generate(monkeypatch, result, steps=60, step_s=0.01)
+    fake_generate(monkeypatch, result, tmp_path, steps=60, step_s=0.01)
     dialog = fill_dialog(maya, portrait, tmp_path)
     started = time.monotonic()
     job = dialog.on_generate()
