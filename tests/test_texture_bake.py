@@ -353,6 +353,23 @@ def test_head_out_of_view_is_a_clear_error(ict):
         bake_textures(np.full((64, 64, 3), 128, np.uint8), ict.rest_points, Camera(100.0, (32, 32), (64, 64), m), ict, 64)
 
 
+def test_a_tile_the_photo_does_not_see_at_all(ict):
+    """A close-up of the middle of the face: the back of the head (tile 1002) is seen neither directly
+    nor through its mirror, so its per-texel sets are empty; they go through every step (this used to
+    fail with "cannot reshape array of size 0")."""
+    camera = front_camera(focal=6000.0)
+    diagnostics = {}
+    maps = bake_textures(render_photo(ict, camera, checker_albedo), ict.rest_points, camera, ict, 64,
+                         diagnostics=diagnostics)
+    assert (diagnostics["coverage"][1002] == 0).all() and (diagnostics["coverage"][1001] > 0).any()
+    assert maps["albedo"].tiles[1002].shape == (64, 64, 3)
+    tt = skin_uv_layout(ict, 64).tiles[0]
+    nothing = np.zeros(0, np.int32)
+    assert (tt.image(np.zeros((3, 0), np.float32), fill=0.5, rows=nothing) == 0.5).all()
+    assert tt.image(np.zeros(0, np.float32), rows=nothing).shape == (64, 64)
+    assert tt.interpolate(np.ones((2, ict.num_points), np.float32), nothing).shape == (2, 0)
+
+
 def test_photo_at_another_resolution_than_the_camera(ict, checker_bake):
     """The camera was fitted on a 512² image; baking from the same photo at 1024² gives the same albedo."""
     photo, camera, maps, diagnostics = checker_bake

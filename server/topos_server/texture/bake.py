@@ -136,31 +136,36 @@ class TileTexels:
         """
         out = np.full(values.shape[:-1] + (self.size * self.size,), fill, np.float32)
         texel = self.texel if rows is None else self.texel[rows]
-        for plane, plane_values in zip(out.reshape(-1, out.shape[-1]), values.reshape(-1, values.shape[-1])):
+        planes = out.reshape(-1, out.shape[-1])  # (C, size²)
+        for plane, plane_values in zip(planes, values.reshape(len(planes), -1)):  # (no texel: (C, 0) is fine)
             plane[texel] = plane_values  # plane by plane: several times faster than one 2-D scatter
         return out.reshape(values.shape[:-1] + (self.size, self.size))
 
-    def interpolate(self, vertex_values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """(C, N) channel-major per-vertex values → (C, K) float32 at the texels (or (C, k) at ``rows``)."""
-        values = np.asarray(vertex_values, np.float32)
+    def interpolate(self, vertex_values: np.ndarray, rows: np.ndarray | None = None,
+                    vertex_map: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) channel-major per-vertex values → (C, K) float32 at the texels (or (C, k) at ``rows``);
+        with ``vertex_map`` (N,) at their mirror points (each triangle corner mapped, same barycentrics)."""
+        table = corner_table(vertex_values, self.layout_triangles, vertex_map)  # (C, 3, T)
         count = self.count if rows is None else len(rows)
-        out = np.empty((values.shape[0], count), np.float32)
+        out = np.empty((table.shape[0], count), np.float32)
 
         def part(chunk: slice) -> None:
-            texel = np.arange(chunk.start, min(chunk.stop, count), dtype=np.int32) if rows is None else rows[chunk]
-            out[:, chunk] = interpolate(values, self.corners_of(texel), self.barycentric_of(texel))
+            if rows is None:  # contiguous texels: views, no gathers
+                out[:, chunk] = interpolate_corners(table, self.triangle[chunk], self.barycentric[:, chunk])
+            else:
+                out[:, chunk] = interpolate_corners(table, np.take(self.triangle, rows[chunk]),
+                                                    self.barycentric_of(rows[chunk]))
 
         in_chunks(part, count)
         return out
 
     def interpolated_image(self, vertex_values: np.ndarray) -> np.ndarray:
         """``image(interpolate(vertex_values))`` without the (C, K) intermediate: (C, size, size) float32."""
-        values = np.asarray(vertex_values, np.float32)
-        out = np.zeros((values.shape[0], self.size * self.size), np.float32)
+        table = corner_table(vertex_values, self.layout_triangles)  # (C, 3, T)
+        out = np.zeros((table.shape[0], self.size * self.size), np.float32)
 
         def part(chunk: slice) -> None:
-            texel = np.arange(chunk.start, min(chunk.stop, self.count), dtype=np.int32)
-            at_texels = interpolate(values, self.corners_of(texel), self.barycentric_of(texel))
+            at_texels = interpolate_corners(table, self.triangle[chunk], self.barycentric[:, chunk])
             for plane, plane_values in zip(out, at_texels):
                 plane[self.texel[chunk]] = plane_values
 
@@ -490,6 +495,26 @@ def mirror_vertex_map(topology: ReferenceTopology) -> np.ndarray:
     return _MIRRORS[topology.topology_id]
 
 
+def corner_table(vertex_values: np.ndarray, triangles: np.ndarray, vertex_map: np.ndarray | None = None) -> np.ndarray:
+    """(C, N) per-vertex values → (C, 3, T) float32 values at each triangle's corners (through
+    ``vertex_map`` (N,) when given): per texel one gather by triangle per corner, no corner ids."""
+    corners = triangles if vertex_map is None else vertex_map[triangles]  # (T, 3)
+    values = np.asarray(vertex_values, np.float32)
+    return np.ascontiguousarray(values[:, corners.T])
+
+
+def interpolate_corners(table: np.ndarray, triangle: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
+    """(C, 3, T) :func:`corner_table`, (K,) triangle ids, (3, K) weights → (C, K) float32
+    (the same sums, in the same order, as :func:`interpolate`)."""
+    out = np.empty((table.shape[0], triangle.size), np.float32)
+    for c, corner_values in enumerate(table):
+        acc = barycentric[0] * np.take(corner_values[0], triangle)
+        acc += barycentric[1] * np.take(corner_values[1], triangle)
+        acc += barycentric[2] * np.take(corner_values[2], triangle)
+        out[c] = acc
+    return out
+
+
 def interpolate(vertex_values: np.ndarray, corners: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
     """(C, N) per-vertex values, (3, K) corner ids, (3, K) weights → (C, K) float32."""
     values = np.asarray(vertex_values, np.float32)
@@ -555,13 +580,14 @@ class _Observer:
         points (each corner mapped, same barycentrics); the observation's arrays index into ``rows``."""
         corners = self.triangles if vertex_map is None else vertex_map[self.triangles]  # (T, 3)
         triangle_faces = self.facing[corners].any(axis=1)  # (T,)
+        table = corner_table(self.geometry, self.triangles, vertex_map)  # (4, 3, T)
         texel_triangle = tt.triangle if rows is None else tt.triangle[rows]
         candidate = np.flatnonzero(triangle_faces[texel_triangle]).astype(np.int32)  # (c,) into rows
         texel = candidate if rows is None else rows[candidate]
         full_weight = np.zeros(len(texel_triangle), np.float32)
 
         def look(chunk: slice):
-            weight, seen, colour, cos_view = self._look(tt, texel[chunk], vertex_map)
+            weight, seen, colour, cos_view = self._look(tt, texel[chunk], table)
             full_weight[candidate[chunk]] = weight
             return chunk.start + seen, colour, cos_view
 
@@ -570,13 +596,11 @@ class _Observer:
         return _Observation(full_weight, candidate[seen], np.concatenate([colour for _, colour, _ in looks], axis=1),
                             np.concatenate([cos_view for _, _, cos_view in looks]))
 
-    def _look(self, tt: TileTexels, texel: np.ndarray, vertex_map: np.ndarray | None):
-        """The texels ``texel`` (or their mirror points) → weight (c,), seen (k,) (indices where the
-        weight is > 0), colour (3, k) and cos_view (k,) there."""
-        corners = tt.corners_of(texel)
-        if vertex_map is not None:
-            corners = vertex_map[corners]
-        geometry = interpolate(self.geometry, corners, tt.barycentric_of(texel))  # (4, c)
+    def _look(self, tt: TileTexels, texel: np.ndarray, table: np.ndarray):
+        """The texels ``texel`` (or their mirror points: ``table`` (4, 3, T) holds the geometry at the
+        corners looked at) → weight (c,), seen (k,) (indices where the weight is > 0), colour (3, k)
+        and cos_view (k,) there."""
+        geometry = interpolate_corners(table, np.take(tt.triangle, texel), tt.barycentric_of(texel))  # (4, c)
         xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
@@ -746,10 +770,11 @@ def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrore
     # side, delit with the shading of the mirror point
     keep = np.flatnonzero(direct.weight[direct.seen] != 0).astype(np.int32)
     texel = direct.seen[keep]
-    _add_delit(albedo, slot[texel], tt, vertex_shading, texel, tt.corners_of, direct.colour, keep, direct.weight[texel])
+    _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles), texel, direct.colour, keep,
+               direct.weight[texel])
     keep = np.flatnonzero(a_mirror[mirrored.seen] != 0).astype(np.int32)
     texel = need[mirrored.seen[keep]]
-    _add_delit(albedo, slot[texel], tt, vertex_shading, texel, lambda rows: mirror[tt.corners_of(rows)],
+    _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles, mirror), texel,
                mirrored.colour, keep, a_mirror[mirrored.seen[keep]])
     del slot, keep, texel
     coverage_covered = coverage[covered]
@@ -759,14 +784,15 @@ def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrore
     return _TileAlbedo(coverage, covered, albedo, trust)
 
 
-def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, vertex_shading: np.ndarray,
-               texel: np.ndarray, corners_of, colour: np.ndarray, colour_rows: np.ndarray, weight: np.ndarray) -> None:
+def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_table: np.ndarray,
+               texel: np.ndarray, colour: np.ndarray, colour_rows: np.ndarray, weight: np.ndarray) -> None:
     """``albedo[:, column] += weight × clip(colour / shading, 0, 1)`` for the texels ``texel`` (k,):
-    ``colour[:, colour_rows]`` (3, k) seen at the points whose triangle corners are
-    ``corners_of(texel)``, the shading interpolated there. ``column`` (k,) must not repeat."""
+    ``colour[:, colour_rows]`` (3, k) seen at the points where the shading is interpolated from
+    ``shading_table`` (1, 3, T) (:func:`corner_table`: the texel's own corners or their mirrors).
+    ``column`` (k,) must not repeat."""
     def part(chunk: slice) -> None:
         rows = texel[chunk]
-        shading = interpolate(vertex_shading, corners_of(rows), tt.barycentric_of(rows))[0]  # (c,)
+        shading = interpolate_corners(shading_table, np.take(tt.triangle, rows), tt.barycentric_of(rows))[0]  # (c,)
         for channel in range(3):
             value = colour[channel, colour_rows[chunk]] / shading
             np.clip(value, 0.0, 1.0, out=value)
