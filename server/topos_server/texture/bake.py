@@ -247,7 +247,7 @@ def _cached_tile_texels(digest: str, tile_xy: dict, size: int, num_triangles: in
     depends on the topology's UVs: it is kept on disk (:mod:`disk_cache`).
     """
     path = _layout_cache_dir() / f"uv-layout-{size}-{digest}.npz"
-    data = load_arrays(path, [f"{name}_{tile}" for tile in tile_xy for name in TEXEL_ARRAYS])
+    data = load_arrays(path, [f"{name}_{tile}" for tile in tile_xy for name in TEXEL_ARRAYS], mapped=True)
     if data is not None:
         loaded = {tile: tuple(data[f"{name}_{tile}"] for name in TEXEL_ARRAYS) for tile in tile_xy}
         if all(_valid_tile_texels(*arrays, size, num_triangles) for arrays in loaded.values()):

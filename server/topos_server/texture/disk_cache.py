@@ -1,13 +1,14 @@
 """Head-independent bake data kept on disk under ``$TOPOS_HOME/bake/`` (default ``~/.cache/topos``).
 
 The UV raster of a topology and its facial regions only depend on the topology, yet take a large part
-of a one-portrait ``topos generate`` to compute. Each is one uncompressed ``.npz`` (reading it back is
-a copy), written atomically; a missing, unreadable or stale file is simply rebuilt, an unwritable
-folder only costs the time.
+of a one-portrait ``topos generate`` to compute. Each is one uncompressed ``.npz``, written atomically
+(a file is never changed in place, so a large one can be read back as a memory map); a missing,
+unreadable or stale file is simply rebuilt, an unwritable folder only costs the time.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import zipfile
 from pathlib import Path
@@ -22,13 +23,43 @@ def bake_cache_dir() -> Path:
     return Path(root).expanduser() / "bake"
 
 
-def load_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray] | None:
-    """The arrays ``names`` of the ``.npz`` at ``path``, or None when it is missing or unreadable."""
+def load_arrays(path: Path, names: list[str], mapped: bool = False) -> dict[str, np.ndarray] | None:
+    """The arrays ``names`` of the ``.npz`` at ``path``, or None when it is missing or unreadable.
+
+    ``mapped``: read-only arrays backed by the file's pages (``mmap``) instead of copies: no read
+    and copy of the whole file up front, and the pages are shared with the OS's file cache.
+    """
     try:
+        if mapped:
+            return _mapped_arrays(path, names)
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in names}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
+
+
+def _mapped_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Map the members of an uncompressed ``.npz`` (what :func:`save_arrays` writes)."""
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
+        starts = {}
+        for name in names:
+            info = archive.getinfo(name + ".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: {name} is compressed")
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the local file header: its name and extra field lengths are at 26 and 28
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: damaged zip member {name}")
+            fh.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little"))
+            version = np.lib.format.read_magic(fh)
+            shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                           else np.lib.format.read_array_header_2_0(fh))
+            if fortran_order or dtype.hasobject:
+                raise ValueError(f"{path}: {name} is not a C-ordered plain array")
+            starts[name] = (fh.tell(), shape, dtype)
+        pages = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return {name: np.frombuffer(pages, dtype, int(np.prod(shape)), offset).reshape(shape)
+            for name, (offset, shape, dtype) in starts.items()}
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
