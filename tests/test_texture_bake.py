@@ -293,7 +293,10 @@ def test_uv_layout_disk_cache_reads_back_identically(ict, tmp_path, monkeypatch)
     assert len(files) == 1
     texture_bake._LAYOUTS.clear()
     from_disk = skin_uv_layout(ict, 128)
-    files[0].write_bytes(b"not an npz")  # a damaged cache file is rebuilt, not trusted
+    # a damaged cache file is rebuilt, not trusted (it is replaced, not overwritten in place: like every
+    # writer of the cache, since a process may hold the previous file as a memory map)
+    files[0].unlink()
+    files[0].write_bytes(b"not an npz")
     texture_bake._LAYOUTS.clear()
     rebuilt = skin_uv_layout(ict, 128)
     for other in (from_disk, rebuilt):
