@@ -581,26 +581,27 @@ class _Observer:
         corners = self.triangles if vertex_map is None else vertex_map[self.triangles]  # (T, 3)
         triangle_faces = self.facing[corners].any(axis=1)  # (T,)
         table = corner_table(self.geometry, self.triangles, vertex_map)  # (4, 3, T)
-        texel_triangle = tt.triangle if rows is None else tt.triangle[rows]
-        candidate = np.flatnonzero(triangle_faces[texel_triangle]).astype(np.int32)  # (c,) into rows
-        texel = candidate if rows is None else rows[candidate]
-        full_weight = np.zeros(len(texel_triangle), np.float32)
+        count = tt.count if rows is None else rows.size
+        weight = np.zeros(count, np.float32)
 
         def look(chunk: slice):
-            weight, seen, colour, cos_view = self._look(tt, texel[chunk], table)
-            full_weight[candidate[chunk]] = weight
-            return chunk.start + seen, colour, cos_view
+            triangle = tt.triangle[chunk] if rows is None else np.take(tt.triangle, rows[chunk])
+            candidate = np.flatnonzero(triangle_faces[triangle]).astype(np.int32)  # (c,) into the chunk
+            texel = candidate + chunk.start if rows is None else np.take(rows[chunk], candidate)
+            chunk_weight, seen, colour, cos_view = self._look(tt, texel, np.take(triangle, candidate), table)
+            weight[chunk][candidate] = chunk_weight
+            return np.take(candidate, seen) + chunk.start, colour, cos_view
 
-        looks = in_chunks(look, texel.size)
-        seen = np.concatenate([seen for seen, _, _ in looks])
-        return _Observation(full_weight, candidate[seen], np.concatenate([colour for _, colour, _ in looks], axis=1),
+        looks = in_chunks(look, count)
+        return _Observation(weight, np.concatenate([seen for seen, _, _ in looks]),
+                            np.concatenate([colour for _, colour, _ in looks], axis=1),
                             np.concatenate([cos_view for _, _, cos_view in looks]))
 
-    def _look(self, tt: TileTexels, texel: np.ndarray, table: np.ndarray):
-        """The texels ``texel`` (or their mirror points: ``table`` (4, 3, T) holds the geometry at the
-        corners looked at) → weight (c,), seen (k,) (indices where the weight is > 0), colour (3, k)
-        and cos_view (k,) there."""
-        geometry = interpolate_corners(table, np.take(tt.triangle, texel), tt.barycentric_of(texel))  # (4, c)
+    def _look(self, tt: TileTexels, texel: np.ndarray, triangle: np.ndarray, table: np.ndarray):
+        """The texels ``texel`` (c,) of the triangles ``triangle`` (c,) (or their mirror points:
+        ``table`` (4, 3, T) holds the geometry at the corners looked at) → weight (c,), seen (k,)
+        (indices where the weight is > 0), colour (3, k) and cos_view (k,) there."""
+        geometry = interpolate_corners(table, triangle, tt.barycentric_of(texel))  # (4, c)
         xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
