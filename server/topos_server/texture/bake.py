@@ -129,6 +129,16 @@ class TileTexels:
         mask[self.texel] = True
         return mask.reshape(self.size, self.size)
 
+    @cached_property
+    def island_blurred(self) -> np.ndarray:
+        """(s, s) float32 ≥ 1e-6: the island mask reduced and blurred as the feather blurs what was seen
+        (its normaliser; it does not depend on the head)."""
+        factor, small, sigma = _feather_scale(self.size)
+        island = self.island.astype(np.float32)
+        if factor > 1:
+            island = cv2.resize(island, (small, small), interpolation=cv2.INTER_AREA)
+        return np.maximum(cv2.GaussianBlur(island, (0, 0), sigma), 1e-6)
+
     def image(self, values: np.ndarray, fill: float = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
         """(C, K) or (K,) per-texel values → (C, size, size) or (size, size) float32 image.
 
@@ -645,16 +655,12 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
 
     The blur runs on a copy reduced to at most 512² (it is smooth; the cost stays flat with size).
     """
-    factor = max(1, tt.size // 512)
-    small = tt.size // factor
-    sigma = max(0.5, VISIBILITY_FEATHER * small)
+    factor, small, sigma = _feather_scale(tt.size)
     seen = tt.image((weight > 0).astype(np.float32))  # (S, S)
-    island = tt.island.astype(np.float32)
     if factor > 1:
         seen = cv2.resize(seen, (small, small), interpolation=cv2.INTER_AREA)
-        island = cv2.resize(island, (small, small), interpolation=cv2.INTER_AREA)
     # normalised blur inside the island: the island border itself does not count as unseen
-    blurred = cv2.GaussianBlur(seen, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(island, (0, 0), sigma), 1e-6)
+    blurred = cv2.GaussianBlur(seen, (0, 0), sigma) / tt.island_blurred
     if factor > 1:
         blurred = cv2.resize(blurred, (tt.size, tt.size), interpolation=cv2.INTER_LINEAR)
     blurred = blurred.reshape(-1)
@@ -666,6 +672,13 @@ def _feather(tt: TileTexels, weight: np.ndarray) -> np.ndarray:
 
     in_chunks(part, tt.count)
     return out
+
+
+def _feather_scale(size: int) -> tuple[int, int, float]:
+    """(reduction factor, reduced size, Gaussian sigma in reduced texels) of the feather's blur."""
+    factor = max(1, size // 512)
+    small = size // factor
+    return factor, small, max(0.5, VISIBILITY_FEATHER * small)
 
 
 # ---- lighting ------------------------------------------------------------------------------------
