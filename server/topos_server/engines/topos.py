@@ -4,6 +4,14 @@ The DiT generates the neutral identity head; the portrait's expression and camer
 the landmarks with that identity held fixed (the classic fit with no identity modes), and the textures
 are baked through that camera as in the classic engine. Several seeds give several plausible heads of
 one photo (:meth:`ToposEngine.generate_variants`: one batched DiT call).
+
+Several photos of one person (an image entry that is a tuple): the DiT samples one head per photo, all
+in the same batched call (photo ``v`` with seed ``seed + v``), and the identity is their mean
+(:func:`reconcile_view_heads`); each photo's expression and camera are then fitted with that identity
+held fixed, every photo is baked through its own camera and the bakes are merged by visibility and
+viewing angle (texture/multiview.py) as in the classic engine. BENCHMARKS.md ("Several photos of one
+person") measures it: the committed DiT hardly moves with the photo, so what the extra photos buy is
+mostly the average over several samples' noise.
 """
 
 from __future__ import annotations
@@ -11,16 +19,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance
+from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance, ToposError
 from topos_sdk.generate import MAX_VARIANTS
 from topos_server.assets.cache import AssetCache
-from topos_server.engines.base import GenerateOptions, ProgressCallback
+from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
 from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
                                           fit_yaw_deg)
 from topos_server.face import FaceLandmarks, load_image
@@ -32,6 +41,7 @@ from topos_server.pipelines.head_generation import SamplingOptions, portrait_con
 from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
 from topos_server.texture.bake import bake_textures
 from topos_server.texture.learned import complete_textures
+from topos_server.texture.multiview import merge_view_bakes
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
 DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
@@ -84,19 +94,32 @@ class ToposEngine:
         self.no_identity = np.zeros((0, self.topology.num_points, 3), np.float32)
 
     # ---- the Engine interface ------------------------------------------------------------------------
-    def generate(self, images: Sequence[bytes | np.ndarray], options: GenerateOptions,
+    def generate(self, images: Sequence[bytes | np.ndarray | tuple], options: GenerateOptions,
                  progress: ProgressCallback | None = None, seeds: Sequence[int] | None = None) -> list[HeadResult]:
-        """One head per image from one batched DiT call; ``seeds`` (one per image) override ``options.seed``."""
-        if any(isinstance(source, tuple) for source in images):
-            raise InvalidInputError("the topos engine takes one photo per head; use --engine classic for "
-                                    "several photos of one person")
+        """One head per image from one batched DiT call; ``seeds`` (one per image) override ``options.seed``.
+        An entry that is a tuple of photos of one person gives one head (module notes); its photos share
+        the batch's DiT call."""
         seeds = [int(options.seed)] * len(images) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != len(images):
             raise ValueError(f"{len(seeds)} seeds for {len(images)} images")
-        portraits = [self._front_end(source, options, index, progress) for index, source in enumerate(images)]
-        heads, timings = self._sample(portraits, seeds)
-        return [self._finish(portrait, head, seed, options, timings, index, progress, len(portraits))
-                for index, (portrait, head, seed) in enumerate(zip(portraits, heads, seeds))]
+        for source in images:
+            if isinstance(source, tuple):
+                check_same_person(source, options)
+        # every photo of every entry through the front-end, then all of them through one DiT call
+        entries = [self._front_end_views(source, options, index, progress) if isinstance(source, tuple)
+                   else [self._front_end(source, options, index, progress)] for index, source in enumerate(images)]
+        flat_seeds = [seed + view for seed, views in zip(seeds, entries) for view in range(len(views))]
+        heads, timings = self._sample([p for views in entries for p in views], flat_seeds)
+        results, start = [], 0
+        for index, (source, views, seed) in enumerate(zip(images, entries, seeds)):
+            entry_heads, start = heads[start:start + len(views)], start + len(views)
+            if isinstance(source, tuple):
+                results.append(self._finish_same_person(views, entry_heads, seed, options, timings, index, progress,
+                                                        len(images)))
+            else:
+                results.append(self._finish(views[0], entry_heads[0], seed, options, timings, index, progress,
+                                            len(images)))
+        return results
 
     def generate_variants(self, source: bytes | np.ndarray, options: GenerateOptions, count: int,
                           progress: ProgressCallback | None = None) -> list[HeadResult]:
@@ -132,6 +155,18 @@ class ToposEngine:
             portrait["timings"]["classic_fit"] = time.perf_counter() - t
         return portrait
 
+    def _front_end_views(self, sources: tuple, options: GenerateOptions, index, progress) -> list[dict]:
+        """The front-end of every photo of one person; ``options.face_index`` picks the face of the first only
+        (as the classic engine does); a photo without a face names itself."""
+        portraits = []
+        for view, source in enumerate(sources):
+            view_options = options if view == 0 else replace(options, face_index=None)
+            try:
+                portraits.append(self._front_end(source, view_options, index, progress))
+            except ToposError as exc:
+                raise type(exc)(f"photo {view + 1} of {len(sources)}: {exc}") from None
+        return portraits
+
     def _sample(self, portraits: list[dict], seeds: list[int]) -> tuple[np.ndarray, dict]:
         """(B, N, 3) float32 neutral heads from the DiT, one per portrait and seed."""
         t = time.perf_counter()
@@ -165,6 +200,73 @@ class ToposEngine:
             result.provenance.timings_s["texture_" + options.texture] = round(time.perf_counter() - t, 4)
         result.provenance.extra["texture"] = options.texture
         return result
+
+    def _finish_same_person(self, portraits: list[dict], heads: np.ndarray, seed: int, options: GenerateOptions,
+                            batch_timings: dict, index: int, progress, count: int) -> HeadResult:
+        """One head of several photos: the views' samples reconciled into one identity, per-view expression and
+        camera fitted with it held fixed, every photo baked through its own camera and the bakes merged."""
+        if progress:
+            progress("fitting", (index + 0.5) / count, index)
+        result, views = self._fitted_same_person(portraits, heads, seed, options.focal_length_px,
+                                                 options.face_index is not None, batch_timings)
+        if progress:
+            progress("texturing", (index + 0.7) / count, index)
+        t = time.perf_counter()
+        bakes, roughness = [], None
+        for portrait, view in zip(portraits, views):
+            diagnostics: dict = {}
+            maps = bake_textures(portrait["image"], view.posed_points(), view.camera, self.topology,
+                                 size=options.texture_size, diagnostics=diagnostics)
+            roughness = roughness or maps["roughness"]
+            bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
+        result.textures = merge_view_bakes(bakes, roughness, result.points, self.topology, options.texture_size)
+        result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
+        result.provenance.extra["texture"] = options.texture
+        return result
+
+    def fit_same_person(self, images: Sequence[np.ndarray], seed: int = 0, focal_length_px: float | None = None,
+                        face_index: int | None = None) -> HeadResult:
+        """The untextured head of several decoded (H, W, 3) photos of one person (one DiT call): what the
+        benchmarks measure, without the bakes."""
+        options = GenerateOptions(seed=int(seed), focal_length_px=focal_length_px, face_index=face_index)
+        portraits = self._front_end_views(tuple(images), options, None, None)
+        heads, timings = self._sample(portraits, [int(seed) + view for view in range(len(portraits))])
+        return self._fitted_same_person(portraits, heads, int(seed), focal_length_px, face_index is not None,
+                                        timings)[0]
+
+    def _fitted_same_person(self, portraits: list[dict], heads: np.ndarray, seed: int,
+                            focal_length_px: float | None, face_asked: bool, batch_timings: dict
+                            ) -> tuple[HeadResult, list[HeadResult]]:
+        """(the untextured result, one untextured result per view): the views' (V, N, 3) DiT heads reconciled
+        into one identity; per view, expression and camera fitted with it held fixed. The result keeps the
+        first photo's expression and camera and every photo's camera (``view_cameras``), as the classic
+        engine does."""
+        t = time.perf_counter()
+        head = reconcile_view_heads(heads)  # (N, 3)
+        reconcile_s = time.perf_counter() - t
+        views = [self._fitted(portrait, head, seed + view, focal_length_px, face_asked and view == 0, batch_timings)
+                 for view, portrait in enumerate(portraits)]
+        first = views[0]
+        timings = {key: round(sum(v.provenance.timings_s.get(key, 0.0) for v in views), 4)
+                   for key in ("decode", "landmarks", "fit")}
+        timings.update({key: round(value * len(views), 4) for key, value in batch_timings.items()})  # V samples
+        timings["reconcile"] = round(reconcile_s, 4)
+        per_view = ("fit_rms_px", "focal_length_px", "yaw_deg", "eyes_hidden", "face")
+        extra = {key: value for key, value in first.provenance.extra.items() if key not in per_view + ("faces_found",)}
+        extra.update({
+            "same_person_views": len(views),
+            "views": [{**{key: v.provenance.extra[key] for key in per_view},
+                       "source_image_sha256": v.provenance.source_image_sha256, "seed": v.provenance.seed}
+                      for v in views],
+            "identity_from": "mean of the views' DiT samples (photo v sampled with seed + v)",
+            "expression_from": "photo 1 (each view's is fitted; the asset keeps the first)"})
+        result = HeadResult(
+            points=head, topology=self.topology, expression_weights=first.expression_weights,
+            blendshape_names=self.classic.expression_names, blendshape_deltas=self.classic.expression_basis,
+            camera=first.camera, view_cameras=[v.camera for v in views],
+            provenance=Provenance(engine=self.name, seed=seed, timings_s=timings,
+                                  source_image_sha256=first.provenance.source_image_sha256, extra=extra))
+        return result, views
 
     def fit_portrait(self, image: np.ndarray, seeds: Sequence[int] = (0,), focal_length_px: float | None = None,
                      face_index: int | None = None) -> list[HeadResult]:
@@ -203,3 +305,24 @@ class ToposEngine:
                        "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
                        "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                        "face": face_provenance(face, asked=face_asked)}))
+
+
+def check_same_person(sources: tuple, options: GenerateOptions) -> None:
+    """Several photos of one person: 2 to MAX_VIEWS of them, textured by merging their bakes."""
+    if not 2 <= len(sources) <= MAX_VIEWS:
+        raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
+    if options.texture != "bake":
+        raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
+                                "person are textured by merging their bakes (--texture bake)")
+
+
+def reconcile_view_heads(heads: np.ndarray) -> np.ndarray:
+    """(V, N, 3) DiT heads of V photos of one person → (N, 3) float32: their per-vertex mean. The samples
+    share the decoder's reference frame (no alignment needed); the mean keeps what the photos agree on and
+    averages out each sample's noise. Measured against each photo's own sample, the sample whose photo the fit
+    reprojects best and a multi-view landmark fit around the mean (BENCHMARKS.md, "Several photos of one
+    person")."""
+    heads = np.asarray(heads, np.float64)
+    if heads.ndim != 3 or len(heads) == 0:
+        raise ValueError(f"heads must be (V, N, 3), got {heads.shape}")
+    return heads.mean(axis=0).astype(np.float32)
