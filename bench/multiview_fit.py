@@ -1,7 +1,8 @@
-"""Several photos of one person vs one: neutral-skin shape error of the classic fit on synthetic renders
-of held-out heads.
+"""Several photos of one person vs one: neutral-skin shape error of the classic fit and of the topos engine
+on synthetic renders of held-out heads.
 
     python bench/multiview_fit.py [--heads 12] [--sheet docs/multiview_contact_sheet.png]
+    OMP_NUM_THREADS=1 python bench/multiview_fit.py --engine topos [--heads 12] [--seed 0]
 
 Heads: the ICT model's identity ~ N(0, 1) deformed outside the model's span (data/synthetic_heads.py:
 random RBF warps of a few mm and a region scaling, no expression; seeds no training or test uses) — the
@@ -15,6 +16,19 @@ over the whole face sub-mesh (9,409: also ears, temples, under the chin, which n
 after a similarity alignment (rotation, translation, scale: the shape) and after a rigid one (a wrong
 size counts; no number of photos fixes the size: scaling the head and every camera distance together
 changes no photo, so it stays the prior's).
+
+``--engine topos``: the DiT conditions on the image crop, so the same held-out heads (same seeds, same
+views, same per-view expressions) are rendered as photos instead of simulated landmarks: textured with
+held-out portraits' albedo (``TextureBank("eval")``), lit and drawn at 256² as
+``data/synthetic_portraits.py`` draws the DiT's evaluation pairs (its random focal length, distance and
+offset; the view's yaw, pitch and roll as above), and the real face front-end runs on every photo.
+1 view = ``ToposEngine.fit_portrait`` on the frontal photo (seed ``--seed``); 3 views =
+``ToposEngine.fit_same_person`` (one DiT sample per photo, seeds ``seed``…``seed + 2``, reconciled into one
+identity). Same errors and alignments. On the same photos and detected landmarks, for comparison: the
+classic fit (1 view, 3 views jointly), the mean head, and what else the engine could do with the samples —
+1 photo sampled 3 times (seeds ``seed``…``seed + 2``: what averaging alone buys), each photo's sample on
+its own, the sample whose photo the fit reprojects best, and a multi-view landmark fit of the identity
+modes around the mean of the samples.
 """
 
 from __future__ import annotations
@@ -57,8 +71,8 @@ def render_sheet(rows: list[dict], topology, path: Path) -> None:
     tile = 220
     sheet_rows = []
     for row in rows:
-        tiles = []
-        for landmarks in row["landmarks"]:
+        tiles = [cv2.resize(photo, (tile, tile), interpolation=cv2.INTER_AREA) for photo in row.get("photos", ())]
+        for landmarks in row.get("landmarks", ()):
             canvas = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 40, np.uint8)
             for x, y in np.round(landmarks[:, :2]).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), 2, (120, 200, 255), -1, cv2.LINE_AA)
@@ -69,7 +83,8 @@ def render_sheet(rows: list[dict], topology, path: Path) -> None:
                                 size=tile)[:, :, :3].copy()
             cv2.putText(image, label, (6, tile - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(image)
-        cv2.putText(tiles[0], "input landmarks: 0, +35, -35 deg", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+        inputs = "photos" if "photos" in row else "landmarks"
+        cv2.putText(tiles[0], f"input {inputs}: 0, +35, -35 deg", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                     (255, 255, 255), 1, cv2.LINE_AA)
         sheet_rows.append(np.concatenate(tiles, axis=1))
     sheet = np.concatenate(sheet_rows, axis=0)
@@ -80,8 +95,13 @@ def render_sheet(rows: list[dict], topology, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--engine", choices=("classic", "topos"), default="classic",
+                        help="classic: simulated landmarks, the classic fit; topos: rendered photos, both engines")
+    parser.add_argument("--seed", type=int, default=0, help="--engine topos: the DiT seed")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the first three heads here")
     args = parser.parse_args()
+    if args.engine == "topos":
+        return topos_views(args)
 
     from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
     from topos_server.engines.classic import ClassicEngine
@@ -137,6 +157,126 @@ def main() -> None:
             print(f"| {region}, {'similarity' if scaled else 'rigid'} | {np.mean(one):.2f} / {np.median(one):.2f} mm | "
                   f"{np.mean(three):.2f} / {np.median(three):.2f} mm | {100 * (1 - np.mean(three) / np.mean(one)):.0f} % "
                   f"({sum(a < b for a, b in zip(three, one))} of {args.heads} heads) |")
+    if args.sheet:
+        render_sheet(rows, engine.topology, args.sheet)
+        print(f"contact sheet: {args.sheet}")
+
+
+def render_view(portraits, posed: np.ndarray, albedo: dict, yaw: float, pitch: float, roll: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """(S, S, 3) uint8 photo of ``posed`` as ``data/synthetic_portraits.py`` draws one (its random focal length,
+    distance, offset, light, background, noise), the head turned by the given yaw, pitch and roll."""
+    from topos_sdk.head_result import Camera
+    from topos_server.data.synthetic_portraits import FACE_CENTRE_LANDMARKS, head_rotation
+
+    camera, _ = portraits.camera(posed, rng)  # its own random rotation is replaced, the face centre kept in place
+    centre = portraits.landmarks.evaluate(posed)[list(FACE_CENTRE_LANDMARKS)].mean(0)  # (3,)
+    world_to_camera = camera.world_to_camera.copy()
+    target = world_to_camera[:3, 3] + world_to_camera[:3, :3] @ centre
+    world_to_camera[:3, :3] = head_rotation(yaw, pitch, roll)
+    world_to_camera[:3, 3] = target - world_to_camera[:3, :3] @ centre
+    camera = Camera(camera.focal_length_px, camera.principal_point_px, camera.image_size, world_to_camera)
+    return portraits.draw(posed, albedo, camera, rng)
+
+
+def topos_views(args) -> None:
+    """``--engine topos``: the held-out heads as rendered photos; the topos engine 1 view vs 3 views, and on the same
+    photos the classic fit, the mean head and the alternatives to the engine's reconciliation (module notes)."""
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
+    from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
+    from topos_server.engines.classic import MEDIAPIPE_LANDMARKS
+    from topos_server.engines.topos import ToposEngine, reconcile_view_heads
+    from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks_multiview
+
+    engine = ToposEngine()
+    classic = engine.classic
+    photos_of = PhotoPortraits("eval", seed=7100, engine=classic)  # held-out portraits' albedo; its light and camera
+    model = HeadModel.load(classic.cache.head_model_file(), device="cpu")
+    held_out = SyntheticHeads(model, engine.topology, seed=7100,
+                              options=SyntheticHeadOptions(expression_probability=0.0))
+    regions = {"front": engine.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
+    methods = ("topos_1", "topos_3", "classic_1", "classic_3", "mean_head", "topos_1x3", "each_view", "best_rms",
+               "topos_3_landmark_fit")
+    errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
+    seconds = {"topos_1": [], "topos_3": []}
+    rows, skipped = [], []
+    for index in range(args.heads):
+        rng = np.random.default_rng([7100, index])
+        truth = held_out.head(rng)  # (N, 3) the same held-out head as the classic rows
+        expressions = []
+        for _ in VIEW_YAWS:  # the classic rows' per-view expressions and pitch/roll draws, in their order
+            expression = np.zeros(classic.expression_basis.shape[0])
+            chosen = rng.choice(len(expression), size=3, replace=False)
+            expression[chosen] = rng.uniform(0, 0.4, 3)
+            expressions.append((expression, rng.uniform(-8, 8), rng.uniform(-4, 4)))
+        albedo, _ = photos_of.albedo(rng)
+        photos = [render_view(photos_of, truth + np.tensordot(expression, classic.expression_basis, axes=1), albedo,
+                              yaw, pitch, roll, rng) for yaw, (expression, pitch, roll) in zip(VIEW_YAWS, expressions)]
+        try:
+            faces = [classic.detect(photo) for photo in photos]
+        except Exception as exc:  # noqa: BLE001 — a photo the front-end misses is counted, not fatal
+            skipped.append(f"head {index}: {exc}")
+            print(f"head {index}: skipped ({exc})", flush=True)
+            continue
+        sizes = [(photo.shape[1], photo.shape[0]) for photo in photos]
+        start = time.perf_counter()
+        one = engine.fit_portrait(photos[0], seeds=[args.seed])[0]
+        seconds["topos_1"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        three = engine.fit_same_person(photos, seed=args.seed)
+        seconds["topos_3"].append(time.perf_counter() - start)
+        per_view = [engine.fit_portrait(photo, seeds=[args.seed + view])[0] for view, photo in enumerate(photos)]
+        samples = np.stack([head.points for head in per_view])  # (3, N, 3): the samples fit_same_person reconciles
+        repeated = engine.fit_portrait(photos[0], seeds=[args.seed + k for k in range(len(photos))])
+        around = LandmarkBasis.from_model(engine.topology.landmarks[MEDIAPIPE_LANDMARKS], three.points,
+                                          classic.identity_basis, classic.expression_basis,
+                                          contour_pool=engine.contour_pool)
+        refit = fit_landmarks_multiview(around, [face.points for face in faces], sizes)
+        single = classic.fit_portrait(photos[0])[0]
+        joint = fit_landmarks_multiview(classic.basis, [face.points for face in faces], sizes)
+        fits = {"topos_1": [one.points], "topos_3": [three.points],
+                "classic_1": [single.points], "classic_3": [classic.identity_points(joint[0].identity)],
+                "mean_head": [classic.neutral],
+                "topos_1x3": [reconcile_view_heads(np.stack([head.points for head in repeated]))],
+                "each_view": list(samples),  # every photo's own sample: the error of one of them, on average
+                "best_rms": [samples[int(np.argmin([h.provenance.extra["fit_rms_px"] for h in per_view]))]],
+                "topos_3_landmark_fit": [three.points
+                                         + np.tensordot(refit[0].identity, classic.identity_basis, axes=1)]}
+        assert np.allclose(reconcile_view_heads(samples), three.points, atol=1e-4)  # the engine's own reconciliation
+        for (method, region, scaled), values in errors.items():
+            vertices = regions[region]
+            values.append(np.mean([aligned_error_mm(points[vertices], truth[vertices], with_scale=scaled).mean()
+                                   for points in fits[method]]))
+        print(f"head {index} (front, shape): " + ", ".join(f"{m} {errors[(m, 'front', True)][-1]:.2f}"
+                                                           for m in methods) + " mm", flush=True)
+        if len(rows) < 3:
+            rows.append({"photos": photos, "truth": truth, "fit_1": one.points, "fit_3": three.points,
+                         "error_1": errors[("topos_1", "front", True)][-1],
+                         "error_3": errors[("topos_3", "front", True)][-1]})
+
+    count = len(errors[("topos_1", "front", True)])
+    print(f"\nmachine: {machine_description()}")
+    print(f"{count} held-out heads ({len(skipped)} skipped: a photo without a detected face), DiT seed {args.seed}; "
+          f"topos {np.median(seconds['topos_1']):.2f} s (1 view), {np.median(seconds['topos_3']):.2f} s (3 views), "
+          f"median, untextured\n")
+    for first, second, label in (("topos_1", "topos_3", "topos engine"), ("classic_1", "classic_3", "classic fit")):
+        print(f"{label}, rendered photos, detected landmarks:\n")
+        print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by |")
+        print("|---|---|---|---|")
+        for region in regions:
+            for scaled in (True, False):
+                one, three = errors[(first, region, scaled)], errors[(second, region, scaled)]
+                alignment = "similarity" if scaled else "rigid"
+                print(f"| {region}, {alignment} | {np.mean(one):.2f} / {np.median(one):.2f} mm "
+                      f"| {np.mean(three):.2f} / {np.median(three):.2f} mm | "
+                      f"{100 * (1 - np.mean(three) / np.mean(one)):.0f} % ({sum(a < b for a, b in zip(three, one))} "
+                      f"of {count} heads) |")
+        print()
+    print("every method, mean mm (front similarity / front rigid / face similarity / face rigid):\n")
+    for method in methods:
+        print(f"- {method}: " + " / ".join(f"{np.mean(errors[(method, region, scaled)]):.2f}"
+                                           for region in regions for scaled in (True, False)))
     if args.sheet:
         render_sheet(rows, engine.topology, args.sheet)
         print(f"contact sheet: {args.sheet}")
