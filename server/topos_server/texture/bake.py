@@ -392,9 +392,12 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         island = tt.island
         coverage_img = tt.image(obs.coverage)
         albedo_img = tt.image(obs.albedo, rows=obs.covered)
-        albedo_linear = fill_islands(albedo_img, coverage_img, tt.interpolated_image(vertex_albedo), island,
-                                     trust=tt.image(obs.trust, rows=obs.covered),
+        trust_img = tt.image(obs.trust, rows=obs.covered)
+        del obs
+        vertex_field = (tt.interpolated_image(vertex_albedo[c:c + 1])[0] for c in range(3))  # made plane by plane
+        albedo_linear = fill_islands(albedo_img, coverage_img, vertex_field, island, trust=trust_img,
                                      out=None if diagnostics is not None else albedo_img)
+        del trust_img, vertex_field
         extend_beyond_islands(np.clip(albedo_linear, 0.0, 1.0, out=albedo_linear), island, out=albedo_linear)
         lap("fill")
         maps["albedo"][tt.tile] = cv2.merge(list(linear_to_srgb8(albedo_linear)))  # (S, S, 3) interleaved
@@ -404,7 +407,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         if diagnostics is not None:
             albedo_tiles[tt.tile], coverage_tiles[tt.tile] = albedo_linear, coverage_img
             diagnostics.setdefault("observed_albedo_linear", {})[tt.tile] = albedo_img
-        del obs, albedo_linear, albedo_img, coverage_img
+        del albedo_linear, albedo_img, coverage_img
     if diagnostics is not None:
         diagnostics["coverage"] = coverage_tiles
         diagnostics["albedo_linear"] = albedo_tiles
@@ -693,7 +696,7 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     direct.cos_view = None  # (only the colour test needs it)
     direct.weight = _feather(tt, direct.weight)
     # the mirror side only matters where the texel itself is not fully seen
-    need = np.flatnonzero(direct.weight < 1.0).astype(np.int32)
+    need = _flatnonzero32(direct.weight < 1.0)
     mirrored = observer.observe(tt, need, mirror)
     if skin_colour is not None:
         neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
@@ -772,30 +775,39 @@ class _TileAlbedo:
 def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrored: _Observation,
                  vertex_shading: np.ndarray, mirror: np.ndarray, skin_colour) -> _TileAlbedo:
     """Albedo per texel: the direct view where seen, the mirror side where not (each delit with the
-    shading of the point it saw), weighted by how well each saw it."""
+    shading of the point it saw), weighted by how well each saw it. The observations' colours are
+    released as soon as they are used (the peak memory of a 2048² bake is here)."""
     coverage = direct.weight.copy()  # (K,)
     a_mirror = (1.0 - direct.weight[need]) * mirrored.weight  # (n,)
     coverage[need] += a_mirror
-    covered = np.flatnonzero(coverage != 0).astype(np.int32)  # (the colour test can leave −1e-7)
+    covered = _flatnonzero32(coverage != 0)  # (the colour test can leave −1e-7)
     slot = np.empty(tt.count, np.int32)  # texel → its column in ``albedo`` (only read for covered texels)
     slot[covered] = np.arange(covered.size, dtype=np.int32)
     albedo = np.zeros((3, covered.size), np.float32)
     # direct: seen texels whose weight survived the colour test and the feather; then the mirror
     # side, delit with the shading of the mirror point
-    keep = np.flatnonzero(direct.weight[direct.seen] != 0).astype(np.int32)
+    keep = _flatnonzero32(direct.weight[direct.seen] != 0)
     texel = direct.seen[keep]
     _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles), texel, direct.colour, keep,
                direct.weight[texel])
-    keep = np.flatnonzero(a_mirror[mirrored.seen] != 0).astype(np.int32)
+    direct.colour = direct.seen = None
+    keep = _flatnonzero32(a_mirror[mirrored.seen] != 0)
     texel = need[mirrored.seen[keep]]
     _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles, mirror), texel,
                mirrored.colour, keep, a_mirror[mirrored.seen[keep]])
-    del slot, keep, texel
+    mirrored.colour = mirrored.seen = None
+    del slot, keep, texel, a_mirror
     coverage_covered = coverage[covered]
     np.divide(albedo, coverage_covered, out=albedo, where=coverage_covered > 1e-6)
     # how far this texel's colour may spread into what nobody saw: only skin-like colours do
     trust = coverage_covered * skin_colour.likelihood(albedo) if skin_colour is not None else coverage_covered
     return _TileAlbedo(coverage, covered, albedo, trust)
+
+
+def _flatnonzero32(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` as int32, found per piece (no (K,) int64 intermediate)."""
+    return np.concatenate(in_chunks(lambda chunk: np.flatnonzero(mask[chunk]).astype(np.int32) + np.int32(chunk.start),
+                                    mask.size))
 
 
 def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_table: np.ndarray,

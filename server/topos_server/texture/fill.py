@@ -154,7 +154,8 @@ def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, i
     """Blend observations into a base field inside the islands.
 
     observed: (C, H, W) observation (meaningful where coverage > 0); coverage: (H, W) in [0, 1];
-    base: (C, H, W) the vertex field; island: (H, W) bool; trust: (H, W) in [0, coverage], how much
+    base: (C, H, W) the vertex field, or an iterable of its C (H, W) planes (made one at a time, used
+    in turn); island: (H, W) bool; trust: (H, W) in [0, coverage], how much
     each observation may spread into its unobserved surroundings (default: coverage). Returns
     (C, H, W) float32, valid on the islands (0 outside), in ``out`` when given (which may be
     ``observed`` itself: the planes are done one at a time).
