@@ -120,7 +120,11 @@ class TileTexels:
 
     def barycentric_of(self, rows: np.ndarray) -> np.ndarray:
         """(3, k) float32 barycentrics of the texels ``rows``."""
-        return np.stack([np.take(weights, rows) for weights in self.barycentric])
+        return np.stack(self.barycentric_rows(rows))
+
+    def barycentric_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three (k,) float32 barycentric weights of the texels ``rows`` (not stacked: no copy)."""
+        return tuple(np.take(weights, rows) for weights in self.barycentric)
 
     @cached_property
     def island(self) -> np.ndarray:
@@ -164,7 +168,7 @@ class TileTexels:
                 out[:, chunk] = interpolate_corners(table, self.triangle[chunk], self.barycentric[:, chunk])
             else:
                 out[:, chunk] = interpolate_corners(table, np.take(self.triangle, rows[chunk]),
-                                                    self.barycentric_of(rows[chunk]))
+                                                    self.barycentric_rows(rows[chunk]))
 
         in_chunks(part, count)
         return out
@@ -517,8 +521,8 @@ def corner_table(vertex_values: np.ndarray, triangles: np.ndarray, vertex_map: n
 
 
 def interpolate_corners(table: np.ndarray, triangle: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
-    """(C, 3, T) :func:`corner_table`, (K,) triangle ids, (3, K) weights → (C, K) float32
-    (the same sums, in the same order, as :func:`interpolate`)."""
+    """(C, 3, T) :func:`corner_table`, (K,) triangle ids, (3, K) weights (or three (K,) rows) → (C, K)
+    float32 (the same sums, in the same order, as :func:`interpolate`)."""
     out = np.empty((table.shape[0], triangle.size), np.float32)
     for c, corner_values in enumerate(table):
         acc = barycentric[0] * np.take(corner_values[0], triangle)
@@ -614,7 +618,7 @@ class _Observer:
         """The texels ``texel`` (c,) of the triangles ``triangle`` (c,) (or their mirror points:
         ``table`` (4, 3, T) holds the geometry at the corners looked at) → weight (c,), seen (k,)
         (indices where the weight is > 0), colour (3, k) and cos_view (k,) there."""
-        geometry = interpolate_corners(table, triangle, tt.barycentric_of(texel))  # (4, c)
+        geometry = interpolate_corners(table, triangle, tt.barycentric_rows(texel))  # (4, c)
         xy, depth, cos_view = geometry[:2], geometry[2], geometry[3]  # xy in the camera's image size
         cam_w, cam_h = self.camera.image_size
         with np.errstate(invalid="ignore"):
@@ -629,7 +633,9 @@ class _Observer:
         cos_clamped = np.clip(cos_view, GRAZING_COS, 1.0)
         slope = np.sqrt(1.0 - cos_clamped * cos_clamped) / cos_clamped  # tan of the view angle
         tolerance = self.tolerance + SLOPE_TOLERANCE * footprint * slope
-        visible = inside & (depth <= self.depth_map[zy, zx] + tolerance)
+        zy *= zw
+        zy += zx
+        visible = inside & (depth <= np.take(self.depth_map.reshape(-1), zy) + tolerance)
         angle = np.clip((cos_view - GRAZING_COS) / (FULL_WEIGHT_COS - GRAZING_COS), 0.0, 1.0)
         weight = np.where(visible, angle * angle * (3.0 - 2.0 * angle), 0.0).astype(np.float32)  # (c,)
         seen = np.flatnonzero(weight > 0).astype(np.int32)  # (k,)
@@ -818,7 +824,7 @@ def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_t
     ``column`` (k,) must not repeat."""
     def part(chunk: slice) -> None:
         rows = texel[chunk]
-        shading = interpolate_corners(shading_table, np.take(tt.triangle, rows), tt.barycentric_of(rows))[0]  # (c,)
+        shading = interpolate_corners(shading_table, np.take(tt.triangle, rows), tt.barycentric_rows(rows))[0]  # (c,)
         for channel in range(3):
             value = colour[channel, colour_rows[chunk]] / shading
             np.clip(value, 0.0, 1.0, out=value)

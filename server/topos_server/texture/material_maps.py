@@ -103,10 +103,11 @@ def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear:
                 coverage: np.ndarray, depth_cm: float = DETAIL_DEPTH_CM) -> np.ndarray:
     """(S, S, 3) uint8 normal map of one tile (``tt``: its TileTexels); texel_lengths: per triangle
     |∂P/∂u|, |∂P/∂v| (:func:`uv_texel_lengths`); albedo_linear (3, S, S); coverage (S, S)."""
-    du_len, dv_len = texel_lengths
+    size = tt.size
+    texel_u_of = texel_lengths[0] / np.float32(size)  # (T,) cm per texel along +u, per triangle
+    texel_v_of = texel_lengths[1] / np.float32(size)
     max_slope = np.float32(np.tan(np.radians(MAX_TILT_DEGREES)))
     difference = np.array([[-0.5, 0.0, 0.5]], np.float32)  # central difference
-    size = tt.size
     log_lum = np.log(luminance(albedo_linear, axis=0) + 0.01).astype(np.float32)  # (S, S)
     sigma = max(0.75, DETAIL_SCALE * size)
     height = log_lum - cv2.GaussianBlur(log_lum, (0, 0), sigma)
@@ -119,8 +120,8 @@ def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear:
 
     def part(chunk: slice) -> None:
         k, triangle = tt.texel[chunk], tt.triangle[chunk]
-        texel_u = du_len[triangle] / np.float32(size)  # (k,) cm per texel along +u
-        texel_v = dv_len[triangle] / np.float32(size)
+        texel_u = np.take(texel_u_of, triangle)  # (k,)
+        texel_v = np.take(texel_v_of, triangle)
         slope_t = np.divide(grad_col[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
         slope_b = np.divide(-grad_row[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
         limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
