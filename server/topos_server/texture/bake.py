@@ -825,11 +825,13 @@ def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_t
     def part(chunk: slice) -> None:
         rows = texel[chunk]
         shading = interpolate_corners(shading_table, np.take(tt.triangle, rows), tt.barycentric_rows(rows))[0]  # (c,)
-        for channel in range(3):
-            value = colour[channel, colour_rows[chunk]] / shading
+        seen_at, columns = colour_rows[chunk], column[chunk]
+        for plane, colour_plane in zip(albedo, colour):
+            value = np.take(colour_plane, seen_at)
+            value /= shading
             np.clip(value, 0.0, 1.0, out=value)
             value *= weight[chunk]
-            albedo[channel, column[chunk]] += value
+            plane[columns] += value
 
     in_chunks(part, texel.size)
 

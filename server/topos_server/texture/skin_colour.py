@@ -66,16 +66,23 @@ class SkinColour:
         ``doubt_floor`` (K,) in [0, 1] applies the colour test there whatever the view angle (the neck,
         which clothing covers face-on as often as not).
         """
-        doubt = np.clip((TRUST_COS - cos_view) / (TRUST_COS - DOUBT_COS), 0.0, 1.0)
-        tolerance = np.float32(TOLERANCE)
-        if doubt_floor is not None:
-            doubt = np.maximum(doubt, doubt_floor)
-            tolerance = TOLERANCE + (NECK_TOLERANCE - TOLERANCE) * doubt_floor
-        active = np.flatnonzero(doubt > 0)
-        factor = np.ones(cos_view.shape, np.float32)
-        if active.size:
-            tol = tolerance[active] if np.ndim(tolerance) else tolerance
-            factor[active] = 1.0 - doubt[active] * (1.0 - self.likelihood(linear_rgb[:, active], tol))
+        factor = np.empty(cos_view.shape, np.float32)
+
+        def part(chunk: slice) -> None:
+            doubt = np.clip((TRUST_COS - cos_view[chunk]) / (TRUST_COS - DOUBT_COS), 0.0, 1.0)
+            tolerance = np.float32(TOLERANCE)
+            if doubt_floor is not None:
+                doubt = np.maximum(doubt, doubt_floor[chunk])
+                tolerance = TOLERANCE + (NECK_TOLERANCE - TOLERANCE) * doubt_floor[chunk]
+            active = np.flatnonzero(doubt > 0)
+            out = factor[chunk]
+            out[...] = 1.0
+            if active.size:
+                tol = np.take(tolerance, active) if np.ndim(tolerance) else tolerance
+                likely = self._likelihood(np.take(linear_rgb[:, chunk], active, axis=1), tol)
+                out[active] = 1.0 - np.take(doubt, active) * (1.0 - likely)
+
+        in_chunks(part, factor.size)
         return factor
 
 
