@@ -697,7 +697,7 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     """Finish the direct observation (colour test, feather; in place) and observe the mirror points of
     the texels it does not fully see: (those texels (n,), their mirror observation)."""
     if skin_colour is not None:  # grazing or neck texels that do not look like skin: background, collar
-        neck_doubt = tt.interpolate(neck, direct.seen)[0] if neck is not None else None
+        neck_doubt = _interpolate_where_nonzero(tt, neck, direct.seen) if neck is not None else None
         direct.weight[direct.seen] *= skin_colour.oblique_weight(direct.colour, direct.cos_view, neck_doubt)
     direct.cos_view = None  # (only the colour test needs it)
     direct.weight = _feather(tt, direct.weight)
@@ -705,7 +705,7 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     need = _flatnonzero32(direct.weight < 1.0)
     mirrored = observer.observe(tt, need, mirror)
     if skin_colour is not None:
-        neck_doubt = tt.interpolate(neck, need[mirrored.seen])[0] if neck is not None else None
+        neck_doubt = _interpolate_where_nonzero(tt, neck, need[mirrored.seen]) if neck is not None else None
         mirrored.weight[mirrored.seen] *= skin_colour.oblique_weight(mirrored.colour, mirrored.cos_view, neck_doubt)
     mirrored.cos_view = None
     # (fully seen texels count as "mirror seen" for the feather: no dip where the views meet)
@@ -713,6 +713,16 @@ def _observe_mirror_side(observer: _Observer, tt: TileTexels, direct: _Observati
     full_weight[need] = mirrored.weight
     mirrored.weight = _feather(tt, full_weight)[need]
     return need, mirrored
+
+
+def _interpolate_where_nonzero(tt: TileTexels, vertex_values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``tt.interpolate(vertex_values, rows)[0]`` for a (1, N) field that is zero on most of the skin
+    (the neck): only texels of triangles with a non-zero corner are interpolated, the others are 0."""
+    nonzero = (vertex_values[0][tt.layout_triangles] != 0).any(axis=1)  # (T,)
+    out = np.zeros(rows.size, np.float32)
+    hit = _flatnonzero32(nonzero[np.take(tt.triangle, rows)])
+    out[hit] = tt.interpolate(vertex_values, np.take(rows, hit))[0]
+    return out
 
 
 def _direct_on_sample_grid(tt: TileTexels, direct: _Observation) -> np.ndarray:
