@@ -1,5 +1,10 @@
 """Texture bake timing and memory: `python bench/texture_bake.py [--sizes 1024 2048] [--runs 5]`.
 
+`--cli [--baseline CHECKOUT]`: the whole `topos generate` command instead (one new process per run,
+warm caches, best of ``--runs`` by wall time, alternating with the baseline checkout when given, e.g. a
+`git worktree` of an older commit): wall, CPU (user + sys) and peak RSS of the process, and the load
+average before each run (the runs of bench/generate_e2e.py --cli; that script reports medians).
+
 The ICT head from the asset cache, placed over the face of `skimage.data.astronaut()` (512²) as in
 tests/test_texture_bake.py. Each size runs in a fresh subprocess (peak RSS is per process):
 - cold: empty memory caches and no disk cache (UV raster, regions, Laplacian all built),
@@ -66,13 +71,45 @@ def run_one(size: int, runs: int, disk_cache: str) -> dict:
     }
 
 
+def best_cli_runs(sizes: list[int], runs: int, baseline: str | None) -> None:
+    """`topos generate` per size: the best of ``runs`` by wall time per build, as a Markdown table."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generate_e2e import PORTRAIT, run_cli
+    from machine import machine_description
+
+    builds = ([("baseline " + baseline, Path(baseline).resolve())] if baseline else []) + [("this checkout", None)]
+    print(f"Machine: {machine_description()}")
+    print(f"`topos generate {PORTRAIT.name} --texture-size S`, new process per run, warm caches, best of {runs} "
+          "by wall time (builds alternating); load = 1-min load average before each run")
+    print("\n| texture | build | wall s | CPU s | peak RSS MiB | load |\n|---|---|---|---|---|---|")
+    for size in sizes:
+        for _, checkout in builds:  # warm the asset, UV-layout and OS file caches
+            run_cli(size, checkout)
+        results = {name: [] for name, _ in builds}
+        for _ in range(runs):
+            for name, checkout in builds:
+                results[name].append(run_cli(size, checkout))
+        for name, _ in builds:
+            best = min(results[name], key=lambda r: r["wall"])
+            loads = [r["load"] for r in results[name]]
+            print(f"| {size}² ×2 tiles | {name} | {best['wall']:.2f} | {best['cpu']:.2f} | {best['rss']:.0f} | "
+                  f"{min(loads):.1f}–{max(loads):.1f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cli", action="store_true", help="time the whole `topos generate` command")
+    parser.add_argument("--baseline", help="with --cli: another checkout to alternate with (e.g. a git worktree)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cli:
+        best_cli_runs(args.sizes, args.runs, args.baseline)
+        return 0
     if args.child:
         print(json.dumps(run_one(args.child, args.runs, args.cache)))
         return 0
