@@ -805,7 +805,7 @@ def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrore
     keep = _flatnonzero32(direct.weight[direct.seen] != 0)
     texel = direct.seen[keep]
     _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles), texel, direct.colour, keep,
-               direct.weight[texel])
+               direct.weight[texel], first=True)
     direct.colour = direct.seen = None
     keep = _flatnonzero32(a_mirror[mirrored.seen] != 0)
     texel = need[mirrored.seen[keep]]
@@ -827,11 +827,12 @@ def _flatnonzero32(mask: np.ndarray) -> np.ndarray:
 
 
 def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_table: np.ndarray,
-               texel: np.ndarray, colour: np.ndarray, colour_rows: np.ndarray, weight: np.ndarray) -> None:
+               texel: np.ndarray, colour: np.ndarray, colour_rows: np.ndarray, weight: np.ndarray,
+               first: bool = False) -> None:
     """``albedo[:, column] += weight × clip(colour / shading, 0, 1)`` for the texels ``texel`` (k,):
     ``colour[:, colour_rows]`` (3, k) seen at the points where the shading is interpolated from
     ``shading_table`` (1, 3, T) (:func:`corner_table`: the texel's own corners or their mirrors).
-    ``column`` (k,) must not repeat."""
+    ``column`` (k,) must not repeat; ``first``: those columns are still 0 (assigned, not added)."""
     def part(chunk: slice) -> None:
         rows = texel[chunk]
         shading = interpolate_corners(shading_table, np.take(tt.triangle, rows), tt.barycentric_rows(rows))[0]  # (c,)
@@ -841,7 +842,10 @@ def _add_delit(albedo: np.ndarray, column: np.ndarray, tt: TileTexels, shading_t
             value /= shading
             np.clip(value, 0.0, 1.0, out=value)
             value *= weight[chunk]
-            plane[columns] += value
+            if first:
+                plane[columns] = value
+            else:
+                plane[columns] += value
 
     in_chunks(part, texel.size)
 
