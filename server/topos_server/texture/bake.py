@@ -149,10 +149,15 @@ class TileTexels:
         With ``rows`` (k,), ``values`` (C, k) / (k,) are given for those texels only (the others: ``fill``).
         """
         out = np.full(values.shape[:-1] + (self.size * self.size,), fill, np.float32)
-        texel = self.texel if rows is None else self.texel[rows]
         planes = out.reshape(-1, out.shape[-1])  # (C, size²)
-        for plane, plane_values in zip(planes, values.reshape(len(planes), -1)):  # (no texel: (C, 0) is fine)
-            plane[texel] = plane_values  # plane by plane: several times faster than one 2-D scatter
+        per_plane = values.reshape(len(planes), -1)  # (C, k) (no texel: (C, 0) is fine)
+
+        def part(chunk: slice) -> None:
+            texel = self.texel[chunk] if rows is None else np.take(self.texel, rows[chunk])
+            for plane, plane_values in zip(planes, per_plane):
+                plane[texel] = plane_values[chunk]  # plane by plane: several times faster than one 2-D scatter
+
+        in_chunks(part, per_plane.shape[1])
         return out.reshape(values.shape[:-1] + (self.size, self.size))
 
     def interpolate(self, vertex_values: np.ndarray, rows: np.ndarray | None = None,
