@@ -119,11 +119,15 @@ def normal_tile(tt, texel_lengths: tuple[np.ndarray, np.ndarray], albedo_linear:
     planes[0], planes[1], planes[2] = 128, 128, 255  # flat
 
     def part(chunk: slice) -> None:
-        k, triangle = tt.texel[chunk], tt.triangle[chunk]
+        k = tt.texel[chunk]
+        along_col, along_row = np.take(grad_col, k), np.take(grad_row, k)
+        # flat where the height does not change (most of what the photo did not see): the planes' default
+        tilted = np.flatnonzero((along_col != 0) | (along_row != 0))
+        k, triangle = np.take(k, tilted), np.take(tt.triangle[chunk], tilted)
         texel_u = np.take(texel_u_of, triangle)  # (k,)
         texel_v = np.take(texel_v_of, triangle)
-        slope_t = np.divide(grad_col[k], texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
-        slope_b = np.divide(-grad_row[k], texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
+        slope_t = np.divide(np.take(along_col, tilted), texel_u, out=np.zeros(k.size, np.float32), where=texel_u > 0)
+        slope_b = np.divide(-np.take(along_row, tilted), texel_v, out=np.zeros(k.size, np.float32), where=texel_v > 0)
         limit = np.minimum(1.0, max_slope / np.maximum(np.hypot(slope_t, slope_b), 1e-12))
         slope_t *= limit
         slope_b *= limit
