@@ -453,7 +453,7 @@ def test_maya_dialog_offers_registered_topologies_and_passes_the_choice(monkeypa
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(portrait)
-    fake = fake_generate(monkeypatch, head_result(make_quad_grid(), seed=1))
+    fake = fake_generate(monkeypatch, head_result(make_quad_grid(), seed=1), tmp_path)
     dialog = fill_dialog(maya, portrait, tmp_path / "heads")
     labels = [c["label"] for c in maya.calls_to("menuItem") if "label" in c]
     assert "reference" in labels and "studio_a" in labels
