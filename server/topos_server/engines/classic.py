@@ -117,11 +117,12 @@ class ClassicEngine:
         result, _ = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
         t = time.perf_counter()
         report("texturing", 0.4)
-        diagnostics: dict = {}
+        # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
+        diagnostics = {} if options.texture != "bake" else None
         baked = bake_textures(image, result.posed_points(), result.camera, self.topology, size=options.texture_size,
                               diagnostics=diagnostics)
         bake_s, t = time.perf_counter() - t, time.perf_counter()
-        result.textures = complete_textures(baked, diagnostics, result.points, self.topology, options.texture_size,
+        result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
                                             options.seed, mode=options.texture)
         timings = {"decode": decode_s, **result.provenance.timings_s, "bake": bake_s}
         if options.texture != "bake":

@@ -189,12 +189,13 @@ class ToposEngine:
         if progress:
             progress("texturing", (index + 0.7) / count, index)
         t = time.perf_counter()
-        diagnostics: dict = {}
+        # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
+        diagnostics = {} if options.texture != "bake" else None
         baked = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
                               size=options.texture_size, diagnostics=diagnostics)
         result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
-        result.textures = complete_textures(baked, diagnostics, result.points, self.topology, options.texture_size,
+        result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
                                             seed, mode=options.texture)
         if options.texture != "bake":
             result.provenance.timings_s["texture_" + options.texture] = round(time.perf_counter() - t, 4)
