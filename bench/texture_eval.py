@@ -11,7 +11,10 @@
    > 0.5, visible < 0.5): mean L1 in linear RGB and the L1 of the finite-difference gradients, for
    today's fill (``texture_pairs.bake_fill``: the baker's mirror step, harmonic vertex field and
    push-pull of the residual) and for ``complete_textures(mode="learned")`` given that same bake. Both go
-   through 8-bit sRGB, as the asset's PNGs do.
+   through 8-bit sRGB, as the asset's PNGs do. Seed spread: the mean |difference| on those texels between
+   two seeds. Also the *oracle* of the design: the fill with its
+   low frequencies at the model's R² replaced by the truth's (``fill + up(truth↓R) − up(fill↓R)``), the
+   best a model that works at R² could do.
 2. **De-lighting** on synthetic heads with known albedo (held-out bank textures,
    ``SyntheticPortraits("eval")``): each head is rendered under 5 random lights (same head, albedo
    and camera) and baked through the true camera; error of the albedo against the truth on the
@@ -75,7 +78,12 @@ def scores(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[
 
 def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
     from topos_server.data.texture_bank import TextureBank
-    from topos_server.data.texture_pairs import MAX_PITCH_DEG, MAX_YAW_DEG, bake_fill, pose_visibility, uv_geometry
+    import cv2
+    from topos_server.data.texture_pairs import (MAX_PITCH_DEG, MAX_YAW_DEG, bake_fill, downsample_observation,
+                                                 pose_visibility, uv_geometry)
+
+    def upsampled(planes: np.ndarray) -> np.ndarray:  # (3, r, r) → (3, SIZE, SIZE)
+        return np.stack([cv2.resize(p, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for p in planes])
 
     bank = TextureBank("eval")
     names = bank.names[:count]
@@ -102,15 +110,22 @@ def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
         fill, _ = bake_fill(observed, seen, topology)
         fill_l1, fill_grad = scores(through_srgb8(fill), truth, hidden)
         row = {"name": name, "hidden_texels": int(hidden.sum()), "fill_l1": fill_l1, "fill_grad": fill_grad}
+        r = model.config.resolution
+        oracle = fill + upsampled(downsample_observation(truth, truth_weight, r)[0]) \
+            - upsampled(downsample_observation(fill, None, r)[0])
+        row["oracle_l1"], row["oracle_grad"] = scores(through_srgb8(np.clip(oracle, 0.0, 1.0)), truth, hidden)
         for n in steps:
             learned = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, index, n)
             row[f"learned{n}_l1"], row[f"learned{n}_grad"] = scores(learned, truth, hidden)
+            other_seed = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, index + 1000, n)
+            row[f"learned{n}_seed_spread"] = float(np.abs(other_seed - learned)[:, hidden].mean())
         rows.append(row)
-        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} "
+        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} oracle {row['oracle_l1']:.4f} "
               + " ".join(f"learned({n} steps) {row[f'learned{n}_l1']:.4f}" for n in steps)
               + f"  grad fill {fill_grad:.4f} " + " ".join(f"{row[f'learned{n}_grad']:.4f}" for n in steps),
               file=sys.stderr, flush=True)
-    keys = ["fill_l1", "fill_grad"] + [f"learned{n}_{m}" for n in steps for m in ("l1", "grad")]
+    keys = ["fill_l1", "fill_grad", "oracle_l1", "oracle_grad"] + [f"learned{n}_{m}" for n in steps
+                                                                    for m in ("l1", "grad", "seed_spread")]
     summary = {key: float(np.mean([r[key] for r in rows])) for key in keys}
     for n in steps:
         summary[f"learned{n}_l1_reduction"] = 1.0 - summary[f"learned{n}_l1"] / summary["fill_l1"]
@@ -125,6 +140,7 @@ def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
 def delighting(model, heads: int) -> dict:
     from topos_server.data.synthetic_portraits import FACE_TILE, SyntheticPortraits
     from topos_server.texture.bake import bake_textures
+    from topos_server.texture.learned import DELIGHT_SEEN
 
     portraits = SyntheticPortraits("eval", seed=7)
     topology = portraits.topology
@@ -136,7 +152,7 @@ def delighting(model, heads: int) -> dict:
         albedo, _ = portraits.albedo(rng)
         camera, pose = portraits.camera(head, rng)
         truth = albedo[FACE_TILE].transpose(2, 0, 1)  # (3, S, S) linear
-        estimates = {"sh": [], "learned": []}
+        estimates = {"sh": [], "learned": [], "model_delit": []}
         masks = []
         for light in range(LIGHTS):
             image = portraits.draw(head, albedo, camera, np.random.default_rng([21, index, light]))
@@ -151,8 +167,10 @@ def delighting(model, heads: int) -> dict:
             from topos_server.texture.learned import complete_textures
             from topos_server.texture.skin_lighting import srgb8_to_linear
 
-            out = complete_textures(maps, diagnostics, head, topology, truth.shape[-1], seed=light, model=model)
-            estimates["learned"].append(srgb8_to_linear(out["albedo"].tiles[FACE_TILE]).transpose(2, 0, 1))
+            for key, delight_seen in (("learned", DELIGHT_SEEN), ("model_delit", True)):
+                out = complete_textures(maps, diagnostics, head, topology, truth.shape[-1], seed=light, model=model,
+                                        delight_seen=delight_seen)
+                estimates[key].append(srgb8_to_linear(out["albedo"].tiles[FACE_TILE]).transpose(2, 0, 1))
         if len(masks) < LIGHTS:
             continue
         mask = np.logical_and.reduce(masks)
@@ -168,9 +186,11 @@ def delighting(model, heads: int) -> dict:
             row[f"{method}_error"] = float(np.abs(matched - truth[:, mask][None]).mean())
             row[f"{method}_spread"] = float(matched.std(axis=0).mean())
         rows.append(row)
-        print(f"head {index} (yaw {row['yaw_deg']}°): error SH {row['sh_error']:.4f} learned {row['learned_error']:.4f}  "
-              f"spread SH {row['sh_spread']:.4f} learned {row['learned_spread']:.4f}", file=sys.stderr, flush=True)
-    summary = {key: float(np.mean([r[key] for r in rows])) for key in ("sh_error", "learned_error", "sh_spread", "learned_spread")}
+        print(f"head {index} (yaw {row['yaw_deg']}°): " + "  ".join(
+            f"{method} error {row[f'{method}_error']:.4f} spread {row[f'{method}_spread']:.4f}" for method in estimates),
+            file=sys.stderr, flush=True)
+    summary = {f"{method}_{score}": float(np.mean([r[f"{method}_{score}"] for r in rows]))
+               for method in ("sh", "learned", "model_delit") for score in ("error", "spread")}
     summary["heads"] = len(rows)
     return {"summary": summary, "rows": rows}
 
@@ -200,7 +220,7 @@ def timing(model, topology) -> dict:
     geometry = uv_geometry(topology, result.points, model.config.resolution)
     r = model.config.resolution
     zeros = np.zeros((3, r, r), np.float32)
-    condition = torch.from_numpy(model_condition(zeros, zeros[0], zeros, geometry))[None]
+    condition = torch.from_numpy(model_condition(zeros, zeros[0], zeros, geometry, topology))[None]
     best = []
     for _ in range(3):
         start = time.perf_counter()

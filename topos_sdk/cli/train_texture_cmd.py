@@ -11,13 +11,13 @@ from .train_cmd import add_training_options, apply_training_options
 def register(models) -> None:
     p = models.add_parser("texture", help="TOPOS-Texture: completes the photo bake in UV space",
                           description="Train TOPOS-Texture (partial photo bake + UV geometry → complete de-lit "
-                                      "albedo, roughness, detail) on the training split's texture bank "
+                                      "albedo and roughness) on the training split's texture bank "
                                       "(python -m topos_server.data.texture_bank --split train). "
                                       "Needs `topos assets import` first.")
     p.add_argument("--config", default="small", help="size: tiny, small (CPU), base (GPU)")
-    add_training_options(p, steps=2000, batch_of="crops", batch_size=8, lr="1e-3", eval_every=100)
+    add_training_options(p, steps=2000, batch_of="maps", batch_size=12, lr="1e-3", eval_every=100)
     p.add_argument("--bank", type=Path, metavar="DIR", help="texture bank root (default: $TOPOS_HOME/texture_bank)")
-    p.add_argument("--crop", type=int, help="crop side in texels (default 128; 0: whole maps)")
+    p.add_argument("--crop", type=int, help="train on random crops of this side in texels (default 0: whole maps)")
     p.set_defaults(handler=run)
 
 
@@ -38,13 +38,15 @@ def run(args) -> int:
     print(f"{len(bank)} training bakes from {bank.folder}", file=sys.stderr, flush=True)
 
     def progress(record: dict) -> None:
-        if record["step"] % 10 and "eval_l1_learned" not in record:
+        evaluated = "eval_l1_fill" in record
+        if record["step"] % 10 and not evaluated:
             return
         line = (f"step {record['step']}/{config.steps} loss {record['loss']:.4f} "
                 f"albedo {record['albedo']:.4f}  {record['elapsed_s']:.0f} s")
-        if "eval_l1_learned" in record:
-            line += (f"  eval hidden-texel L1 {record['eval_l1_learned']:.4f} "
-                     f"(baker's fill {record['eval_l1_fill']:.4f})")
+        if evaluated:
+            learned = ", ".join(f"{record[key]:.4f} ({key.rsplit('_', 1)[1]})" for key in sorted(record)
+                                if key.startswith("eval_l1_learned_"))
+            line += f"  eval hidden-texel L1 learned {learned}, baker's fill {record['eval_l1_fill']:.4f}"
         print(line, file=sys.stderr, flush=True)
 
     records = (bank[i] for i in range(len(bank)))

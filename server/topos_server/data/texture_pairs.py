@@ -12,12 +12,13 @@ resolution R. One example (:meth:`TexturePairs.example`, a pure function of ``(s
   the visibility of the head's UV normals from a random head turn (:func:`pose_visibility`; the
   portraits are nearly all frontal) multiplies the truth's weight: the model sees that part and must
   restore the rest.
-- **re-lighting**: half the examples see the observation multiplied by the shading of a random light
-  (ambient + a directional Lambert term through the head's UV normal map, normalised to median 1 on
-  the skin, as the baker normalises its own): the model learns to return the unlit albedo.
-- **targets**: the truth albedo, the region-prior roughness (``material_maps``) and a detail height
-  (high-pass log-luminance, as the baker's normal map uses). The loss counts only where the truth
-  was observed (roughness everywhere on the island), hidden texels weighted up.
+- **re-lighting** (``relight_probability`` of the examples, 0 by default — see RELIGHT_PROBABILITY): the
+  observation multiplied by the shading of a random light
+  (ambient + a directional Lambert term through the head's UV normal map), then de-lit by the baker's
+  own 9-coefficient SH fit (``fit_skin_lighting``) as every bake is: the model learns to remove what
+  the SH de-lighting leaves, the input it meets at inference.
+- **targets**: the truth albedo and the region-prior roughness (``material_maps``). The loss counts
+  only where the truth was observed (roughness everywhere on the island), hidden texels weighted up.
 
 The head geometry of a bank portrait is not stored: examples use the reference topology's rest head
 for the UV position / normal maps (at inference the fitted head's own).
@@ -32,22 +33,24 @@ import numpy as np
 import torch
 
 from topos_sdk.topology import ReferenceTopology
-from topos_server.models.texture_model import CONDITION_CHANNELS, HEIGHT_SCALE, TARGET_CHANNELS
+from topos_server.models.texture_model import CONDITION_CHANNELS, TARGET_CHANNELS
 from topos_server.texture import material_maps
 from topos_server.texture.bake import (FULL_WEIGHT_COS, GRAZING_COS, SKIN_MATERIALS, mirror_vertex_map,
                                        skin_uv_layout, skin_vertex_field, vertex_normals)
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import extend_beyond_islands, fill_islands, push_pull
 from topos_server.texture.skin_colour import fit_skin_colour
-from topos_server.texture.skin_lighting import luminance
+from topos_server.texture.skin_lighting import fit_skin_lighting
 
 FACE_TILE = 1001
 LIPS_TOLERANCE = 6.0  # spreads: lips are redder than skin, teeth and the mouth's inside are far
 SKIN_TOLERANCE = 3.0
 HIDDEN_LOSS_WEIGHT = 4.0  # texels hidden from the input count this much more than the ones it saw
-RELIGHT_PROBABILITY = 0.5
+RELIGHT_PROBABILITY = 0.0  # default share of re-lit examples: at 0.5 the network learned to remove shading that
+# real bakes do not carry (the bank's truth is SH de-lit the same way) and did worse on held-out restoration
 MIRROR_MASK_PROBABILITY = 0.5
 MAX_YAW_DEG, MAX_PITCH_DEG = 70.0, 25.0  # head turns of the hiding masks
+ASYMMETRY_SCALE = 1.0 / 64.0  # blur (of the tile side) of the left/right difference the prior carries over
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,6 @@ def skin_trust(albedo: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> 
     return np.maximum(likelihood, geometry.exempt).astype(np.float32)
 
 
-def detail_height(albedo: np.ndarray) -> np.ndarray:
-    """(3, R, R) linear albedo → (R, R) high-pass log-luminance ÷ HEIGHT_SCALE (clipped to ±1).
-
-    The same separation of detail from shading as the baker's normal map (``material_maps``)."""
-    size = albedo.shape[-1]
-    log_lum = np.log(luminance(albedo, axis=0) + 0.01).astype(np.float32)
-    sigma = max(0.75, material_maps.DETAIL_SCALE * size)
-    return np.clip((log_lum - cv2.GaussianBlur(log_lum, (0, 0), sigma)) / HEIGHT_SCALE, -1.0, 1.0)
-
-
 def encode_albedo(linear: np.ndarray | torch.Tensor):
     """Linear albedo in [0, 1] → the model's range: 2·sqrt(a) − 1 (more resolution in the darks)."""
     return 2.0 * linear.clip(0.0, 1.0) ** 0.5 - 1.0
@@ -138,18 +131,29 @@ def decode_albedo(encoded: np.ndarray | torch.Tensor):
     return ((encoded.clip(-1.0, 1.0) + 1.0) * 0.5) ** 2
 
 
-def model_condition(observed: np.ndarray, weight: np.ndarray, fill: np.ndarray, geometry: UVGeometry) -> np.ndarray:
+def model_condition(observed: np.ndarray, weight: np.ndarray, fill: np.ndarray, geometry: UVGeometry,
+                    topology: ReferenceTopology, tile: int = FACE_TILE) -> np.ndarray:
     """(3, R, R) linear observed albedo, (R, R) weight, (3, R, R) the baker's fill of them (:func:`bake_fill`)
-    → (14, R, R) float32 condition (CONDITION_CHANNELS)."""
+    → (18, R, R) float32 condition (CONDITION_CHANNELS). Its fill channels (the model's prior) carry the
+    face's seen left/right difference over to the mirrored texels (:func:`asymmetry_corrected`); the
+    mirror channels let the network compare each texel with its mirror point without learning the UV
+    layout's symmetry."""
     w = np.clip(weight, 0.0, 1.0) * geometry.island
-    condition = np.concatenate([encode_albedo(observed) * w, w[None], encode_albedo(fill), geometry.position,
-                                geometry.normal, geometry.island[None]])
+    mirror, mirror_weight = mirrored(observed * (w > 0), w, topology, tile)
+    mirror_weight = mirror_weight * geometry.island
+    prior = asymmetry_corrected(fill, observed, w, mirror, mirror_weight)
+    condition = np.concatenate([encode_albedo(observed) * w, w[None], encode_albedo(prior), geometry.position,
+                                geometry.normal, geometry.island[None], encode_albedo(mirror) * mirror_weight,
+                                mirror_weight[None]])
     assert condition.shape[0] == len(CONDITION_CHANNELS)
     return condition.astype(np.float32)
 
 
 def random_light_shading(normal: np.ndarray, island_weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(3, R, R) normals → (R, R) shading of ambient + one directional light, median 1 where weighted."""
+    """(3, R, R) normals → (R, R) shading of ambient + one directional light, median 1 where weighted.
+
+    The baker de-lights with SH fitted to the photo, so what reaches the model is this shading divided by
+    its SH fit (:func:`sh_delit`)."""
     direction = rng.normal(size=3)
     direction[2] = abs(direction[2]) + 0.3  # from the front half (the side a portrait is lit from)
     direction /= np.linalg.norm(direction)
@@ -159,6 +163,15 @@ def random_light_shading(normal: np.ndarray, island_weight: np.ndarray, rng: np.
     seen = island_weight > 0.5
     median = float(np.median(shading[seen])) if seen.any() else 1.0
     return (shading / max(median, 1e-3)).astype(np.float32)
+
+
+def sh_delit(albedo: np.ndarray, weight: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """(3, R, R) linear albedo seen under some light, (R, R) weight, (3, R, R) normals → the albedo divided by
+    the 9-coefficient SH shading fitted to it, as the baker de-lights a photo (``fit_skin_lighting``)."""
+    seen = weight > 0.5
+    lighting = fit_skin_lighting(normal[:, seen], albedo[:, seen], weight[seen])
+    shading = lighting.shading(normal.reshape(3, -1)).reshape(weight.shape)  # (R, R)
+    return albedo / shading[None]
 
 
 def pose_visibility(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -193,6 +206,37 @@ def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int = FACE_TI
 _MIRROR_MAPS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
+def mirrored(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology,
+             tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
+    """(3, S, S) albedo, (S, S) weight → what each texel's mirror point across the face saw: (3, S, S), (S, S)."""
+    map_x, map_y = mirror_texel_map(topology, weight.shape[0], tile)
+    mirror_weight = cv2.remap(weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mirror_premultiplied = [cv2.remap(np.ascontiguousarray(p * weight), map_x, map_y, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE) for p in observed]
+    mirror_albedo = np.stack([np.divide(m, mirror_weight, out=np.zeros_like(m), where=mirror_weight > 1e-4)
+                              for m in mirror_premultiplied])  # (3, S, S)
+    return mirror_albedo, mirror_weight
+
+
+def asymmetry_corrected(fill: np.ndarray, observed: np.ndarray, weight: np.ndarray, mirror: np.ndarray,
+                        mirror_weight: np.ndarray) -> np.ndarray:
+    """The fill with the face's own left/right difference carried over to what it took from the mirror side.
+
+    Where a texel and its mirror point were both seen, their difference (blurred at ASYMMETRY_SCALE of the
+    tile: the light's and the skin's asymmetry, not pores) is known; push-pull extends it over the tile and
+    it is added where the fill copied the mirror side. All (3, S, S) / (S, S) linear albedo and weights."""
+    size = weight.shape[0]
+    sigma = max(0.75, ASYMMETRY_SCALE * size)
+    both = np.clip(weight, 0.0, 1.0) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
+    both_blurred = cv2.GaussianBlur(both, (0, 0), sigma)
+    difference = np.stack([cv2.GaussianBlur(np.ascontiguousarray(p), (0, 0), sigma) for p in (observed - mirror) * both])
+    difference = np.divide(difference, both_blurred, out=np.zeros_like(difference), where=both_blurred > 1e-3)
+    known = (both_blurred > 0.05).astype(np.float32)
+    field = push_pull(difference * known, known)  # (3, S, S)
+    from_mirror = (1.0 - np.clip(weight, 0.0, 1.0)) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
+    return np.clip(fill + field * from_mirror, 0.0, 1.0).astype(np.float32)
+
+
 def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology,
               tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
     """Today's fill of one tile, as the baker does it: the mirror side where a texel is not fully seen,
@@ -204,12 +248,7 @@ def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopol
     """
     size = weight.shape[0]
     layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
-    map_x, map_y = mirror_texel_map(topology, size, tile)
-    mirror_weight = cv2.remap(weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mirror_premultiplied = [cv2.remap(np.ascontiguousarray(p * weight), map_x, map_y, cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REPLICATE) for p in observed]
-    mirror_albedo = np.stack([np.divide(m, mirror_weight, out=np.zeros_like(m), where=mirror_weight > 1e-4)
-                              for m in mirror_premultiplied])  # (3, S, S)
+    mirror_albedo, mirror_weight = mirrored(observed, weight, topology, tile)
     from_mirror = (1.0 - weight) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
     coverage = weight + from_mirror
     albedo = np.divide(weight * observed + from_mirror * mirror_albedo, coverage, out=np.zeros_like(observed),
@@ -253,10 +292,12 @@ class TexturePairs:
     """
 
     def __init__(self, items: list[TrainingItem], geometry: UVGeometry, topology: ReferenceTopology,
-                 crop: int | None = None, seed: int = 0, views_per_item: int = 3, tile: int = FACE_TILE):
+                 crop: int | None = None, seed: int = 0, views_per_item: int = 3, tile: int = FACE_TILE,
+                 relight_probability: float = RELIGHT_PROBABILITY):
         if len(items) < 2:
             raise ValueError(f"texture pairs need at least 2 bakes (one hides the other), got {len(items)}")
         self.items, self.geometry, self.topology, self.seed, self.tile = items, geometry, topology, seed, tile
+        self.relight_probability = relight_probability
         self.crop = crop or geometry.resolution
         if self.crop > geometry.resolution:
             raise ValueError(f"crop {self.crop} is larger than the maps ({geometry.resolution})")
@@ -287,13 +328,14 @@ class TexturePairs:
         truth = item.albedo.astype(np.float32)  # (3, R, R)
         truth_weight = item.weight.astype(np.float32)  # (R, R)
         observed = truth
-        if rng.random() < RELIGHT_PROBABILITY:  # the fill is linear in the observation: light it the same way
+        if rng.random() < self.relight_probability:  # the fill is linear in the observation: light it the same way
             shading = random_light_shading(self.geometry.normal, truth_weight, rng)
-            observed, fill = np.clip(truth * shading, 0.0, 1.0), np.clip(fill * shading, 0.0, 1.0)
-        condition = model_condition(observed, truth_weight * visible, fill, self.geometry)
-        truth_filled = push_pull(truth * truth_weight, truth_weight)  # no false edges along what was seen
-        target = np.concatenate([encode_albedo(truth), 2.0 * self.geometry.roughness[None] - 1.0,
-                                 detail_height(truth_filled)[None]]).astype(np.float32)
+            lit = np.clip(truth * shading, 0.0, 1.0)
+            ratio = np.divide(sh_delit(lit, truth_weight * visible, self.geometry.normal), truth,
+                              out=np.ones_like(truth), where=truth > 1e-4)  # (3, R, R) what the bake leaves
+            observed, fill = np.clip(truth * ratio, 0.0, 1.0), np.clip(fill * ratio, 0.0, 1.0)
+        condition = model_condition(observed, truth_weight * visible, fill, self.geometry, self.topology, self.tile)
+        target = np.concatenate([encode_albedo(truth), 2.0 * self.geometry.roughness[None] - 1.0]).astype(np.float32)
         assert target.shape[0] == len(TARGET_CHANNELS)
         hidden = truth_weight * (1.0 - visible)
         loss_weight = np.stack([truth_weight + HIDDEN_LOSS_WEIGHT * hidden, self.geometry.island]).astype(np.float32)

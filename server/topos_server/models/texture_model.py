@@ -1,19 +1,27 @@
 """TOPOS-Texture: completes a partial photo bake into full UV maps of one skin tile (flow matching).
 
-    condition (B, 14, R, R)                          target x0 (B, 5, R, R), all in ~[−1, 1]
+    condition (B, 18, R, R)                          target x0 (B, 4, R, R), all in ~[−1, 1]
       observed albedo × weight (3)  ─┐                 albedo (3): 2·sqrt(linear) − 1 (de-lit)
       observation weight (1)         │                 roughness (1): 2·r − 1
-      the baker's fill of it (3)     │                 detail height (1): high-pass log-luminance × 1/HEIGHT_SCALE
+      the fill (prior, 3)            │ the baker's fill + the seen left/right difference carried over
       head position (3), normal (3)  │ UV-space geometry of the head (position scaled to ~[−1, 1])
-      skin island (1)               ─┘
+      skin island (1)                │
+      mirror side × weight (3), (1) ─┘ what each texel's mirror point saw
                   │
-    x_σ = (1 − σ) x0 + σ ε   ‖ condition          (B, 19, R, R)
-      │  PixelUnshuffle(f)                          (B, 19·f², R/f, R/f)   the UNet runs at R/f: cheap on a CPU
-      │  diffusers UNet2DModel, timestep = 1000 σ   (zero-initialised output)
-      │  PixelShuffle(f)                            (B, 5, R, R)
+    x_σ = (1 − σ) x0 + σ ε   ‖ condition          (B, 22, R, R)
+      │  PixelUnshuffle(f)                          (B, 22·f², R/f, R/f)   the UNet runs at R/f: cheap on a CPU
+      │  diffusers UNet2DModel, timestep = 1000 σ   (zero-initialised output; self-attention at the bottom)
+      │  PixelShuffle(f)                            (B, 4, R, R)
       ▼
-    x0 = prior + that residual, prior = (the baker's fill of the observation, 0, 0): an untrained
-    model returns today's fill. The sampler gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the
+    x0 = prior + that residual, prior = (the fill channels, 0): an untrained model returns the baker's fill
+    with the face's seen asymmetry carried over (``data/texture_pairs.asymmetry_corrected``).
+
+The model works on the *low frequencies* of the whole tile (``small``: 64², the tile seen at once by a UNet at 32² → 8², so
+both halves of the face and the forehead-to-chin light gradient are in view): on held-out bakes nearly
+all of the fill's error on hidden skin is below that scale (a perfect 64² correction of the fill
+removes two thirds of its L1, ``bench/texture_eval.py --oracle``). The caller keeps the bake's own
+high frequencies (the photo's where it saw, the mirror side's where it filled) and replaces only
+the low ones (``texture/learned.py``). The sampler gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the
     convention of ``FlowMatchEulerDiscreteScheduler``: ``x_σ = (1 − σ) x0 + σ ε``, ``v = ε − x0``).
 
 Sampling (:meth:`ToposTextureModel.sample`) starts from seeded noise and takes a few Euler steps of
@@ -35,18 +43,18 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 CONDITION_CHANNELS = ("observed_r", "observed_g", "observed_b", "observed_weight", "fill_r", "fill_g", "fill_b",
-                      "position_x", "position_y", "position_z", "normal_x", "normal_y", "normal_z", "island")
+                      "position_x", "position_y", "position_z", "normal_x", "normal_y", "normal_z", "island",
+                      "mirror_r", "mirror_g", "mirror_b", "mirror_weight")
 FILL = slice(4, 7)  # the condition's channels holding the baker's fill
-TARGET_CHANNELS = ("albedo_r", "albedo_g", "albedo_b", "roughness", "detail_height")
-HEIGHT_SCALE = 0.25  # log-luminance contrast that maps to ±1 in the height channel
+TARGET_CHANNELS = ("albedo_r", "albedo_g", "albedo_b", "roughness")
 TRAIN_TIMESTEPS = 1000
 
 # Named sizes: resolution R of the maps, pixel-unshuffle factor f, UNet widths per level, resnets per level.
 TEXTURE_CONFIGS: dict[str, dict] = {
     "tiny": dict(resolution=64, unshuffle=2, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8),
-    "small": dict(resolution=256, unshuffle=4, block_out_channels=(64, 96, 128), layers_per_block=1,
-                  norm_num_groups=8),
-    "base": dict(resolution=512, unshuffle=4, block_out_channels=(128, 256, 256, 384), layers_per_block=2,
+    "small": dict(resolution=64, unshuffle=2, block_out_channels=(64, 128, 192), layers_per_block=1,
+                  norm_num_groups=16),
+    "base": dict(resolution=128, unshuffle=2, block_out_channels=(128, 192, 256, 384), layers_per_block=2,
                  norm_num_groups=32),
 }
 
@@ -57,8 +65,8 @@ class ToposTextureModel(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, resolution: int = 256, unshuffle: int = 4, block_out_channels: tuple = (64, 96, 128),
-                 layers_per_block: int = 1, norm_num_groups: int = 8, tile: int = 1001, topology_id: str = "",
+    def __init__(self, resolution: int = 64, unshuffle: int = 2, block_out_channels: tuple = (64, 128, 192),
+                 layers_per_block: int = 1, norm_num_groups: int = 16, tile: int = 1001, topology_id: str = "",
                  size_name: str = ""):
         super().__init__()
         if resolution % (unshuffle * 2 ** (len(block_out_channels) - 1)):
@@ -71,7 +79,8 @@ class ToposTextureModel(ModelMixin, ConfigMixin):
             out_channels=len(TARGET_CHANNELS) * f2, block_out_channels=tuple(block_out_channels),
             down_block_types=("DownBlock2D",) * len(block_out_channels),
             up_block_types=("UpBlock2D",) * len(block_out_channels),
-            layers_per_block=layers_per_block, norm_num_groups=norm_num_groups)
+            layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
+            attention_head_dim=max(8, block_out_channels[-1] // 4))
         nn.init.zeros_(self.unet.conv_out.weight)  # start as "velocity 0" (DiT: zero-init output layer)
         nn.init.zeros_(self.unet.conv_out.bias)
 
@@ -82,14 +91,14 @@ class ToposTextureModel(ModelMixin, ConfigMixin):
         return cls(**{**TEXTURE_CONFIGS[size], "size_name": size, **overrides})
 
     def forward(self, noisy: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """noisy (B, 5, R, R), sigma (B,) in [0, 1], condition (B, 14, R, R) → predicted x0 (B, 5, R, R)."""
-        x = self.to_low_resolution(torch.cat([noisy, condition], dim=1))  # (B, 19·f², R/f, R/f)
-        residual = self.to_full_resolution(self.unet(x, sigma * TRAIN_TIMESTEPS).sample)  # (B, 5, R, R)
-        prior = torch.cat([condition[:, FILL], torch.zeros_like(residual[:, 3:])], dim=1)  # (B, 5, R, R)
+        """noisy (B, 4, R, R), sigma (B,) in [0, 1], condition (B, 18, R, R) → predicted x0 (B, 4, R, R)."""
+        x = self.to_low_resolution(torch.cat([noisy, condition], dim=1))  # (B, 22·f², R/f, R/f)
+        residual = self.to_full_resolution(self.unet(x, sigma * TRAIN_TIMESTEPS).sample)  # (B, 4, R, R)
+        prior = torch.cat([condition[:, FILL], torch.zeros_like(residual[:, 3:])], dim=1)  # (B, 4, R, R)
         return prior + residual
 
     def velocity(self, noisy: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """The flow's velocity ε − x0 = (x_σ − x0) / σ at noisy (B, 5, R, R), sigma (B,) > 0."""
+        """The flow's velocity ε − x0 = (x_σ − x0) / σ at noisy (B, 4, R, R), sigma (B,) > 0."""
         x0 = self(noisy, sigma, condition)
         return (noisy - x0) / sigma.clamp_min(1e-3)[:, None, None, None]
 
@@ -99,7 +108,7 @@ class ToposTextureModel(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, steps: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-        """condition (B, 14, R, R) → x0 (B, 5, R, R) in ~[−1, 1] after ``steps`` Euler steps from seeded noise."""
+        """condition (B, 18, R, R) → x0 (B, 4, R, R) in ~[−1, 1] after ``steps`` Euler steps from seeded noise."""
         scheduler = self.scheduler()
         # evenly spaced σ = 1, 1 − 1/steps, …: the scheduler's default ends its grid at σ ≈ 0, which wastes a step
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1].tolist(), device=condition.device)

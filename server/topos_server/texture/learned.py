@@ -12,20 +12,22 @@ What ``learned`` does, for the skin tile the model knows (1001, the face; other 
 1. The bake's observed albedo and coverage are reduced to the model's R² (area average). Seen
    texels whose colour is far from the portrait's skin in the lips band, on the forehead or the neck
    (teeth, hair, collar; :func:`~topos_server.data.texture_pairs.skin_trust`) count as unseen.
-2. With the head's UV position and normal maps, the model samples the complete albedo (de-lit),
-   roughness and detail height in ``SAMPLE_STEPS`` Euler steps of ``FlowMatchEulerDiscreteScheduler``
-   from noise seeded by ``seed`` (the seed varies what the photo did not see).
-3. Merge at the requested size: the learned albedo is upsampled, and where the photo saw the skin
-   the bake's high-frequency detail (bake ÷ its own R²-low-pass, a ratio in [½, 2]) multiplies it,
-   so seen texels keep the photo's detail and take the model's low frequencies (its de-lighting).
-   Outside the skin island the model's own output (its fill) stands, so bilinear and mip lookups see
-   no background. Detail normals: the baker's ``material_maps.normal_tiles`` of the learned albedo
-   with the learned detail height added to its log-luminance, made at ``NORMAL_RESOLUTION`` and
-   blended with the bake's normal map by how well the photo saw each texel. Roughness: the model's,
-   upsampled.
+2. With the head's UV position and normal maps, the model samples the complete low-frequency albedo
+   (de-lit) and roughness in ``SAMPLE_STEPS`` Euler steps of ``FlowMatchEulerDiscreteScheduler`` from
+   noise seeded by ``seed`` (the seed varies what the photo did not see).
+3. Where the photo saw the skin, the bake's low frequencies (its SH de-lighting) stay unless
+   ``delight_seen``: the model's own de-lighting measured worse (BENCHMARKS.md); it completes the rest.
+4. Merge at the requested size: the model replaces the bake's low frequencies, the bake keeps its high
+   ones — ``albedo = up(learned) + keep · (bake − up(bake at R²))`` — the photo's detail where it saw skin,
+   the mirror side's where the baker filled from it; ``keep`` is 0 on texels the skin test took out
+   (teeth, hair, collar: their detail goes with them). An untrained model returns the bake where the photo
+   saw and, where the baker copied the mirror side, that copy shifted by the seen left/right difference.
+   Detail normals: the bake's where its detail is kept, elsewhere the baker's
+   ``material_maps.normal_tiles`` of the merged albedo (made at ``NORMAL_RESOLUTION``). Roughness: the
+   model's, upsampled.
 
 The model loads once per process from ``models/weights/topos_texture_small`` (or ``$TOPOS_TEXTURE_MODEL``),
-on the CPU with one thread's worth of work: a 64² UNet after pixel-unshuffle.
+on the CPU with one thread's worth of work: a 32² UNet after pixel-unshuffle.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ if TYPE_CHECKING:
     from topos_server.models.texture_model import ToposTextureModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topos_texture_small"
-SAMPLE_STEPS = 2
-NORMAL_RESOLUTION = 512  # the learned detail normals are made at this size (the model's maps are 256²)
-DETAIL_RATIO_RANGE = (0.5, 2.0)
+SAMPLE_STEPS = 1  # one Euler step from noise: the conditional mean; 2 steps measured worse (BENCHMARKS.md)
+NORMAL_RESOLUTION = 512  # detail normals of the replaced texels are made at this size
+DELIGHT_SEEN = False  # the model's de-lighting of seen skin measured worse than the bake's SH (bench/texture_eval.py)
 
 
 @functools.lru_cache(maxsize=2)
@@ -71,14 +73,16 @@ def load_texture_model(folder: str | None = None) -> "ToposTextureModel":
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
                       topology: ReferenceTopology, size: int, seed: int, mode: str = "learned",
-                      model: "ToposTextureModel | None" = None, steps: int = SAMPLE_STEPS) -> dict[str, TextureMap]:
+                      model: "ToposTextureModel | None" = None, steps: int = SAMPLE_STEPS,
+                      delight_seen: bool = DELIGHT_SEEN) -> dict[str, TextureMap]:
     """The textures of ``mode``: ``"bake"`` returns ``bake_maps``; ``"learned"`` completes them (module notes).
 
     bake_maps: what ``bake_textures`` returned; diagnostics: the dict it filled (``albedo_linear``,
     ``coverage``, and ``observed_albedo_linear`` when the baker provides it: tile → (3, S, S) /
     (S, S) float32); points: (N, 3) the head (reference order, same frame as the bake's normals —
     any, the maps are normalised); size: texels per tile side of the bake; seed: noise of the sampler;
-    steps: Euler steps of the sampler.
+    steps: Euler steps of the sampler; delight_seen: the model's low frequencies also where the photo saw
+    the skin (its de-lighting), else only where it did not (the bake's SH de-lighting stays).
     Deterministic per seed. Returns albedo (sRGB), normal (raw) and roughness (raw) maps.
     """
     if check_texture(mode) == "bake":
@@ -88,7 +92,6 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
 
     from topos_server.data.texture_pairs import (decode_albedo, downsample_observation, model_condition, skin_trust,
                                                  uv_geometry)
-    from topos_server.models.texture_model import HEIGHT_SCALE
 
     model = model or load_texture_model()
     tile = model.config.tile
@@ -107,10 +110,15 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     # the prior never holds what the skin test took out (teeth, hair, collar), as in training: filled from around
     kept = np.where(low_weight > 0, trust, 1.0).astype(np.float32)  # (R, R)
     fill = bake_low * kept + push_pull(bake_low * kept, kept) * (1.0 - kept)  # (3, R, R)
-    condition = model_condition(low, low_weight * trust, fill, geometry)  # (14, R, R)
+    condition = model_condition(low, low_weight * trust, fill, geometry, topology, tile)  # (18, R, R)
     with torch.no_grad():
         x0 = model.sample(torch.from_numpy(condition)[None], steps,
-                          torch.Generator().manual_seed(int(seed)))[0].numpy()  # (5, R, R)
+                          torch.Generator().manual_seed(int(seed)))[0].numpy()  # (4, R, R)
+
+    learned = decode_albedo(x0[:3])  # (3, R, R)
+    if not delight_seen:  # where the photo saw the skin its low frequencies stay: the model completes the rest
+        seen_low = np.clip(low_weight * trust, 0.0, 1.0)  # (R, R)
+        learned += (bake_low - learned) * seen_low
 
     def resized(planes: np.ndarray, side: int, interpolation=cv2.INTER_LINEAR) -> np.ndarray:  # (C, r, r) → (C, side, side)
         out = np.empty((len(planes), side, side), np.float32)
@@ -118,26 +126,25 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
             cv2.resize(np.ascontiguousarray(plane, np.float32), (side, side), dst=dst, interpolation=interpolation)
         return out
 
-    learned = resized(decode_albedo(x0[:3]), size)  # (3, S, S)
-    seen = coverage * resized(trust[None], size)[0]  # (S, S)
-    bake_low = resized(bake_low, size)  # (3, S, S) the bake at the model's resolution
-    ratio = np.divide(bake_albedo, bake_low, out=np.ones_like(bake_albedo), where=bake_low > 1e-4)
-    np.clip(ratio, *DETAIL_RATIO_RANGE, out=ratio)
-    ratio -= 1.0
-    ratio *= seen
-    ratio += 1.0
-    albedo = np.clip(learned * ratio, 0.0, 1.0, out=learned)  # (3, S, S); off the island: the model's own fill
+    # keep the bake's high frequencies (bake − its R² low-pass) except where the skin test took texels out
+    keep = 1.0 - coverage * (1.0 - resized(trust[None], size)[0])  # (S, S)
+    detail = resized(bake_low, size)  # (3, S, S)
+    np.subtract(bake_albedo, detail, out=detail)
+    detail *= keep
+    albedo = resized(learned, size)  # (3, S, S)
+    albedo += detail
+    del detail
+    np.clip(albedo, 0.0, 1.0, out=albedo)
 
-    # detail normals of what the model made, at NORMAL_RESOLUTION, blended with the bake's where the photo saw
+    # detail normals: the bake's where its detail is kept, elsewhere those of the merged albedo
     layout = skin_uv_layout(topology, NORMAL_RESOLUTION, SKIN_MATERIALS)
     tt = next(t for t in layout.tiles if t.tile == tile)
-    height = resized(x0[4:5], NORMAL_RESOLUTION)[0] * np.float32(HEIGHT_SCALE)  # (n, n) log-luminance detail
-    detail = resized(decode_albedo(x0[:3]), NORMAL_RESOLUTION) * np.exp(height)[None]
-    learned_normal = material_maps.normal_tiles(dataclasses.replace(layout, tiles=(tt,)), points, {tile: detail},
+    merged = resized(albedo, NORMAL_RESOLUTION)  # (3, n, n)
+    learned_normal = material_maps.normal_tiles(dataclasses.replace(layout, tiles=(tt,)), points, {tile: merged},
                                                 {tile: tt.island.astype(np.float32)})[tile]  # (n, n, 3) uint8
     learned_normal = cv2.resize(learned_normal, (size, size), interpolation=cv2.INTER_LINEAR)
-    # a convex blend of unit normals: slightly short only across the seen/unseen transition (shaders normalise)
-    normal = cv2.blendLinear(bake_maps["normal"].tiles[tile], learned_normal, seen, 1.0 - seen)  # (S, S, 3) uint8
+    # a convex blend of unit normals: slightly short only across the kept/replaced transition (shaders normalise)
+    normal = cv2.blendLinear(bake_maps["normal"].tiles[tile], learned_normal, keep, 1.0 - keep)  # (S, S, 3) uint8
     roughness = resized((x0[3:4] + 1.0) * 0.5, size)[0]  # (S, S)
 
     albedo_tiles = dict(bake_maps["albedo"].tiles)

@@ -9,7 +9,8 @@ up; roughness over the whole island). σ is drawn from the few-step sampling gri
 
 Batches are a pure function of ``(seed, step)``, so resuming from a checkpoint continues the same
 sequence. Checkpoints hold the model (diffusers ``save_pretrained``: ``config.json`` + safetensors),
-the optimiser state and the step; the final ``model/`` is stored as float16. Evaluation restores hidden-but-observed texels of validation
+the exponential moving average of the weights (``ema/``: what is evaluated and delivered), the optimiser
+state and the step; the final ``model/`` (the moving average) is stored as float16. Evaluation restores hidden-but-observed texels of validation
 bakes (training-split portraits kept out of the batches, never the held-out split) with the sampler
 and reports the mean L1 in linear RGB beside the baker's fill of the same input.
 CUDA + bf16 autocast when available.
@@ -41,15 +42,17 @@ SAMPLE_STEPS = 2
 class TextureTrainingConfig:
     size: str = "small"
     steps: int = 2000
-    batch_size: int = 8
-    crop: int | None = 128  # train on random crops (the UV position channels say where a crop lies); None: whole maps
+    batch_size: int = 12
+    crop: int | None = None  # random crops of the maps (the UV position channels say where a crop lies); None: whole
     learning_rate: float = 1e-3
+    ema_decay: float = 0.995  # the evaluated and delivered weights are this moving average of the trained ones
     warmup_steps: int = 50
     weight_decay: float = 0.0
     roughness_weight: float = 0.1
     eval_every: int = 100
     validation_items: int = 8  # bakes kept out of the batches for evaluation
-    views_per_item: int = 2  # hidden views (and their baker's fill) kept per bake
+    relight_probability: float = 0.0  # share of examples re-lit and de-lit again (texture_pairs.RELIGHT_PROBABILITY)
+    views_per_item: int = 4  # hidden views (and their baker's fill) kept per bake
     eval_examples: int = 16
     checkpoint_every: int = 100
     seed: int = 0
@@ -60,17 +63,15 @@ def flow_matching_loss(model: ToposTextureModel, batch: dict[str, torch.Tensor],
                        noise: torch.Tensor, roughness_weight: float) -> dict[str, torch.Tensor]:
     """Weighted x0 error (= the velocity error × σ²) on x_σ = (1 − σ) x0 + σ ε.
 
-    batch: condition (B, 14, c, c), target x0 (B, 5, c, c), loss_weight (B, 2, c, c)."""
+    batch: condition (B, 18, c, c), target x0 (B, 4, c, c), loss_weight (B, 2, c, c)."""
     x0 = batch["target"]
     s = sigma[:, None, None, None]
-    predicted = model((1.0 - s) * x0 + s * noise, sigma, batch["condition"]).float()  # (B, 5, c, c)
-    error = (predicted - x0) ** 2  # (B, 5, c, c)
+    predicted = model((1.0 - s) * x0 + s * noise, sigma, batch["condition"]).float()  # (B, 4, c, c)
+    error = (predicted - x0) ** 2  # (B, 4, c, c)
     texel_weight, island = batch["loss_weight"][:, 0:1], batch["loss_weight"][:, 1:2]  # (B, 1, c, c)
     albedo = (error[:, :3] * texel_weight).sum() / (3.0 * texel_weight.sum()).clamp_min(1e-6)
-    height = (error[:, 4:5] * texel_weight).sum() / texel_weight.sum().clamp_min(1e-6)
     roughness = (error[:, 3:4] * island).sum() / island.sum().clamp_min(1e-6)
-    return {"loss": albedo + 0.5 * height + roughness_weight * roughness, "albedo": albedo, "height": height,
-            "roughness": roughness}
+    return {"loss": albedo + roughness_weight * roughness, "albedo": albedo, "roughness": roughness}
 
 
 def draw_sigmas(batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -82,11 +83,14 @@ def draw_sigmas(batch_size: int, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: ToposTextureModel, batch: dict[str, torch.Tensor], device, seed: int = 0) -> dict[str, float]:
-    """Mean L1 (linear RGB) on the hidden-but-observed texels: the sampled model vs the baker's fill."""
+    """Mean L1 (linear RGB) on the hidden-but-observed texels: the sampled model (1 and SAMPLE_STEPS Euler
+    steps) vs the baker's fill."""
+    was_training = model.training
     model.eval()
-    sampled = model.sample(batch["condition"].to(device), SAMPLE_STEPS,
-                           torch.Generator().manual_seed(seed)).float().cpu()  # (B, 5, R, R)
-    model.train()
+    sampled = {steps: model.sample(batch["condition"].to(device), steps,
+                                   torch.Generator().manual_seed(seed)).float().cpu()  # (B, 4, R, R)
+               for steps in sorted({1, SAMPLE_STEPS})}
+    model.train(was_training)
     hidden = batch["hidden"][:, None]  # (B, 1, R, R)
     truth = decode_albedo(batch["target"][:, :3])
     total = (3.0 * hidden.sum()).clamp_min(1e-6)
@@ -94,7 +98,8 @@ def evaluate(model: ToposTextureModel, batch: dict[str, torch.Tensor], device, s
     def l1(albedo: torch.Tensor) -> float:
         return float(((albedo - truth).abs() * hidden).sum() / total)
 
-    return {"eval_l1_learned": l1(decode_albedo(sampled[:, :3])), "eval_l1_fill": l1(decode_albedo(batch["condition"][:, FILL]))}
+    return {**{f"eval_l1_learned_{steps}step": l1(decode_albedo(x0[:, :3])) for steps, x0 in sampled.items()},
+            "eval_l1_fill": l1(decode_albedo(batch["condition"][:, FILL]))}
 
 
 def learning_rate(config: TextureTrainingConfig, step: int, time_fraction: float = 0.0) -> float:
@@ -105,11 +110,13 @@ def learning_rate(config: TextureTrainingConfig, step: int, time_fraction: float
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(out_dir: Path, model: ToposTextureModel, optimizer, step: int, config: TextureTrainingConfig) -> None:
+def save_checkpoint(out_dir: Path, model: ToposTextureModel, ema: ToposTextureModel, optimizer, step: int,
+                    config: TextureTrainingConfig) -> None:
     from topos_sdk.atomic_files import atomic_output_dir
 
     with atomic_output_dir(out_dir / CHECKPOINT_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        ema.save_pretrained(tmp / "ema", safe_serialization=True)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "config": asdict(config)}, tmp / STATE_FILE)
 
 
@@ -129,12 +136,15 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
     start_step = 0
     if resume and (out_dir / CHECKPOINT_DIR / STATE_FILE).exists():
         model = ToposTextureModel.from_pretrained(out_dir / CHECKPOINT_DIR, low_cpu_mem_usage=False)
+        ema = ToposTextureModel.from_pretrained(out_dir / CHECKPOINT_DIR / "ema", low_cpu_mem_usage=False)
         state = torch.load(out_dir / CHECKPOINT_DIR / STATE_FILE, map_location="cpu", weights_only=False)
         start_step = int(state["step"])
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}")
     else:
         model = ToposTextureModel.from_size(config.size, topology_id=topology.topology_id)
+        ema = ToposTextureModel.from_config(model.config)
+        ema.load_state_dict(model.state_dict())
         state = None
     if model.config.topology_id != topology.topology_id:
         raise ValueError(f"checkpoint topology {model.config.topology_id} differs from the reference {topology.topology_id}")
@@ -145,13 +155,14 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
         raise ValueError(f"{len(items)} bakes: need at least {config.validation_items + 2} "
                          f"({config.validation_items} kept for validation)")
     validation = TexturePairs(items[len(items) - config.validation_items:], geometry, topology,
-                              seed=config.seed + 1_000_003)
+                              seed=config.seed + 1_000_003, relight_probability=config.relight_probability)
     eval_batch = validation.batch(range(config.eval_examples))
     pairs = TexturePairs(items[:len(items) - config.validation_items], geometry, topology,
                          crop=min(config.crop or resolution, resolution), seed=config.seed,
-                         views_per_item=config.views_per_item)
+                         views_per_item=config.views_per_item, relight_probability=config.relight_probability)
 
     model.to(device).train()
+    ema.to(device).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -176,21 +187,25 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1.0 - decay)
 
             done = step + 1
             record = {"step": done, "lr": lr, "elapsed_s": round(time.monotonic() - started, 1),
                       **{k: float(v.detach()) for k, v in losses.items()}}
             out_of_time = config.time_limit_s is not None and time.monotonic() - started > config.time_limit_s
             if done % config.eval_every == 0 or done == config.steps or out_of_time:
-                record.update(evaluate(model, eval_batch, device, config.seed))
+                record.update(evaluate(ema, eval_batch, device, config.seed))
             log.write(json.dumps(record) + "\n")
             log.flush()
             if progress is not None:
                 progress(record)
             if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
-                save_checkpoint(out_dir, model, optimizer, done, config)
+                save_checkpoint(out_dir, model, ema, optimizer, done, config)
             if out_of_time:
                 break
-    model.to("cpu", torch.float16).eval()  # the deliverable: float16 on disk (half the size), run as float32
-    model.save_pretrained(out_dir / MODEL_DIR, safe_serialization=True)
+    ema.to("cpu", torch.float16).eval()  # the deliverable: float16 on disk (half the size), run as float32
+    ema.save_pretrained(out_dir / MODEL_DIR, safe_serialization=True)
     return record
