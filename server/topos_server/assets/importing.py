@@ -321,7 +321,7 @@ def build_ict_outputs(root: Path, files: dict[str, Path], arkit: list[str], extr
     identity_basis = deltas[:NUM_IDENTITY_MODES]  # (100, N, 3)
     expression_basis = deltas[NUM_IDENTITY_MODES:]  # (E, N, 3)
 
-    from topos_server.assets.head_model import save_head_model_arrays
+    from topos_server.assets.head_model_file import save_head_model_arrays
 
     skin = slice(0, topology.submesh("eye_socket_right").vertex_stop)
     mode_rms = np.sqrt((identity_basis[:, skin] ** 2).sum(-1).mean(-1))  # (100,) cm

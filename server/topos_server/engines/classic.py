@@ -16,7 +16,7 @@ import numpy as np
 from topos_sdk import HeadResult, InvalidInputError, Provenance, ToposError
 from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
-from topos_server.assets.head_model import load_head_model_arrays
+from topos_server.assets.head_model_file import load_head_model_arrays
 from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
