@@ -14,15 +14,16 @@
       │  PixelShuffle(f)                            (B, 4, R, R)
       ▼
     x0 = prior + that residual, prior = (the fill channels, 0): an untrained model returns the baker's fill
-    with the face's seen asymmetry carried over (``data/texture_pairs.asymmetry_corrected``).
+    with the face's seen asymmetry carried over (``data/texture_pairs.asymmetry_corrected``). The sampler
+    gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the convention of
+    ``FlowMatchEulerDiscreteScheduler``: ``x_σ = (1 − σ) x0 + σ ε``, ``v = ε − x0``).
 
-The model works on the *low frequencies* of the whole tile (``small``: 64², the tile seen at once by a UNet at 32² → 8², so
-both halves of the face and the forehead-to-chin light gradient are in view): on held-out bakes nearly
-all of the fill's error on hidden skin is below that scale (a perfect 64² correction of the fill
-removes two thirds of its L1, ``bench/texture_eval.py --oracle``). The caller keeps the bake's own
-high frequencies (the photo's where it saw, the mirror side's where it filled) and replaces only
-the low ones (``texture/learned.py``). The sampler gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the
-    convention of ``FlowMatchEulerDiscreteScheduler``: ``x_σ = (1 − σ) x0 + σ ε``, ``v = ε − x0``).
+The model works on the *low frequencies* of the whole tile (``small``: 64², seen at once by a UNet at
+32² → 8², so both halves of the face and the forehead-to-chin light gradient are in view): on held-out
+bakes most of the fill's error on hidden skin is at scales a 64² map resolves (a perfect 64² correction of the fill
+removes two thirds of its L1: the oracle row of ``bench/texture_eval.py``). The caller keeps the bake's
+own high frequencies (the photo's where it saw, the mirror side's where it filled) and replaces only
+the low ones (``texture/learned.py``).
 
 Sampling (:meth:`ToposTextureModel.sample`) starts from seeded noise and takes a few Euler steps of
 the diffusers scheduler; the seed therefore varies what the condition does not pin down (texels

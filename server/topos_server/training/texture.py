@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from topos_server.data.texture_pairs import TexturePairs, decode_albedo, training_item, uv_geometry
+from topos_server.data.texture_pairs import (RELIGHT_PROBABILITY, TexturePairs, decode_albedo, training_item,
+                                             uv_geometry)
 from topos_server.models.texture_model import FILL, ToposTextureModel
 
 MODEL_DIR = "model"
@@ -51,7 +52,7 @@ class TextureTrainingConfig:
     roughness_weight: float = 0.1
     eval_every: int = 100
     validation_items: int = 8  # bakes kept out of the batches for evaluation
-    relight_probability: float = 0.0  # share of examples re-lit and de-lit again (texture_pairs.RELIGHT_PROBABILITY)
+    relight_probability: float = RELIGHT_PROBABILITY  # share of examples re-lit, then de-lit by the baker's SH
     views_per_item: int = 4  # hidden views (and their baker's fill) kept per bake
     eval_examples: int = 16
     checkpoint_every: int = 100
