@@ -12,7 +12,7 @@ import numpy as np
 
 from topos_sdk import HeadResult, InvalidInputError
 from topos_sdk.errors import EngineUnavailable
-from topos_sdk.generate import FOCAL_LENGTH_RANGE_PX, MAX_VIEWS, TEXTURE_MODES  # noqa: F401 (MAX_VIEWS: the server's limit too)
+from topos_sdk.generate import FOCAL_LENGTH_RANGE_PX, MAX_VIEWS, TEXTURE_MODES
 
 # progress(stage, fraction in [0, 1] of the whole request, image index or None for the batch)
 ProgressCallback = Callable[[str, float, "int | None"], None]
@@ -88,3 +88,12 @@ def get_engine(name: str, cache=None, device: str = "cpu") -> Engine:
 def shared_engine(name: str, device: str = "cpu") -> Engine:
     """One engine instance per (name, device) for this process: models load once."""
     return get_engine(name, device=device)
+
+
+def check_same_person(sources: tuple, options: GenerateOptions) -> None:
+    """Several photos of one person: 2 to MAX_VIEWS of them, textured by merging their bakes."""
+    if not 2 <= len(sources) <= MAX_VIEWS:
+        raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
+    if options.texture != "bake":
+        raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
+                                "person are textured by merging their bakes (--texture bake)")

@@ -13,16 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from topos_sdk import HeadResult, InvalidInputError, Provenance, ToposError
+from topos_sdk import HeadResult, Provenance, ToposError
 from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
 from topos_server.assets.head_model_file import load_head_model_arrays
-from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
+from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
 from topos_server.texture.bake import bake_textures
 from topos_server.texture.learned import complete_textures
-from topos_server.texture.multiview import merge_view_bakes
+from topos_server.texture.multiview import bake_views
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
 CONTOUR_POOL_GROUP = "narrow_face"  # ICT's front-of-face vertices: where the jaw/cheek outline can fall
@@ -138,11 +138,7 @@ class ClassicEngine:
     def _generate_same_person(self, sources: tuple, options: GenerateOptions, report) -> HeadResult:
         """One identity fitted to every photo (per-view pose, focal length and expression); each photo
         baked through its own camera and the bakes merged by visibility and viewing angle."""
-        if not 2 <= len(sources) <= MAX_VIEWS:
-            raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
-        if options.texture != "bake":
-            raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
-                                    "person are textured by merging their bakes (--texture bake)")
+        check_same_person(sources, options)
         timings = {}
         t = time.perf_counter()
         report("decoding", 0.0)
@@ -169,16 +165,9 @@ class ClassicEngine:
         cameras = [fit.to_camera() for fit in fits]
 
         t = time.perf_counter()
-        bakes, roughness = [], None
-        for view, (image, fit, camera) in enumerate(zip(images, fits, cameras)):
-            report("texturing", 0.3 + 0.6 * view / len(images))
-            posed = points + np.tensordot(fit.expression, self.expression_basis, axes=1)  # (N, 3)
-            diagnostics: dict = {}
-            maps = bake_textures(image, posed, camera, self.topology, size=options.texture_size,
-                                 diagnostics=diagnostics)
-            roughness = roughness or maps["roughness"]
-            bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
-        textures = merge_view_bakes(bakes, roughness, points, self.topology, options.texture_size)
+        posed = [points + np.tensordot(fit.expression, self.expression_basis, axes=1) for fit in fits]  # (N, 3) each
+        textures = bake_views(images, posed, cameras, points, self.topology, options.texture_size,
+                              before_view=lambda view: report("texturing", 0.3 + 0.6 * view / len(images)))
         timings["bake"] = time.perf_counter() - t
 
         hashes = [Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes())

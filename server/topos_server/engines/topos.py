@@ -29,7 +29,7 @@ import torch
 from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance, ToposError
 from topos_sdk.generate import MAX_VARIANTS
 from topos_server.assets.cache import AssetCache
-from topos_server.engines.base import MAX_VIEWS, GenerateOptions, ProgressCallback
+from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
                                           fit_yaw_deg)
 from topos_server.face import FaceLandmarks, load_image
@@ -41,7 +41,7 @@ from topos_server.pipelines.head_generation import SamplingOptions, portrait_con
 from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
 from topos_server.texture.bake import bake_textures
 from topos_server.texture.learned import complete_textures
-from topos_server.texture.multiview import merge_view_bakes
+from topos_server.texture.multiview import bake_views
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
 DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
@@ -213,14 +213,8 @@ class ToposEngine:
         if progress:
             progress("texturing", (index + 0.7) / count, index)
         t = time.perf_counter()
-        bakes, roughness = [], None
-        for portrait, view in zip(portraits, views):
-            diagnostics: dict = {}
-            maps = bake_textures(portrait["image"], view.posed_points(), view.camera, self.topology,
-                                 size=options.texture_size, diagnostics=diagnostics)
-            roughness = roughness or maps["roughness"]
-            bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
-        result.textures = merge_view_bakes(bakes, roughness, result.points, self.topology, options.texture_size)
+        result.textures = bake_views([p["image"] for p in portraits], [v.posed_points() for v in views],
+                                     [v.camera for v in views], result.points, self.topology, options.texture_size)
         result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
         result.provenance.extra["texture"] = options.texture
         return result
@@ -306,15 +300,6 @@ class ToposEngine:
                        "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
                        "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                        "face": face_provenance(face, asked=face_asked)}))
-
-
-def check_same_person(sources: tuple, options: GenerateOptions) -> None:
-    """Several photos of one person: 2 to MAX_VIEWS of them, textured by merging their bakes."""
-    if not 2 <= len(sources) <= MAX_VIEWS:
-        raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
-    if options.texture != "bake":
-        raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
-                                "person are textured by merging their bakes (--texture bake)")
 
 
 def reconcile_view_heads(heads: np.ndarray) -> np.ndarray:

@@ -11,17 +11,36 @@ map is recomputed from the merged albedo; the roughness map does not depend on t
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from topos_sdk.head_result import TextureMap
+from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
-from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
+from topos_server.texture.bake import SKIN_MATERIALS, bake_textures, skin_uv_layout
 from topos_server.texture.fill import extend_beyond_islands
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
 ANGLE_SHARPNESS = 2.0
 UNSEEN_WEIGHT = 1e-3  # how much a bake's fill counts against a direct observation
+
+
+def bake_views(images: list[np.ndarray], posed_points: list[np.ndarray], cameras: list[Camera], points: np.ndarray,
+               topology: ReferenceTopology, size: int,
+               before_view: Callable[[int], None] | None = None) -> dict[str, TextureMap]:
+    """Every photo (H, W, 3) baked through its camera onto its posed head (N, 3), then merged
+    (:func:`merge_view_bakes`); points: (N, 3) the neutral head the normal map is made for;
+    ``before_view(v)`` is called before photo v is baked (progress)."""
+    bakes, roughness = [], None
+    for view, (image, posed, camera) in enumerate(zip(images, posed_points, cameras)):
+        if before_view is not None:
+            before_view(view)
+        diagnostics: dict = {}
+        maps = bake_textures(image, posed, camera, topology, size=size, diagnostics=diagnostics)
+        roughness = roughness or maps["roughness"]
+        bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
+    return merge_view_bakes(bakes, roughness, points, topology, size)
 
 
 def merge_view_bakes(diagnostics: list[dict], roughness: TextureMap, points: np.ndarray,
