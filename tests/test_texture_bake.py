@@ -9,6 +9,8 @@ from skimage.data import astronaut
 from topos_server.texture import bake as texture_bake
 from topos_server.texture import face_regions as face_regions_module
 from topos_server.texture.bake import bake_textures, skin_uv_layout, vertex_normals
+from topos_server.texture.face_openings import INNER_LIP_RING, MARGIN, face_openings
+from topos_server.fit.landmark_fit import EYE_LIDS
 from topos_server.texture.fill import push_pull
 from topos_server.texture.skin_lighting import SkinLighting, linear_to_srgb, srgb_to_linear
 
@@ -21,6 +23,8 @@ ICT_DIR = Path(__file__).resolve().parents[2] / "shared" / "ict-facekit" / "Face
 
 # multipie68 landmark indices used to find places on the face independently of the region code
 LOWER_LIP_CENTRE, BROW_RIGHT_MIDDLE, JAW_RIGHT_3, NOSE_BASE_RIGHT = 57, 19, 3, 31
+MOUTH_CORNERS, INNER_UPPER_LIP, INNER_LOWER_LIP = (48, 54), 62, 66
+RIGHT_EYE, LEFT_EYE = np.arange(36, 42), np.arange(42, 48)
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +340,10 @@ def test_any_topology_with_named_materials(quad_topology):
     (dict(size=True), InvalidInputError),
     (dict(camera="not a camera"), InvalidInputError),
     (dict(materials=("M_Nope",)), InvalidInputError),
+    (dict(landmarks=np.zeros((68, 2))), InvalidInputError),
+    (dict(landmarks=np.zeros((478, 4))), InvalidInputError),
+    (dict(landmarks=np.full((478, 3), np.nan)), InvalidInputError),
+    (dict(landmarks="not points"), InvalidInputError),
 ])
 def test_bad_input_gives_one_clear_error(ict, bad, error):
     args = dict(image=np.zeros((64, 64, 3), np.uint8), points=ict.rest_points, camera=front_camera(),
@@ -417,6 +425,152 @@ def test_astronaut_with_a_roughly_placed_head(ict):
     assert seen.sum() > 0.2 * SIZE * SIZE
     # the face skin in the photo is warm: so is what was baked from it
     assert face[seen][:, 0].mean() > face[seen][:, 2].mean() + 20
+
+
+# ---- the photo's mouth and eye openings (landmarks) --------------------------------------------
+
+def ellipse(centre: np.ndarray, radii: np.ndarray, count: int) -> np.ndarray:
+    """(count, 2) points around an ellipse, in order."""
+    angle = np.linspace(0.0, 2.0 * np.pi, count, endpoint=False)
+    return centre + radii * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def smile(ict):
+    """A plain-skin photo of the closed-mouth head with a bright "teeth" patch painted over its lips, and
+    478 landmarks whose inner-lip ring is that patch's outline (the photo opens the mouth wider than the
+    mesh does: the lip texels look at teeth). Returns (photo, camera, landmarks, the patch's centre and radii)."""
+    skin = np.array([0.55, 0.38, 0.30])
+    camera = front_camera()
+    photo = render_photo(ict, camera, lambda uv: np.repeat(skin[None], len(uv), axis=0))
+    multipie = camera.project(ict.landmarks["multipie68"].evaluate(ict.rest_points))  # (68, 2) px
+    corners = multipie[list(MOUTH_CORNERS)]
+    centre = np.array([corners[:, 0].mean(), 0.5 * (multipie[INNER_UPPER_LIP, 1] + multipie[INNER_LOWER_LIP, 1])])
+    radii = np.array([0.35 * np.ptp(corners[:, 0]), multipie[LOWER_LIP_CENTRE, 1] - centre[1]])
+    # the landmarks: spread over the face (its size sets the mask's margin), the openings where they belong
+    landmarks = np.zeros((478, 3))
+    landmarks[:, :2] = ellipse(multipie.mean(axis=0), 0.5 * np.ptp(multipie, axis=0), 478)
+    landmarks[INNER_LIP_RING, :2] = ellipse(centre, radii, len(INNER_LIP_RING))
+    for lids, eye in zip(EYE_LIDS, (RIGHT_EYE, LEFT_EYE)):
+        landmarks[lids, :2] = ellipse(multipie[eye].mean(axis=0), 0.5 * np.ptp(multipie[eye], axis=0), len(lids))
+    rows, cols = np.mgrid[0:PHOTO[1], 0:PHOTO[0]] + 0.5
+    inside = ((cols - centre[0]) / radii[0]) ** 2 + ((rows - centre[1]) / radii[1]) ** 2 < 1.0
+    photo[inside] = (245, 245, 240)
+    return photo, camera, landmarks, centre, radii
+
+
+def texels_looking_at_the_patch(ict, camera, centre, radii, shrink: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the face tile's texels whose surface point projects well inside the patch (any
+    visibility: the caller keeps those the photo saw)."""
+    tt = next(t for t in skin_uv_layout(ict, SIZE).tiles if t.tile == 1001)
+    xy = tt.interpolate(np.ascontiguousarray(camera.project(ict.rest_points).T, np.float32))  # (2, K) px
+    inside = ((xy[0] - centre[0]) / radii[0]) ** 2 + ((xy[1] - centre[1]) / radii[1]) ** 2 < shrink ** 2
+    texel = tt.texel[inside]
+    return texel // SIZE, texel % SIZE
+
+
+def test_landmarks_keep_teeth_off_the_lips(ict, smile):
+    """Without landmarks the lip texels under the patch bake teeth-white (the skin-colour test leaves
+    texels seen face-on alone); with them those texels lose their weight, directly and through their
+    mirror (the patch is symmetric), and the fill gives them the skin around."""
+    photo, camera, landmarks, centre, radii = smile
+    skin = linear_to_srgb(np.array([0.55, 0.38, 0.30])) * 255
+    plain, masked = {}, {}
+    plain_maps = bake_textures(photo, ict.rest_points, camera, ict, SIZE, diagnostics=plain)
+    masked_maps = bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks, diagnostics=masked)
+    rows, cols = texels_looking_at_the_patch(ict, camera, centre, radii)
+    seen = plain["direct_weight"][1001][rows, cols] > 0.99
+    rows, cols = rows[seen], cols[seen]
+    assert rows.size > 300  # lip texels the photo sees face-on
+    before = plain_maps["albedo"].tiles[1001][rows, cols].astype(float)  # (P, 3) sRGB
+    after = masked_maps["albedo"].tiles[1001][rows, cols].astype(float)
+    assert (before.min(axis=1) > 200).mean() > 0.9  # teeth on the lips
+    assert (np.abs(after - skin).max(axis=1) < 12).mean() > 0.98, np.abs(after - skin).max(axis=1).mean()
+    assert (masked["coverage"][1001][rows, cols] == 0).all()  # neither the texel nor its mirror point counts
+    # the rest of the face is the same bake (the masks end a few pixels outside the openings)
+    far = (plain["direct_weight"][1001] > 0.99) & (masked["direct_weight"][1001] > 0.99)
+    difference = np.abs(plain_maps["albedo"].tiles[1001].astype(int) - masked_maps["albedo"].tiles[1001])[far]
+    assert (difference.max(axis=1) <= 2).mean() > 0.99
+
+
+def test_landmarks_of_the_fitted_image_on_a_larger_photo(ict, smile):
+    """The landmarks refer to the image the camera was fitted on (512²); the photo baked is twice as large:
+    the mask is scaled with it and still covers the teeth."""
+    import cv2
+
+    photo, camera, landmarks, centre, radii = smile
+    large = cv2.resize(photo, (2 * PHOTO[0], 2 * PHOTO[1]), interpolation=cv2.INTER_LINEAR)
+    diagnostics = {}
+    maps = bake_textures(large, ict.rest_points, camera, ict, SIZE, landmarks=landmarks[:, :2], diagnostics=diagnostics)
+    rows, cols = texels_looking_at_the_patch(ict, camera, centre, radii)
+    assert (diagnostics["coverage"][1001][rows, cols] == 0).all()
+    assert (maps["albedo"].tiles[1001][rows, cols].min(axis=1) < 200).all()
+
+
+def test_openings_away_from_the_face_change_nothing(ict, checker_bake):
+    """Landmarks whose openings lie where no texel looks give the bake without landmarks, bit for bit."""
+    photo, camera, maps, _ = checker_bake
+    landmarks = ellipse(np.array([30.0, 30.0]), np.array([20.0, 12.0]), 478)  # the photo's top-left corner
+    assert face_openings(landmarks, PHOTO, PHOTO).keep.min() == 0.0
+    again = bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks)
+    for name in maps:
+        assert again[name] == maps[name], name
+
+
+def test_openings_mask_is_soft_and_grows_with_the_face():
+    """0 inside the mouth ring, 1 from twice the margin outside it, in between over a few pixels; at twice the
+    face size the mask's edge reaches twice as far."""
+    for scale in (1.0, 2.0):
+        landmarks = ellipse(np.array([256.0, 256.0]), scale * np.array([100.0, 120.0]), 478)
+        landmarks[INNER_LIP_RING] = ellipse(np.array([256.0, 300.0]), scale * np.array([30.0, 10.0]), 20)
+        for lids, side in zip(EYE_LIDS, (-1, 1)):
+            landmarks[lids] = ellipse(np.array([256.0 + side * 40 * scale, 200.0]), scale * np.array([15.0, 5.0]), 16)
+        openings = face_openings(landmarks, (1024, 1024), (1024, 1024))
+        x = np.arange(256.0, 256.0 + scale * 60) + 0.5
+        keep = openings.weight_at(np.stack([x, np.full_like(x, 300.5)]))  # along the mouth's long axis
+        assert keep[0] == 0.0 and keep[-1] == 1.0 and (np.diff(keep) >= 0).all()
+        soft = x[(keep > 0) & (keep < 1)] - 256.0  # px from the mouth's centre where the edge is soft
+        margin = MARGIN * 2 * np.hypot(100, 120) * scale  # × the face's diagonal
+        assert soft.size >= 2 * scale and soft.min() > 30 * scale - 1
+        assert soft.max() < 30 * scale + 2 * margin + 1
+
+
+def test_engines_pass_the_detected_landmarks_to_the_bake(monkeypatch):
+    """The classic engine bakes with the landmarks it detected and fitted on."""
+    from topos_server.engines import GenerateOptions, shared_engine
+    from topos_server.engines import classic
+
+    given = []
+
+    def recording_bake(*args, **kwargs):
+        given.append(kwargs.get("landmarks"))
+        return bake_textures(*args, **kwargs)
+
+    monkeypatch.setattr(classic, "bake_textures", recording_bake)
+    result = shared_engine("classic", "cpu").generate([astronaut()], GenerateOptions(texture_size=512))[0]
+    assert len(given) == 1 and given[0] is not None and given[0].shape == (478, 3)
+    assert sorted(result.textures["albedo"].tiles) == [1001, 1002]
+
+
+def test_multiview_bakes_each_photo_with_its_own_landmarks(ict, monkeypatch):
+    from topos_server.texture import multiview
+
+    given = []
+
+    def recording_bake(image, *args, landmarks=None, diagnostics=None, **kwargs):
+        given.append(landmarks)
+        return bake_textures(image, *args, diagnostics=diagnostics, **kwargs)
+
+    monkeypatch.setattr(multiview, "bake_textures", recording_bake)
+    camera = front_camera()
+    photo = render_photo(ict, camera, checker_albedo)
+    views = [np.full((478, 2), 50.0 + view) for view in range(2)]
+    multiview.bake_views([photo, photo], [ict.rest_points] * 2, [camera] * 2, ict.rest_points, ict, 64,
+                         landmarks=views)
+    assert [g[0, 0] for g in given] == [50.0, 51.0]
+    with pytest.raises(InvalidInputError, match="1 landmark sets for 2 photos"):
+        multiview.bake_views([photo, photo], [ict.rest_points] * 2, [camera] * 2, ict.rest_points, ict, 64,
+                             landmarks=views[:1])
 
 
 # ---- fill primitive -----------------------------------------------------------------------------

@@ -24,7 +24,8 @@ Steps (:func:`bake_textures`):
    ``FULL_WEIGHT_COS``, times a feather of the visibility mask in UV space, so the edge of what the
    photo saw fades out instead of stepping. Texels seen obliquely whose colour is far from the
    skin's (:mod:`skin_colour`: background or collar where the mesh is wider than the face) lose
-   their weight.
+   their weight. Given the photo's landmarks, texels that look into the mouth or an eye opening lose it
+   too (:mod:`face_openings`: teeth and sclera where the fit opens lips and lids less than the photo).
 3. **Symmetric observation**: the same texel's mirror point — its triangle's corners mapped through
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
    texel itself is unseen or seen at a grazing angle.
@@ -65,6 +66,7 @@ from topos_sdk.raster import rasterize
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
 from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
+from topos_server.texture.face_openings import FaceOpenings, face_openings
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
 from topos_server.texture.skin_colour import TRUST_COS, fit_skin_colour
@@ -322,13 +324,16 @@ def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndar
 
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
-                  size: int = 1024, *, materials: tuple[str, ...] = SKIN_MATERIALS,
+                  size: int = 1024, *, landmarks: np.ndarray | None = None, materials: tuple[str, ...] = SKIN_MATERIALS,
                   timings: dict[str, float] | None = None, diagnostics: dict | None = None) -> dict[str, TextureMap]:
     """Bake ``"albedo"`` (sRGB RGB), ``"normal"`` (raw, tangent space) and ``"roughness"`` (raw, 1 channel).
 
     image: (H, W, 3) uint8 RGB portrait; points: (N, 3) posed mesh (expression applied) in world
     space and reference order; camera: the fitted camera of the portrait (the image may be another
-    resolution of the one it was fitted on); size: texels per tile side. Each map has one tile per
+    resolution of the one it was fitted on); size: texels per tile side; landmarks: the photo's (478, 2|3)
+    FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
+    whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
+    fill gives them lips and lids instead of teeth and sclera. Each map has one tile per
     UDIM tile the skin materials use (1001 face, 1002 back of head in ICT). ``timings``, when given,
     receives seconds per stage; ``diagnostics`` receives ``"lighting"`` (the fitted
     :class:`SkinLighting`, camera frame), ``"direct_weight"`` and ``"coverage"`` (tile → (S, S)
@@ -349,6 +354,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     points = _check_points(points, topology)
     size = _check_size(size)
     _check_camera(camera)
+    openings = (face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size)
+                if landmarks is not None else None)
     layout = skin_uv_layout(topology, size, materials)
     lap("uv_layout")
 
@@ -366,7 +373,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     lap("setup")
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
-                         DEPTH_TOLERANCE * extent, layout.triangles)
+                         DEPTH_TOLERANCE * extent, layout.triangles, openings)
     direct_obs = [observer.observe(tt) for tt in layout.tiles]
     if not any((d.weight > 0).any() for d in direct_obs):
         raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
@@ -584,10 +591,12 @@ class _Observer:
     the perspective error of interpolating pixel positions is far below a pixel, and it is several
     times cheaper than projecting every texel. Texels of triangles whose corners all face away
     (interpolated cosine ≤ ``GRAZING_COS``: weight 0) are skipped, and the photo is only sampled
-    where the weight is above 0.
+    where the weight is above 0. With ``openings``, the weight is also multiplied by theirs at the
+    pixel the texel looks at.
     """
 
-    def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance, triangles):
+    def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance, triangles,
+                 openings: FaceOpenings | None = None):
         points = cam_points.T.astype(np.float64)  # (3, N)
         distance = np.maximum(np.linalg.norm(points, axis=0), 1e-12)
         cos_view = -np.einsum("cn,cn->n", cam_normals.T.astype(np.float64), points) / distance  # view dir = −point
@@ -596,6 +605,7 @@ class _Observer:
         self.triangles = triangles
         self.camera, self.photo_planes = camera, photo_planes
         self.depth_map, self.depth_scale, self.tolerance = depth_map, depth_scale, tolerance
+        self.openings = openings
 
     def observe(self, tt: TileTexels, rows: np.ndarray | None = None, vertex_map: np.ndarray | None = None) -> _Observation:
         """Observe the texels ``rows`` of ``tt`` (default all), or with ``vertex_map`` their mirror
@@ -647,6 +657,11 @@ class _Observer:
         # the photo may be another resolution of the image the camera was fitted on
         height, width = self.photo_planes[0].shape
         xy = np.stack([np.take(xy[0], seen) * np.float32(width / cam_w), np.take(xy[1], seen) * np.float32(height / cam_h)])
+        if self.openings is not None:  # teeth and sclera are not skin
+            keep = self.openings.weight_at(xy)  # (k,)
+            weight[seen] *= keep
+            still_seen = np.flatnonzero(keep > 0)
+            seen, xy = np.take(seen, still_seen), xy[:, still_seen]
         return weight, seen, _sample_bilinear(self.photo_planes, xy), np.take(cos_view, seen)
 
 
