@@ -111,9 +111,10 @@ def bake_portrait(engine, image: np.ndarray, size: int) -> dict[str, np.ndarray]
     """Fit and bake one decoded (H, W, 3) uint8 portrait → the bank's arrays (float16, tile 1001 + back)."""
     from topos_server.texture.bake import bake_textures
 
-    result, _ = engine.fit_portrait(image)
+    result, face = engine.fit_portrait(image)
     diagnostics: dict = {}
-    bake_textures(image, result.posed_points(), result.camera, engine.topology, size=size, diagnostics=diagnostics)
+    bake_textures(image, result.posed_points(), result.camera, engine.topology, size=size, landmarks=face.points,
+                  diagnostics=diagnostics)
 
     def hwc(tiles: dict, tile: int) -> np.ndarray:
         return np.ascontiguousarray(tiles[tile].transpose(1, 2, 0)).astype(np.float16)  # (3, S, S) → (S, S, 3)

@@ -114,13 +114,13 @@ class ClassicEngine:
         image = source if isinstance(source, np.ndarray) else load_image(source)
         decode_s = time.perf_counter() - t
 
-        result, _ = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
+        result, face = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
         t = time.perf_counter()
         report("texturing", 0.4)
         # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
         diagnostics = {} if options.texture != "bake" else None
         baked = bake_textures(image, result.posed_points(), result.camera, self.topology, size=options.texture_size,
-                              diagnostics=diagnostics)
+                              landmarks=face.points, diagnostics=diagnostics)
         bake_s, t = time.perf_counter() - t, time.perf_counter()
         result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
                                             options.seed, mode=options.texture)
@@ -167,6 +167,7 @@ class ClassicEngine:
         t = time.perf_counter()
         posed = [points + np.tensordot(fit.expression, self.expression_basis, axes=1) for fit in fits]  # (N, 3) each
         textures = bake_views(images, posed, cameras, points, self.topology, options.texture_size,
+                              landmarks=[face.points for face in faces],
                               before_view=lambda view: report("texturing", 0.3 + 0.6 * view / len(images)))
         timings["bake"] = time.perf_counter() - t
 

@@ -192,7 +192,7 @@ class ToposEngine:
         # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
         diagnostics = {} if options.texture != "bake" else None
         baked = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
-                              size=options.texture_size, diagnostics=diagnostics)
+                              size=options.texture_size, landmarks=portrait["face"].points, diagnostics=diagnostics)
         result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
         result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
@@ -214,7 +214,8 @@ class ToposEngine:
             progress("texturing", (index + 0.7) / count, index)
         t = time.perf_counter()
         result.textures = bake_views([p["image"] for p in portraits], [v.posed_points() for v in views],
-                                     [v.camera for v in views], result.points, self.topology, options.texture_size)
+                                     [v.camera for v in views], result.points, self.topology, options.texture_size,
+                                     landmarks=[p["face"].points for p in portraits])
         result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
         result.provenance.extra["texture"] = options.texture
         return result

@@ -4,7 +4,7 @@ Engines call :func:`complete_textures` right after :func:`~topos_server.texture.
 (with the same ``diagnostics`` dict the bake filled)::
 
     diagnostics = {}
-    maps = bake_textures(image, posed_points, camera, topology, size, diagnostics=diagnostics)
+    maps = bake_textures(image, posed_points, camera, topology, size, landmarks=face.points, diagnostics=diagnostics)
     maps = complete_textures(maps, diagnostics, neutral_points, topology, size, seed, mode=options.texture)
 
 What ``learned`` does, for the skin tile the model knows (1001, the face; other tiles keep the bake):

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from topos_sdk.errors import InvalidInputError
 from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
@@ -27,17 +28,23 @@ UNSEEN_WEIGHT = 1e-3  # how much a bake's fill counts against a direct observati
 
 
 def bake_views(images: list[np.ndarray], posed_points: list[np.ndarray], cameras: list[Camera], points: np.ndarray,
-               topology: ReferenceTopology, size: int,
+               topology: ReferenceTopology, size: int, *, landmarks: list[np.ndarray] | None = None,
                before_view: Callable[[int], None] | None = None) -> dict[str, TextureMap]:
     """Every photo (H, W, 3) baked through its camera onto its posed head (N, 3), then merged
-    (:func:`merge_view_bakes`); points: (N, 3) the neutral head the normal map is made for;
+    (:func:`merge_view_bakes`); points: (N, 3) the neutral head the normal map is made for; landmarks: each
+    photo's own (478, 2|3) FaceMesh points (``bake_textures``' ``landmarks``), when known;
     ``before_view(v)`` is called before photo v is baked (progress)."""
     bakes, roughness = [], None
-    for view, (image, posed, camera) in enumerate(zip(images, posed_points, cameras)):
+    if landmarks is None:
+        landmarks = [None] * len(images)
+    elif len(landmarks) != len(images):
+        raise InvalidInputError(f"bake_views: {len(landmarks)} landmark sets for {len(images)} photos")
+    for view, (image, posed, camera, view_landmarks) in enumerate(zip(images, posed_points, cameras, landmarks)):
         if before_view is not None:
             before_view(view)
         diagnostics: dict = {}
-        maps = bake_textures(image, posed, camera, topology, size=size, diagnostics=diagnostics)
+        maps = bake_textures(image, posed, camera, topology, size=size, landmarks=view_landmarks,
+                             diagnostics=diagnostics)
         roughness = roughness or maps["roughness"]
         bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
     return merge_view_bakes(bakes, roughness, points, topology, size)
