@@ -1,6 +1,7 @@
 """TOPOS-Texture (``--texture learned``) against today's bake, on held-out data only.
 
     python bench/texture_eval.py [--model DIR] [--portraits 96] [--heads 10] [--timing]
+                                 [--openings 96]
                                  [--sheet docs/texture_contact_sheet.jpg --sheet-names A000014 ...]
 
 1. **Restoration** on the held-out portraits' bakes (``TextureBank("eval")``: the 96 portraits
@@ -23,7 +24,14 @@
    de-lighting vs learned.
 3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone,
    one thread, warm, best of 3.
-4. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
+4. **Openings** (``--openings N``): the first N held-out portraits fitted by the classic engine and baked at
+   512² with and without their landmarks (``bake_textures(landmarks=)``: the mouth and eye openings masked).
+   Per portrait and region of the face tile (``face_regions`` "lips" > 0.5, "eyes" > 0.5): the share of the
+   region's texels the photo saw (direct weight > 0.5) that look into an opening (the mask takes them out), and
+   how far those texels' baked colour is from the rest of the region's (mean sRGB L1 to its median colour, 0–255)
+   without and with the mask: teeth and sclera are far from lips and lids. (The restoration and de-lighting
+   protocols above bake without landmarks: the bank's bakes and the synthetic renders have none.)
+5. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
 """
 
 from __future__ import annotations
@@ -232,6 +240,57 @@ def timing(model, topology) -> dict:
     return out
 
 
+def openings(count: int) -> dict:
+    """Teeth on the lips and sclera on the lids, baked without and with the photo's landmarks (module notes)."""
+    from topos_server.data.texture_bank import split_files
+    from topos_server.engines import shared_engine
+    from topos_server.texture.bake import bake_textures, skin_uv_layout
+    from topos_server.texture.face_regions import face_regions
+    from topos_sdk.errors import ToposError
+    from topos_server.face import load_image
+
+    engine = shared_engine("classic")
+    topology = engine.topology
+    tt = next(t for t in skin_uv_layout(topology, SIZE).tiles if t.tile == 1001)
+    regions = face_regions(topology)
+    per_vertex = np.stack([regions.get(name, topology.num_points) for name in ("lips", "eyes")])  # (2, N)
+    lips, eyes = (tt.image(values) > 0.5 for values in tt.interpolate(per_vertex))  # (S, S) each
+
+    rows = []
+    for path in split_files("eval")[:count]:
+        image = load_image(path.read_bytes())
+        try:
+            result, face = engine.fit_portrait(image)
+        except ToposError as exc:
+            print(f"{path.stem}: skipped ({exc})", file=sys.stderr, flush=True)
+            continue
+        bakes = {}
+        for key, landmarks in (("without", None), ("with", face.points)):
+            diagnostics: dict = {}
+            maps = bake_textures(image, result.posed_points(), result.camera, topology, size=SIZE,
+                                 landmarks=landmarks, diagnostics=diagnostics)
+            bakes[key] = (maps["albedo"].tiles[1001].astype(np.float32), diagnostics["direct_weight"][1001])
+        row = {"name": path.stem}
+        for name, region in (("lips", lips), ("eyes", eyes)):
+            seen = region & (bakes["without"][1] > 0.5)
+            looks_in = seen & (bakes["with"][1] < 0.5)  # the texels the mask took out
+            rest = seen & ~looks_in
+            row[f"{name}_looking_in"] = float(looks_in.sum() / max(seen.sum(), 1))
+            for key, (albedo, _) in bakes.items():
+                reference = np.median(albedo[rest], axis=0) if rest.any() else np.zeros(3, np.float32)
+                row[f"{name}_off_colour_{key}"] = (float(np.abs(albedo[looks_in] - reference).mean())
+                                                   if looks_in.any() else 0.0)
+        rows.append(row)
+        print(f"{path.stem}: " + "  ".join(
+            f"{name}: {row[f'{name}_looking_in']:.2f} look in, off colour {row[f'{name}_off_colour_without']:.1f} -> "
+            f"{row[f'{name}_off_colour_with']:.1f}" for name in ("lips", "eyes")), file=sys.stderr, flush=True)
+    keys = [f"{region}_{what}" for region in ("lips", "eyes")
+            for what in ("looking_in", "off_colour_without", "off_colour_with")]
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in keys}
+    summary["portraits"] = len(rows)
+    return {"summary": summary, "rows": rows}
+
+
 def contact_sheet(model_dir, names: list[str], path: Path) -> None:
     import cv2
     from topos_server.data.texture_bank import split_files
@@ -276,6 +335,8 @@ def main() -> int:
     parser.add_argument("--heads", type=int, default=10, help="synthetic heads × 5 lights (de-lighting); 0: skip")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4], help="sampler steps to score (restoration)")
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--openings", type=int, default=0,
+                        help="held-out portraits baked with/without their landmarks (teeth on the lips); 0: skip")
     parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
     parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")
     parser.add_argument("--json", type=Path, help="also write every row here")
@@ -299,6 +360,9 @@ def main() -> int:
     if args.timing:
         report["timing"] = timing(model, topology)
         print(json.dumps(report["timing"], indent=1), flush=True)
+    if args.openings:
+        report["openings"] = openings(args.openings)
+        print(json.dumps(report["openings"]["summary"], indent=1), flush=True)
     if args.sheet:
         contact_sheet(args.model, args.sheet_names, args.sheet)
     report["load_average_end"] = os.getloadavg()
