@@ -219,8 +219,12 @@ class MediapipeRegistration:
 
 def register_mediapipe(topology: ReferenceTopology, canonical_obj: str | Path,
                        iris_obj: str | Path | None = None,
-                       schedule: FitSchedule = MEDIAPIPE_FIT) -> MediapipeRegistration:
-    """Register MediaPipe's canonical face to ``topology``'s rest shape; see the module notes."""
+                       schedule: FitSchedule = MEDIAPIPE_FIT, offsets: np.ndarray | None = None) -> MediapipeRegistration:
+    """Register MediaPipe's canonical face to ``topology``'s rest shape; see the module notes.
+
+    ``offsets`` (≥ 468, 3) cm in the topology's frame: where the detector's points really lie relative to
+    the registered ones (:mod:`~topos_server.assets.landmark_offsets`, fitted on ICT heads); each face
+    point moves by its offset and is snapped onto the skin again. Iris points take none."""
     face = read_canonical_face(canonical_obj, iris_obj)
     rest = topology.rest_points.astype(np.float64)
     targets68 = multipie68_points(topology)  # (68, 3)
@@ -234,9 +238,17 @@ def register_mediapipe(topology: ReferenceTopology, canonical_obj: str | Path,
     mesh_points = aligned[:NUM_FACE_POINTS]
     fitted_face = fit_mesh_to_surface(mesh_points, face.triangles, skin, inner_ids, inner_targets, schedule)
     hits = skin.closest(fitted_face)
-    triangle_vertices = [skin.triangles[hits.triangle]]  # (468, 3)
-    weights = [hits.barycentric]
-    surface_points = [hits.points]
+    triangle, barycentric, on_skin = hits.triangle, hits.barycentric, hits.points
+    if offsets is not None:
+        face_offsets = np.asarray(offsets, np.float64)[:NUM_FACE_POINTS]  # (468, 3)
+        moved = np.linalg.norm(face_offsets, axis=1) > 0
+        moved_hits = skin.closest(on_skin[moved] + face_offsets[moved])
+        triangle, barycentric, on_skin = triangle.copy(), barycentric.copy(), on_skin.copy()
+        triangle[moved], barycentric[moved], on_skin[moved] = (moved_hits.triangle, moved_hits.barycentric,
+                                                               moved_hits.points)
+    triangle_vertices = [skin.triangles[triangle]]  # (468, 3)
+    weights = [barycentric]
+    surface_points = [on_skin]
     fitted = [fitted_face]
 
     if len(face.points) > NUM_FACE_POINTS:
@@ -287,7 +299,7 @@ def _embed_iris(topology: ReferenceTopology, aligned: np.ndarray, fitted_face: n
 
 
 def embed_mediapipe_landmarks(topology: ReferenceTopology, canonical_obj: str | Path,
-                              iris_obj: str | Path | None = None) -> LandmarkSet:
+                              iris_obj: str | Path | None = None, offsets: np.ndarray | None = None) -> LandmarkSet:
     """MediaPipe's landmarks ``mp000``..``mp467`` (..``mp477`` with ``iris_obj``) as barycentric
-    points on ``topology``'s skin (iris points on its irises)."""
-    return register_mediapipe(topology, canonical_obj, iris_obj).landmarks
+    points on ``topology``'s skin (iris points on its irises), moved by ``offsets`` (see :func:`register_mediapipe`)."""
+    return register_mediapipe(topology, canonical_obj, iris_obj, offsets=offsets).landmarks

@@ -36,6 +36,7 @@ import numpy as np
 from topos_sdk.atomic_files import atomic_output_dir, atomic_output_path
 from topos_sdk.errors import ToposError
 from topos_server.assets.cache import ICT_HEAD_MODEL_FILE, ICT_TOPOLOGY_FILE, MANIFEST_FORMAT, AssetCache, sha256_file
+from topos_server.assets.landmark_offsets import OFFSETS_FILE, load_offsets
 
 # bump when what an import writes changes, so existing caches re-import
 ICT_IMPORTER_VERSION = 1
@@ -392,11 +393,13 @@ def attach_mediapipe_landmarks(cache: AssetCache, force: bool = False, log: Log 
         "canonical_sha256": facemesh["outputs"]["canonical_face_model.obj"]["sha256"],
         "iris_sha256": facemesh["outputs"].get("face_model_with_iris.obj", {}).get("sha256"),
         "correspondence_version": str(getattr(correspondence, "CORRESPONDENCE_VERSION", getattr(correspondence, "VERSION", ""))),
+        "offsets_sha256": sha256_file(OFFSETS_FILE) if OFFSETS_FILE.is_file() else None,
     }
     topology = cache.ict_topology()
     if not force and "mediapipe" in topology.landmarks and topology.info.get("mediapipe_landmarks") == stamp:
         return ImportOutcome("mediapipe landmarks", "up to date", time.perf_counter() - t0)
-    landmarks = correspondence.embed_mediapipe_landmarks(topology, canonical, iris if iris.is_file() else None)
+    landmarks = correspondence.embed_mediapipe_landmarks(topology, canonical, iris if iris.is_file() else None,
+                                                         offsets=load_offsets())
     topology.landmarks["mediapipe"] = landmarks
     topology.info["mediapipe_landmarks"] = stamp
     path = cache.ict_dir / ICT_TOPOLOGY_FILE

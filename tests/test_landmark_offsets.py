@@ -1,0 +1,145 @@
+"""Learned MediaPipe landmark offsets: the fit recovers known offsets from rendered detections, the
+registration applies them on the real ICT skin, and the committed table is what the asset cache embeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from topos_server.assets import correspondence as corr
+from topos_server.assets.landmark_offsets import (
+    FIRST_IRIS_POINT,
+    NOT_OFFSET_CONTOUR,
+    OFFSETS_FILE,
+    OffsetFitOptions,
+    RenderedLandmarks,
+    fit_landmark_offsets,
+    load_offsets,
+    save_offsets,
+)
+from topos_server.geometry.registration import vertex_normals
+
+from topos_sdk.topology import ReferenceTopology
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ICT_NEUTRAL = SHARED / "ict-facekit" / "FaceXModel" / "generic_neutral_mesh.obj.xz"
+CANONICAL = SHARED / "mediapipe" / "canonical_face_model.obj"
+WITH_IRIS = SHARED / "mediapipe" / "face_model_with_iris.obj"
+
+pytestmark = pytest.mark.skipif(not (ICT_NEUTRAL.is_file() and WITH_IRIS.is_file()),
+                                reason="needs ../shared/ict-facekit and ../shared/mediapipe")
+
+
+@pytest.fixture(scope="module")
+def ict() -> ReferenceTopology:
+    return ReferenceTopology.from_obj(ICT_NEUTRAL)
+
+
+@pytest.fixture(scope="module")
+def registration(ict):
+    return corr.register_mediapipe(ict, CANONICAL, WITH_IRIS)
+
+
+def offset_field(points: np.ndarray) -> np.ndarray:
+    """(K, 3) a smooth, mirror-symmetric, in-plane offset (cm): up on the forehead, outwards at the sides."""
+    centre = points[:468].mean(0)
+    up = 0.3 * np.clip((points[:, 1] - centre[1]) / 5.0, 0.0, 1.0)
+    out = 0.15 * np.tanh((points[:, 0] - centre[0]) / 3.0)
+    field = np.stack([out, up, np.zeros(len(points))], axis=1)
+    field[NOT_OFFSET_CONTOUR] = 0.0
+    field[FIRST_IRIS_POINT:] = 0.0
+    return field
+
+
+def look_at(yaw_deg: float, pitch_deg: float, target: np.ndarray, distance: float) -> np.ndarray:
+    """(4, 4) OpenGL world → camera: the head turned by yaw/pitch, ``target`` straight ahead at ``distance``."""
+    yaw, pitch = np.radians(yaw_deg), np.radians(pitch_deg)
+    ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+    m = np.eye(4)
+    m[:3, :3] = rx @ ry
+    m[:3, 3] = np.array([0.0, 0.0, -distance]) - m[:3, :3] @ target
+    return m
+
+
+def project(points: np.ndarray, m: np.ndarray, f: float, c: float) -> np.ndarray:
+    cam = points @ m[:3, :3].T + m[:3, 3]
+    return np.stack([c + f * cam[:, 0] / -cam[:, 2], c - f * cam[:, 1] / -cam[:, 2]], axis=1)
+
+
+def test_fit_recovers_known_offsets_from_rendered_detections(ict, registration):
+    """Detections made from the embedded points moved by a known offset field (0.5 px noise) over heads
+    turned ±30°: the fitted offsets match the field on the face points, and stay zero where they must."""
+    rest = ict.rest_points.astype(np.float64)
+    points = registration.landmarks.evaluate(rest)  # (478, 3)
+    normals = registration.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict)))
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)  # iris points: not on the skin
+    truth = offset_field(points)
+    rng = np.random.default_rng(0)
+    renders = []
+    for _ in range(60):
+        m = look_at(rng.uniform(-30, 30), rng.uniform(-10, 10), points[:468].mean(0), 60.0)
+        detected = project(points + truth, m, 900.0, 256.0) + rng.normal(0, 0.5, (len(points), 2))
+        renders.append(RenderedLandmarks(points, normals, m, 900.0, (256.0, 256.0), detected))
+
+    offsets, summary = fit_landmark_offsets(renders, corr.MEDIAPIPE_MIRROR, OffsetFitOptions(max_yaw_deg=30.0))
+
+    free = np.ones(len(points), bool)
+    free[NOT_OFFSET_CONTOUR] = False
+    free[FIRST_IRIS_POINT:] = False
+    error = np.linalg.norm((offsets - truth)[free][:, :2], axis=1)  # in-plane: what the views pin down
+    assert np.median(error) < 0.01 and np.percentile(error, 95) < 0.03  # cm; the field is up to 0.3 cm
+    assert np.all(offsets[~free] == 0.0)
+    assert summary["residual_iod_after"] < 0.3 * summary["residual_iod_before"]
+    assert np.allclose(offsets, offsets[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1], atol=1e-6)  # mirror-symmetric
+
+
+def test_registration_moves_the_face_points_by_their_offsets_on_the_skin(ict, registration):
+    rest = ict.rest_points.astype(np.float64)
+    before = registration.landmarks.evaluate(rest)
+    offsets = offset_field(before)
+    moved = corr.register_mediapipe(ict, CANONICAL, WITH_IRIS, offsets=offsets)
+    after = moved.landmarks.evaluate(rest)
+
+    shifted = np.linalg.norm(offsets, axis=1) > 0
+    assert shifted.sum() > 300
+    # snapped back onto the skin, so only the part along the surface survives
+    normals = moved.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict)))[shifted]
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    along = offsets[shifted] - np.einsum("kx,kx->k", offsets[shifted], normals)[:, None] * normals
+    miss = np.linalg.norm(after[shifted] - before[shifted] - along, axis=1)  # cm
+    assert np.median(miss) < 0.02 and np.percentile(miss, 90) < 0.06
+    assert np.array_equal(after[~shifted], before[~shifted])  # contour and iris points untouched
+    assert np.allclose(moved.landmarks.weights.sum(1), 1.0) and (moved.landmarks.weights >= -1e-6).all()
+    skin = set(map(tuple, np.sort(corr.skin_triangles(ict), axis=1)))
+    assert all(tuple(t) in skin for t in np.sort(moved.landmarks.vertices[:468], axis=1))
+
+
+def test_offsets_file_round_trips_and_rejects_other_files(tmp_path):
+    offsets = np.random.default_rng(1).normal(0, 0.1, (478, 3)).astype(np.float32)
+    path = tmp_path / "offsets.safetensors"
+    save_offsets(path, offsets, {"renders": 3})
+    assert np.array_equal(load_offsets(path), offsets)
+    assert load_offsets(tmp_path / "missing.safetensors") is None
+
+    from safetensors.numpy import save_file
+
+    save_file({"offsets": offsets}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a mediapipe-landmark-offsets"):
+        load_offsets(tmp_path / "other.safetensors")
+    save_offsets(tmp_path / "nan.safetensors", np.full((478, 3), np.nan, np.float32), {})
+    with pytest.raises(ValueError, match="finite"):
+        load_offsets(tmp_path / "nan.safetensors")
+
+
+def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import():
+    from topos_server.assets.cache import AssetCache, sha256_file
+
+    offsets = load_offsets()
+    assert offsets is not None and offsets.shape == (478, 3)
+    assert np.allclose(offsets, offsets[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1], atol=1e-5)
+    assert np.all(offsets[NOT_OFFSET_CONTOUR] == 0.0) and np.all(offsets[FIRST_IRIS_POINT:] == 0.0)
+    assert np.linalg.norm(offsets, axis=1).max() < 1.5  # cm: a correction, not a new face
+    stamp = AssetCache.default().ict_topology().info["mediapipe_landmarks"]
+    assert stamp["offsets_sha256"] == sha256_file(OFFSETS_FILE)  # `topos assets import` re-embedded them
