@@ -6,6 +6,7 @@ bench/multiview_fit.py."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -85,9 +86,11 @@ def test_contour_sliding_follows_the_outline_of_a_turned_head(engine):
 
     head = random_head(engine, 11)
     landmarks = detections(engine, head, 50.0)
+    # these detections sit exactly on the embedded points: not where the real detector puts a turned head's
+    exact = FitWeights(turned_offsets=False)
     fixed = fit_landmarks(engine.basis, landmarks, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX,
-                          FitWeights(contour_sliding=False))
-    sliding = fit_landmarks(engine.basis, landmarks, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX, FitWeights())
+                          replace(exact, contour_sliding=False))
+    sliding = fit_landmarks(engine.basis, landmarks, (IMAGE_SIZE, IMAGE_SIZE), FOCAL_PX, exact)
     assert sliding.rms_px < 0.6 * fixed.rms_px  # the outline landmarks are explained, not fought
     assert multipie_error(engine, head, 50.0, sliding) < multipie_error(engine, head, 50.0, fixed)
 
@@ -118,11 +121,17 @@ def test_hidden_eye_iris_garbage_does_not_move_the_fit(engine):
     np.testing.assert_allclose(fits[1].identity, fits[0].identity, atol=0.05)
 
 
-def test_joint_fit_of_three_views_beats_one(engine):
-    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
+def test_joint_fit_of_three_views_uses_every_view(engine):
+    """On clean detections (exactly the embedded points, 0.6 px noise) three views pin the shape down better
+    than one when the identity prior is held as for one photo; the default holds it three times as hard (the
+    real detector's error repeats across photos of one face: BENCHMARKS.md), trading that clean-data gain
+    for not getting worse on real detections, and stays close to one view here."""
+    from topos_server.fit.landmark_fit import FitWeights, fit_landmarks, fit_landmarks_multiview
 
     rng = np.random.default_rng(5)
-    errors_1, errors_3 = [], []
+    exact = FitWeights(turned_offsets=False)  # detections exactly on the embedded points, at 35° too
+    one_photo_prior = replace(exact, identity_prior=exact.identity_prior / 3)
+    errors = {"single": [], "joint": [], "joint, one-photo prior": []}
     front = engine.topology.vertex_groups["narrow_face"]
     for seed in (21, 22):
         head = random_head(engine, seed)
@@ -130,16 +139,19 @@ def test_joint_fit_of_three_views_beats_one(engine):
         for view in views:
             view[:, :2] += rng.normal(0, 0.6, view[:, :2].shape)
         size = (IMAGE_SIZE, IMAGE_SIZE)
-        single = fit_landmarks(engine.basis, views[0], size)
-        joint = fit_landmarks_multiview(engine.basis, views, [size] * 3)
+        single = fit_landmarks(engine.basis, views[0], size, weights=exact)
+        joint = fit_landmarks_multiview(engine.basis, views, [size] * 3, weights=exact)
         assert len(joint) == 3 and all(np.array_equal(fit.identity, joint[0].identity) for fit in joint)
         assert [round(np.degrees(np.arctan2(fit.rotation[2, 0], fit.rotation[0, 0]))) for fit in joint] == \
             pytest.approx([0, 35, -35], abs=4)
-        for fit, errors in ((single, errors_1), (joint[0], errors_3)):
+        weak = fit_landmarks_multiview(engine.basis, views, [size] * 3, weights=one_photo_prior)[0]
+        for name, fit in (("single", single), ("joint", joint[0]), ("joint, one-photo prior", weak)):
             fitted = engine.identity_points(fit.identity)[front]
             a, b = fitted - fitted.mean(axis=0), head[front] - head[front].mean(axis=0)
-            errors.append(np.linalg.norm(a * ((a * b).sum() / (a * a).sum()) - b, axis=1).mean())
-    assert np.mean(errors_3) < 0.9 * np.mean(errors_1)
+            errors[name].append(np.linalg.norm(a * ((a * b).sum() / (a * a).sum()) - b, axis=1).mean())
+    mean = {name: np.mean(values) for name, values in errors.items()}
+    assert mean["joint, one-photo prior"] < 0.9 * mean["single"]
+    assert mean["joint"] < 1.3 * mean["single"]
 
 
 # ---- topos generate --same-person, SDK, gRPC ----------------------------------------------------

@@ -16,6 +16,14 @@ towards no offset). The offsets are then made mirror-symmetric (a landmark and i
 one offset, x negated) and :func:`~topos_server.assets.correspondence.register_mediapipe` adds them
 before it snaps the points onto the skin.
 
+A turned head is a second regime: beyond ~40° of yaw the detector places the far side's points, and many
+near ones, by its own model of a face rather than by what it sees. A second table (``turned``), fitted the
+same way on the renders turned 40–70° *on top of* the embedded points, holds where the points move for a
+head turned fully to yaw > 0 (the renders turned the other way enter mirrored); the fit adds it, scaled by
+how far the head it has found is turned (``FitWeights.turn_start_deg``/``turn_full_deg``), and refits
+(:meth:`~topos_server.fit.landmark_fit.LandmarkBasis.turned_towards`). It is not embedded: it depends on
+the pose.
+
 Not offset: the 22 jaw/cheek points that the fit slides along the face's outline (their fixed places
 are never used: ``fit.landmark_fit.CONTOUR_SLIDING``) and the iris points (on the eyeball, which the
 renders draw in flat colours).
@@ -67,11 +75,13 @@ class RenderedLandmarks:
     focal_px: float
     principal_point: tuple[float, float]
     detected: np.ndarray  # (K, 2) the detector's points, pixels
+    yaw_deg: float = 0.0  # the head's turn (data/synthetic_portraits.py: > 0 turns the face toward the image's right)
 
 
-def fit_landmark_offsets(renders: list[RenderedLandmarks], mirror: np.ndarray,
+def fit_landmark_offsets(renders: list[RenderedLandmarks], mirror: np.ndarray | None,
                          options: OffsetFitOptions = OffsetFitOptions()) -> tuple[np.ndarray, dict]:
-    """(K, 3) head-frame offsets (cm) and a summary (renders used, residual before and after, IOD %)."""
+    """(K, 3) head-frame offsets (cm) and a summary (renders used, residual before and after, IOD %).
+    ``mirror`` (MediaPipe's mirror map): a landmark and its mirror image share one offset; None: no symmetry."""
     count = len(renders[0].points)
     offsets = np.zeros((count, 3))
     history = []
@@ -92,7 +102,8 @@ def fit_landmark_offsets(renders: list[RenderedLandmarks], mirror: np.ndarray,
         damping = options.ridge * used[:, None, None] * np.eye(3) + 1e-9 * np.eye(3)
         step = np.linalg.solve(normal + damping, (gradient - options.ridge * used[:, None] * offsets)[..., None])
         offsets += step[..., 0]
-    offsets = _mirror_symmetric(offsets, mirror)
+    if mirror is not None:
+        offsets = _mirror_symmetric(offsets, mirror)
     fixed = np.zeros(count, bool)
     fixed[NOT_OFFSET_CONTOUR[NOT_OFFSET_CONTOUR < count]] = True
     fixed[FIRST_IRIS_POINT:] = True
@@ -127,6 +138,23 @@ def _linearised(render: RenderedLandmarks, offsets: np.ndarray, min_facing: floa
     return jacobian, (render.detected - projected) / iod, facing
 
 
+def fit_turned_offsets(renders: list[RenderedLandmarks], mirror: np.ndarray,
+                       options: OffsetFitOptions = OffsetFitOptions()) -> tuple[np.ndarray, dict]:
+    """(K, 3) offsets for a head turned fully to yaw > 0, from renders turned either way beyond
+    ``options.max_yaw_deg``: each side fitted on its own, the yaw < 0 side mirrored onto the other, averaged."""
+    sides, summaries = [], {}
+    for sign in (1.0, -1.0):
+        side = [r for r in renders if sign * r.yaw_deg > options.max_yaw_deg]
+        if not side:
+            raise ValueError(f"no renders turned beyond {sign * options.max_yaw_deg:+.0f}° of yaw")
+        offsets, summaries["yaw > 0" if sign > 0 else "yaw < 0"] = fit_landmark_offsets(side, None, options)  # one side has no symmetry
+        sides.append(offsets.astype(np.float64))
+    count = min(len(sides[0]), len(mirror))
+    turned = sides[0].copy()
+    turned[:count] = 0.5 * (sides[0][:count] + sides[1][mirror[:count]] * np.array([-1.0, 1.0, 1.0]))
+    return turned.astype(np.float32), summaries
+
+
 def _mirror_symmetric(offsets: np.ndarray, mirror: np.ndarray) -> np.ndarray:
     """A landmark and its mirror image across x = 0 share one offset (x negated); mid-line points get x = 0."""
     count = min(len(offsets), len(mirror))
@@ -137,9 +165,8 @@ def _mirror_symmetric(offsets: np.ndarray, mirror: np.ndarray) -> np.ndarray:
 
 
 def renders_from_pairs(folders: list[Path], landmarks: LandmarkSet, expression_basis: np.ndarray,
-                       skin_triangles: np.ndarray, max_yaw_deg: float, limit: int | None = None
-                       ) -> list[RenderedLandmarks]:
-    """The renders of synthetic-portrait shard folders (``data/synthetic_portraits.py``) within the yaw range."""
+                       skin_triangles: np.ndarray, limit: int | None = None) -> list[RenderedLandmarks]:
+    """The renders of synthetic-portrait shard folders (``data/synthetic_portraits.py``)."""
     from topos_server.data.synthetic_portraits import memory_map_npz
     from topos_server.texture.bake import vertex_normals
 
@@ -150,8 +177,6 @@ def renders_from_pairs(folders: list[Path], landmarks: LandmarkSet, expression_b
             count = len(shard["index"])
             basis = expression_basis[: shard["expression"].shape[1]]  # (E, N, 3): the render's ARKit shapes
             for i in range(count):
-                if abs(float(shard["yaw_deg"][i])) > max_yaw_deg:
-                    continue
                 posed = shard["neutral"][i].astype(np.float32) + np.tensordot(shard["expression"][i], basis, axes=1)
                 normals = landmarks.evaluate(vertex_normals(posed, skin_triangles))  # (K, 3)
                 normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
@@ -159,23 +184,26 @@ def renders_from_pairs(folders: list[Path], landmarks: LandmarkSet, expression_b
                 renders.append(RenderedLandmarks(
                     landmarks.evaluate(posed).astype(np.float64), normals.astype(np.float64),
                     shard["world_to_camera"][i].astype(np.float64), float(shard["focal_px"][i]),
-                    (width / 2.0, height / 2.0), shard["landmarks"][i][: len(landmarks), :2].astype(np.float64)))
+                    (width / 2.0, height / 2.0), shard["landmarks"][i][: len(landmarks), :2].astype(np.float64),
+                    float(shard["yaw_deg"][i])))
                 if limit is not None and len(renders) >= limit:
                     return renders
     return renders
 
 
-def save_offsets(path: str | Path, offsets: np.ndarray, info: dict) -> None:
+def save_offsets(path: str | Path, offsets: np.ndarray, info: dict, turned: np.ndarray | None = None) -> None:
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    with atomic_output_path(path) as tmp:
-        save_file({"offsets": np.ascontiguousarray(offsets, np.float32)}, str(tmp),
-                  metadata={"format": OFFSETS_FORMAT, "info": json.dumps(info)})
+    tables = {"offsets": np.ascontiguousarray(offsets, np.float32)}
+    if turned is not None:
+        tables["turned"] = np.ascontiguousarray(turned, np.float32)
+    with atomic_output_path(Path(path)) as tmp:
+        save_file(tables, str(tmp), metadata={"format": OFFSETS_FORMAT, "info": json.dumps(info)})
 
 
-def load_offsets(path: str | Path = OFFSETS_FILE) -> np.ndarray | None:
-    """(K, 3) float32 offsets (cm), or None when the file does not exist."""
+def load_offsets(path: str | Path = OFFSETS_FILE, table: str = "offsets") -> np.ndarray | None:
+    """(K, 3) float32 offsets (cm): ``table`` "offsets" (embedded) or "turned"; None when the file or the
+    table does not exist."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -184,10 +212,26 @@ def load_offsets(path: str | Path = OFFSETS_FILE) -> np.ndarray | None:
     with safe_open(str(path), framework="numpy") as archive:
         if (archive.metadata() or {}).get("format") != OFFSETS_FORMAT:
             raise ValueError(f"{path}: not a {OFFSETS_FORMAT} file")
-        offsets = archive.get_tensor("offsets")
+        if table not in archive.keys():
+            return None
+        offsets = archive.get_tensor(table)
     if offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all():
-        raise ValueError(f"{path}: offsets must be a finite (K, 3) table, got {offsets.shape}")
+        raise ValueError(f"{path}: {table} must be a finite (K, 3) table, got {offsets.shape}")
     return offsets
+
+
+def turned_offsets(path: str | Path = OFFSETS_FILE) -> tuple[np.ndarray, np.ndarray] | None:
+    """The turned-head table for yaw > 0 and its mirror image for yaw < 0, (K, 3) each, for
+    :meth:`LandmarkBasis.from_model <topos_server.fit.landmark_fit.LandmarkBasis.from_model>`; or None."""
+    from topos_server.assets.correspondence import MEDIAPIPE_MIRROR
+
+    right = load_offsets(path, "turned")
+    if right is None:
+        return None
+    count = min(len(right), len(MEDIAPIPE_MIRROR))
+    left = right.copy()
+    left[:count] = right[MEDIAPIPE_MIRROR[:count]] * np.array([-1.0, 1.0, 1.0], np.float32)
+    return right, left
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, nargs="+", required=True, help="synthetic-portrait shard folders")
     parser.add_argument("--out", type=Path, default=OFFSETS_FILE)
     parser.add_argument("--limit", type=int, help="use at most this many renders")
-    parser.add_argument("--max-yaw", type=float, default=OffsetFitOptions.max_yaw_deg)
+    parser.add_argument("--max-yaw", type=float, default=OffsetFitOptions.max_yaw_deg,
+                        help="renders within this yaw make the embedded offsets, those beyond it the turned-head ones")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -207,19 +252,26 @@ def main(argv: list[str] | None = None) -> int:
     topology = cache.ict_topology()
     canonical = cache.facemesh_dir / "canonical_face_model.obj"
     iris = cache.facemesh_dir / "face_model_with_iris.obj"
+    iris = iris if iris.is_file() else None
     # offsets are fitted to the geometric registration alone, never on top of earlier offsets
-    landmarks = register_mediapipe(topology, canonical, iris if iris.is_file() else None, offsets=None).landmarks
+    landmarks = register_mediapipe(topology, canonical, iris, offsets=None).landmarks
     model = load_head_model_arrays(cache.head_model_file())
     options = OffsetFitOptions(max_yaw_deg=args.max_yaw)
-    renders = renders_from_pairs(args.pairs, landmarks, model.expression_basis, skin_triangles(topology),
-                                 options.max_yaw_deg, args.limit)
-    if not renders:
-        print(f"error: no renders within ±{options.max_yaw_deg}° yaw in {[str(p) for p in args.pairs]}", file=sys.stderr)
+    triangles = skin_triangles(topology)
+    renders = renders_from_pairs(args.pairs, landmarks, model.expression_basis, triangles, args.limit)
+    frontal = [r for r in renders if abs(r.yaw_deg) <= options.max_yaw_deg]
+    if not frontal or len(frontal) == len(renders):
+        print(f"error: {args.pairs} need renders within ±{options.max_yaw_deg}° of yaw and beyond it", file=sys.stderr)
         return 2
-    offsets, summary = fit_landmark_offsets(renders, MEDIAPIPE_MIRROR, options)
-    summary.update(pairs=[str(p) for p in args.pairs], max_yaw_deg=options.max_yaw_deg,
+    offsets, summary = fit_landmark_offsets(frontal, MEDIAPIPE_MIRROR, options)
+    # the turned-head table is fitted on top of the embedded points, as the fit uses it
+    embedded = register_mediapipe(topology, canonical, iris, offsets=offsets).landmarks
+    turned, turned_summary = fit_turned_offsets(
+        renders_from_pairs(args.pairs, embedded, model.expression_basis, triangles, args.limit), MEDIAPIPE_MIRROR,
+        options)
+    summary.update(turned=turned_summary, pairs=[str(p) for p in args.pairs], max_yaw_deg=options.max_yaw_deg,
                    seconds=round(time.perf_counter() - start, 1))
-    save_offsets(args.out, offsets, summary)
+    save_offsets(args.out, offsets, summary, turned)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -280,7 +280,8 @@ class ToposEngine:
         image, face = portrait["image"], portrait["face"]
         t = time.perf_counter()
         basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
-                                         self.classic.expression_basis, contour_pool=self.contour_pool)
+                                         self.classic.expression_basis, contour_pool=self.contour_pool,
+                                         turned=self.classic.basis.turned)
         height, width = image.shape[:2]
         fit = fit_landmarks(basis, face.points, (width, height), focal_length_px)
         timings = {**portrait["timings"], **batch_timings, "fit": time.perf_counter() - t}

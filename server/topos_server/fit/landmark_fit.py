@@ -10,10 +10,14 @@ Strong poses (``FitWeights.visibility`` / ``contour_sliding``): each landmark is
 squarely its surface faces the camera (a landmark on a cheek turned away is the detector's guess), an
 eye turned away drops its iris points, and the jaw/cheek contour landmarks — which a detector puts on
 the face's outline, wherever that falls on the 3D face — slide along their row of candidate vertices
-to the one on the mesh's occluding contour for the current pose (silhouette correspondences).
+to the one on the mesh's occluding contour for the current pose (silhouette correspondences). A head
+found turned beyond ``FitWeights.turn_start_deg`` is fitted again with the landmarks moved to where the
+real detector puts them on a turned head (``LandmarkBasis.turned``, learned from renders:
+:mod:`topos_server.assets.landmark_offsets`).
 
 Several photos of one person (:func:`fit_landmarks_multiview`): one identity, per-view pose, focal
-length and expression, solved jointly.
+length and expression, solved jointly; the identity prior is held as many times as hard as there are
+photos (the detector's error on one face repeats across its photos).
 
 Camera conventions inside this module are OpenCV's (looks down +Z, y down); :func:`to_camera`
 converts the result to :class:`topos_sdk.Camera` (looks down −Z, +Y up).
@@ -113,13 +117,17 @@ class LandmarkBasis:
     expression: np.ndarray  # (K, 3, E)
     normals: np.ndarray | None = None  # (K, 3) unit surface normals of the neutral head
     contour: ContourCandidates | None = None
+    # (K, 3) each: where the detector's points move when the head is turned fully to yaw > 0 / yaw < 0
+    turned: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_model(cls, landmarks: LandmarkSet, neutral: np.ndarray, identity_basis: np.ndarray,
-                   expression_basis: np.ndarray, contour_pool: np.ndarray | None = None) -> "LandmarkBasis":
+                   expression_basis: np.ndarray, contour_pool: np.ndarray | None = None,
+                   turned: tuple[np.ndarray, np.ndarray] | None = None) -> "LandmarkBasis":
         """neutral (N, 3), identity_basis (I, N, 3), expression_basis (E, N, 3) → values at the landmarks,
         with the landmarks' smooth surface normals (visibility weights); ``contour_pool`` (vertex ids of
-        the front of the face) enables silhouette sliding of the jaw/cheek landmarks."""
+        the front of the face) enables silhouette sliding of the jaw/cheek landmarks; ``turned``: the
+        turned-head offsets (:func:`~topos_server.assets.landmark_offsets.turned_offsets`)."""
         w = landmarks.weights.astype(np.float64)  # (K, 3 corners)
         v = landmarks.vertices  # (K, 3 corners)
 
@@ -131,7 +139,7 @@ class LandmarkBasis:
         contour = None if contour_pool is None else ContourCandidates.from_model(
             points, np.asarray(contour_pool), neutral, identity_basis, expression_basis)
         return cls(neutral=points, identity=at(identity_basis), expression=at(expression_basis),
-                   normals=normals, contour=contour)
+                   normals=normals, contour=contour, turned=turned)
 
     @cached_property
     def combined(self) -> np.ndarray:
@@ -141,7 +149,21 @@ class LandmarkBasis:
     def first(self, count: int) -> "LandmarkBasis":
         """The first ``count`` landmarks (468 plain FaceMesh points of a 478-point set)."""
         return LandmarkBasis(self.neutral[:count], self.identity[:count], self.expression[:count],
-                             None if self.normals is None else self.normals[:count], self.contour)
+                             None if self.normals is None else self.normals[:count], self.contour,
+                             None if self.turned is None else (self.turned[0][:count], self.turned[1][:count]))
+
+    def turned_towards(self, yaw_deg: float, weights: "FitWeights") -> "LandmarkBasis":
+        """The basis with the landmarks moved by the turned-head offsets for a head at ``yaw_deg`` (the fit's
+        :func:`yaw_degrees`): none up to ``weights.turn_start_deg``, all from ``weights.turn_full_deg``,
+        linear between. Call it on the untouched basis (it adds to wherever the landmarks are)."""
+        if self.turned is None or not weights.turned_offsets:
+            return self
+        share = np.clip((abs(yaw_deg) - weights.turn_start_deg) / (weights.turn_full_deg - weights.turn_start_deg),
+                        0.0, 1.0)
+        if share == 0.0:
+            return self
+        offsets = self.turned[0] if yaw_deg > 0 else self.turned[1]
+        return replace(self, neutral=self.neutral + share * offsets)
 
     def points(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
         return self.neutral + self.identity @ identity + self.expression @ expression  # (K, 3)
@@ -151,7 +173,7 @@ class LandmarkBasis:
         neutral, identity, expression = self.neutral.copy(), self.identity.copy(), self.expression.copy()
         neutral[rows], identity[rows], expression[rows] = (source.neutral[source_rows], source.identity[source_rows],
                                                            source.expression[source_rows])
-        return LandmarkBasis(neutral, identity, expression, self.normals, self.contour)
+        return LandmarkBasis(neutral, identity, expression, self.normals, self.contour, self.turned)
 
 
 def landmark_surface_normals(points: np.ndarray, neighbours: int = 16) -> np.ndarray:
@@ -186,6 +208,9 @@ class FitWeights:
     full_weight_facing: float = 0.35  # cos of the viewing angle from which a landmark counts fully
     turned_away: float = 0.03  # weight factor of landmarks edge-on or turned away from the camera
     hidden_eye_yaw_deg: float = 50.0  # beyond this head turn the nose hides the far eye: its iris points drop
+    turned_offsets: bool = True  # refit a turned head with the detector's turned-head offsets (needs basis.turned)
+    turn_start_deg: float = 25.0  # the offsets start to apply beyond this yaw …
+    turn_full_deg: float = 50.0  # … and apply fully from this one
 
 
 @dataclass
@@ -266,6 +291,12 @@ def slide_contour(basis: LandmarkBasis, identity, expression, rot, trans, f, c, 
     return basis.with_rows(landmarks, contour.vertices, chosen)
 
 
+def yaw_degrees(rot: np.ndarray) -> float:
+    """The head's turn about its vertical axis in the fit's (OpenCV) camera rotation; > 0: the model's +x
+    side turned away (data/synthetic_portraits.py's yaw > 0)."""
+    return float(np.degrees(np.arctan2(rot[2, 0], rot[0, 0])))
+
+
 def visibility_weights(basis: LandmarkBasis, base: np.ndarray, identity, expression, rot, trans,
                        weights: FitWeights) -> tuple[np.ndarray, tuple[int, ...]]:
     """(K,) landmark weights scaled by how squarely each landmark faces the camera, and the eyes
@@ -281,7 +312,7 @@ def visibility_weights(basis: LandmarkBasis, base: np.ndarray, identity, express
         sliding = basis.contour.landmarks[basis.contour.landmarks < len(scale)]
         scale[sliding] = 1.0  # on the silhouette by construction
     w = base * scale
-    yaw = np.degrees(np.arctan2(rot[2, 0], rot[0, 0]))  # > 0: the model's +x side turned away
+    yaw = yaw_degrees(rot)
     hidden = ()
     if abs(yaw) > weights.hidden_eye_yaw_deg:
         far = 1 if yaw > 0 else 0  # EYE_LIDS[1] is the +x eye
@@ -378,22 +409,28 @@ def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray]
     """One identity fitted to several photos of one person: per view (K, 2|3) landmarks in pixels and
     (width, height). Each view is first fitted alone (its focal length and pose), then all jointly:
     shared identity, per-view pose and expression, MediaPipe's depth weighted 1/V as much (the views'
-    geometry fixes depth). One LandmarkFit per view, sharing ``identity``. The head's overall size
-    stays the prior's: scaling the head and every camera distance together changes no photo."""
+    geometry fixes depth) and the identity prior V times as much (BENCHMARKS.md, "Several photos of one
+    person": with the prior as for one photo, three rendered photos gave a worse head than one). One
+    LandmarkFit per view, sharing ``identity``. The head's overall size stays the prior's: scaling the head
+    and every camera distance together changes no photo."""
     weights = weights or FitWeights()
     with threadpool_limits(1, user_api="blas"):
         singles = [_fit(basis, lm, size, focal_length_px, weights) for lm, size in zip(landmarks_px, image_sizes)]
         views, bases = [], []
         for lm, size, single in zip(landmarks_px, image_sizes, singles):
             view, view_basis = _observation(basis, lm, size, weights)
+            view_basis = view_basis.turned_towards(yaw_degrees(single.rotation), weights)
             view.focal = single.focal_length_px
             view.rvec, view.tvec = cv2.Rodrigues(single.rotation)[0], single.translation.reshape(3, 1).copy()
             view.expression = single.expression.astype(np.float64)
             views.append(view)
             bases.append(view_basis)
         identity = np.mean([single.identity for single in singles], axis=0).astype(np.float64)
-        # the views' geometry fixes depth better than each detector's own guess of it (MediaPipe's z)
-        joint_weights = replace(weights, depth=weights.depth / len(views))
+        # the views' geometry fixes depth better than each detector's own guess of it (MediaPipe's z); and the
+        # detector's error on one face is largely the same in every photo of it (its own shape prior), so V photos
+        # are not V times the evidence on the identity: its prior is held V times as hard
+        joint_weights = replace(weights, depth=weights.depth / len(views),
+                                identity_prior=weights.identity_prior * len(views))
         states = _refine(bases, views, identity, weights.iterations, joint_weights)
     return [LandmarkFit(rot, trans, float(view.focal), view.principal_point, tuple(map(int, view.image_size)),
                         state_identity.astype(np.float32), view.expression.astype(np.float32), rms, {}, hidden)
@@ -478,10 +515,14 @@ def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkF
     if len(focals) > 1:
         _, _, _, f, identity, expression, rvec, tvec, _ = best
         best = refine(f, weights.iterations - scan, identity, expression, rvec, tvec)
-    rot = best[1]
-    if weights.visibility and abs(np.degrees(np.arctan2(rot[2, 0], rot[0, 0]))) > weights.strong_pose_yaw_deg:
+    if weights.visibility and abs(yaw_degrees(best[1])) > weights.strong_pose_yaw_deg:
         _, _, _, f, identity, expression, rvec, tvec, _ = best
         best = refine(f, weights.strong_pose_iterations, identity, expression, rvec, tvec)
+    turned = view_basis.turned_towards(yaw_degrees(best[1]), weights)
+    if turned is not view_basis:  # a turned head: the detector's points sit elsewhere; refit with them there
+        view_basis = turned  # refine() reads it
+        _, _, _, f, identity, expression, rvec, tvec, _ = best
+        best = refine(f, weights.iterations, identity, expression, rvec, tvec)
     rms, rot, trans, f, identity, expression, _, _, hidden = best
     return LandmarkFit(rot, trans, float(f), view.principal_point, (int(w), int(h)), identity.astype(np.float32),
                        expression.astype(np.float32), rms, per_focal, hidden)
