@@ -2,6 +2,7 @@
 on synthetic renders of held-out heads.
 
     python bench/multiview_fit.py [--heads 12] [--sheet docs/multiview_contact_sheet.png]
+    python bench/multiview_fit.py --photos [--heads 40]
     OMP_NUM_THREADS=1 python bench/multiview_fit.py --engine topos [--heads 12] [--seed 0]
 
 Heads: the ICT model's identity ~ N(0, 1) deformed outside the model's span (data/synthetic_heads.py:
@@ -16,6 +17,9 @@ over the whole face sub-mesh (9,409: also ears, temples, under the chin, which n
 after a similarity alignment (rotation, translation, scale: the shape) and after a rigid one (a wrong
 size counts; no number of photos fixes the size: scaling the head and every camera distance together
 changes no photo, so it stays the prior's).
+
+``--photos`` (classic): the same heads rendered as photos, as ``--engine topos`` below renders them, and the
+real face front-end on every photo; the classic fit 1 view vs 3 views, and the mean head.
 
 ``--engine topos``: the DiT conditions on the image crop, so the same held-out heads (same seeds, same
 views, same per-view expressions) are rendered as photos instead of simulated landmarks: textured with
@@ -43,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_description  # noqa: E402
-from pose_fit import IMAGE_SIZE, SyntheticPortraits  # noqa: E402
+from pose_fit import IMAGE_SIZE, SyntheticPortraits, render_view  # noqa: E402
 
 VIEW_YAWS = (0.0, 35.0, -35.0)
 OBSERVED_GROUP = "narrow_face"  # ICT's front of the face: the part the landmarks see
@@ -99,13 +103,17 @@ def main() -> None:
                         help="classic: simulated landmarks, the classic fit; topos: rendered photos, both engines")
     parser.add_argument("--seed", type=int, default=0, help="--engine topos: the DiT seed")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the first three heads here")
+    parser.add_argument("--photos", action="store_true",
+                        help="classic: rendered photos through the real front-end instead of simulated landmarks")
     args = parser.parse_args()
     if args.engine == "topos":
         return topos_views(args)
+    if args.photos:
+        return classic_photo_views(args)
 
     from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
     from topos_server.engines.classic import ClassicEngine
-    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
+    from topos_server.fit.landmark_fit import FitWeights, fit_landmarks, fit_landmarks_multiview
 
     engine = ClassicEngine()
     portraits = SyntheticPortraits(engine)
@@ -115,6 +123,8 @@ def main() -> None:
     held_out = SyntheticHeads(model, engine.topology, seed=7100,
                               options=SyntheticHeadOptions(expression_probability=0.0))
     size = (IMAGE_SIZE, IMAGE_SIZE)
+    # simulated landmarks sit exactly on the embedded points: the turned-head table (the real detector's) stays off
+    simulated = FitWeights(turned_offsets=False)
     regions = {"front": engine.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
     errors = {(n, region, scaled): [] for n in (1, 3) for region in regions for scaled in (True, False)}
     seconds = {1: [], 3: []}
@@ -131,10 +141,10 @@ def main() -> None:
             landmarks, _, _ = portraits.render(posed, yaw, rng.uniform(-8, 8), rng.uniform(-4, 4), rng)
             views.append(landmarks)
         start = time.perf_counter()
-        single = fit_landmarks(engine.basis, views[0], size)
+        single = fit_landmarks(engine.basis, views[0], size, weights=simulated)
         seconds[1].append(time.perf_counter() - start)
         start = time.perf_counter()
-        joint = fit_landmarks_multiview(engine.basis, views, [size] * len(views))
+        joint = fit_landmarks_multiview(engine.basis, views, [size] * len(views), weights=simulated)
         seconds[3].append(time.perf_counter() - start)
         fits = {1: engine.identity_points(single.identity), 3: engine.identity_points(joint[0].identity)}
         for (n, region, scaled), values in errors.items():
@@ -162,21 +172,71 @@ def main() -> None:
         print(f"contact sheet: {args.sheet}")
 
 
-def render_view(portraits, posed: np.ndarray, albedo: dict, yaw: float, pitch: float, roll: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """(S, S, 3) uint8 photo of ``posed`` as ``data/synthetic_portraits.py`` draws one (its random focal length,
-    distance, offset, light, background, noise), the head turned by the given yaw, pitch and roll."""
-    from topos_sdk.head_result import Camera
-    from topos_server.data.synthetic_portraits import FACE_CENTRE_LANDMARKS, head_rotation
+def photographed_head(classic, photos_of, held_out, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Held-out head ``index`` (N, 3) and its three photos: the simulated-landmark rows' head, per-view
+    expressions and pitch/roll draws (in their order), textured, lit and drawn as the DiT's eval pairs."""
+    rng = np.random.default_rng([7100, index])
+    truth = held_out.head(rng)  # (N, 3)
+    expressions = []
+    for _ in VIEW_YAWS:
+        expression = np.zeros(classic.expression_basis.shape[0])
+        chosen = rng.choice(len(expression), size=3, replace=False)
+        expression[chosen] = rng.uniform(0, 0.4, 3)
+        expressions.append((expression, rng.uniform(-8, 8), rng.uniform(-4, 4)))
+    albedo, _ = photos_of.albedo(rng)
+    photos = [render_view(photos_of, truth + np.tensordot(expression, classic.expression_basis, axes=1), albedo,
+                          yaw, pitch, roll, rng)[0] for yaw, (expression, pitch, roll) in zip(VIEW_YAWS, expressions)]
+    return truth, photos
 
-    camera, _ = portraits.camera(posed, rng)  # its own random rotation is replaced, the face centre kept in place
-    centre = portraits.landmarks.evaluate(posed)[list(FACE_CENTRE_LANDMARKS)].mean(0)  # (3,)
-    world_to_camera = camera.world_to_camera.copy()
-    target = world_to_camera[:3, 3] + world_to_camera[:3, :3] @ centre
-    world_to_camera[:3, :3] = head_rotation(yaw, pitch, roll)
-    world_to_camera[:3, 3] = target - world_to_camera[:3, :3] @ centre
-    camera = Camera(camera.focal_length_px, camera.principal_point_px, camera.image_size, world_to_camera)
-    return portraits.draw(posed, albedo, camera, rng)
+
+def classic_photo_views(args) -> None:
+    """``--photos``: the classic fit on the held-out heads rendered as photos through the real front-end
+    (as ``--engine topos`` renders them, without the DiT), 1 view vs 3 views, and the mean head."""
+    from topos_server.assets.head_model import HeadModel
+    from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
+    from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
+    from topos_server.engines.classic import ClassicEngine
+    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
+
+    classic = ClassicEngine()
+    photos_of = PhotoPortraits("eval", seed=7100, engine=classic)
+    model = HeadModel.load(classic.cache.head_model_file(), device="cpu")
+    held_out = SyntheticHeads(model, classic.topology, seed=7100,
+                              options=SyntheticHeadOptions(expression_probability=0.0))
+    regions = {"front": classic.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
+    methods = ("classic_1", "classic_3", "mean_head")
+    errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
+    skipped = []
+    for index in range(args.heads):
+        truth, photos = photographed_head(classic, photos_of, held_out, index)
+        try:
+            faces = [classic.detect(photo) for photo in photos]
+        except Exception as exc:  # noqa: BLE001 — a photo the front-end misses is counted, not fatal
+            skipped.append(f"head {index}: {exc}")
+            continue
+        sizes = [(photo.shape[1], photo.shape[0]) for photo in photos]
+        single = fit_landmarks(classic.basis, faces[0].points, sizes[0])
+        joint = fit_landmarks_multiview(classic.basis, [face.points for face in faces], sizes)
+        fits = {"classic_1": classic.identity_points(single.identity),
+                "classic_3": classic.identity_points(joint[0].identity), "mean_head": classic.neutral}
+        for (method, region, scaled), values in errors.items():
+            vertices = regions[region]
+            values.append(aligned_error_mm(fits[method][vertices], truth[vertices], with_scale=scaled).mean())
+        print(f"head {index} (front, shape): " + ", ".join(f"{m} {errors[(m, 'front', True)][-1]:.2f}"
+                                                           for m in methods) + " mm", flush=True)
+    count = len(errors[("classic_1", "front", True)])
+    print(f"\nmachine: {machine_description()}")
+    print(f"{count} held-out heads ({len(skipped)} skipped: a photo without a detected face), rendered photos, "
+          f"detected landmarks, the classic fit\n")
+    print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by | mean head |")
+    print("|---|---|---|---|---|")
+    for region in regions:
+        for scaled in (True, False):
+            one, three = errors[("classic_1", region, scaled)], errors[("classic_3", region, scaled)]
+            print(f"| {region}, {'similarity' if scaled else 'rigid'} | {np.mean(one):.2f} / {np.median(one):.2f} mm "
+                  f"| {np.mean(three):.2f} / {np.median(three):.2f} mm | {100 * (1 - np.mean(three) / np.mean(one)):.0f} % "
+                  f"({sum(a < b for a, b in zip(three, one))} of {count} heads) "
+                  f"| {np.mean(errors[('mean_head', region, scaled)]):.2f} mm |")
 
 
 def topos_views(args) -> None:
@@ -202,17 +262,7 @@ def topos_views(args) -> None:
     seconds = {"topos_1": [], "topos_3": []}
     rows, skipped = [], []
     for index in range(args.heads):
-        rng = np.random.default_rng([7100, index])
-        truth = held_out.head(rng)  # (N, 3) the same held-out head as the classic rows
-        expressions = []
-        for _ in VIEW_YAWS:  # the classic rows' per-view expressions and pitch/roll draws, in their order
-            expression = np.zeros(classic.expression_basis.shape[0])
-            chosen = rng.choice(len(expression), size=3, replace=False)
-            expression[chosen] = rng.uniform(0, 0.4, 3)
-            expressions.append((expression, rng.uniform(-8, 8), rng.uniform(-4, 4)))
-        albedo, _ = photos_of.albedo(rng)
-        photos = [render_view(photos_of, truth + np.tensordot(expression, classic.expression_basis, axes=1), albedo,
-                              yaw, pitch, roll, rng) for yaw, (expression, pitch, roll) in zip(VIEW_YAWS, expressions)]
+        truth, photos = photographed_head(classic, photos_of, held_out, index)
         try:
             faces = [classic.detect(photo) for photo in photos]
         except Exception as exc:  # noqa: BLE001 — a photo the front-end misses is counted, not fatal

@@ -2,6 +2,7 @@
 silhouette (contour-sliding) correspondences, on synthetic renders with exact landmarks.
 
     python bench/pose_fit.py [--heads 12]
+    python bench/pose_fit.py --photos [--heads 30]
 
 Each head is drawn from the ICT model (identity ~ N(0, 0.8²), sparse expressions; seeds not used
 anywhere else), posed at a yaw drawn uniformly in the bin (either direction, pitch ±10°, roll ±5°) and
@@ -18,6 +19,9 @@ simulated from the render:
 The error is that of the 68 Multi-PIE landmarks as fixed 3D points on the head (as in AFLW2000-3D),
 fitted head through the fitted camera vs true head through the true camera, as % of √(w·h) of their true
 box. "before" is the fit with both switches off (what the engine did until now).
+
+``--photos``: the heads are rendered as photos instead (see :func:`photo_bins`) and the real front-end
+finds their landmarks: its own errors, not simulated ones, and the same 68-point error against the truth.
 """
 
 from __future__ import annotations
@@ -124,6 +128,23 @@ class SyntheticPortraits:
         return np.column_stack([noisy, z]), truth, scale
 
 
+def render_view(portraits, posed: np.ndarray, albedo: dict, yaw: float, pitch: float, roll: float,
+                rng: np.random.Generator):
+    """(S, S, 3) uint8 photo of ``posed`` and its camera, as ``data/synthetic_portraits.py`` draws one (its random focal length,
+    distance, offset, light, background, noise), the head turned by the given yaw, pitch and roll."""
+    from topos_sdk.head_result import Camera
+    from topos_server.data.synthetic_portraits import FACE_CENTRE_LANDMARKS, head_rotation
+
+    camera, _ = portraits.camera(posed, rng)  # its own random rotation is replaced, the face centre kept in place
+    centre = portraits.landmarks.evaluate(posed)[list(FACE_CENTRE_LANDMARKS)].mean(0)  # (3,)
+    world_to_camera = camera.world_to_camera.copy()
+    target = world_to_camera[:3, 3] + world_to_camera[:3, :3] @ centre
+    world_to_camera[:3, :3] = head_rotation(yaw, pitch, roll)
+    world_to_camera[:3, 3] = target - world_to_camera[:3, :3] @ centre
+    camera = Camera(camera.focal_length_px, camera.principal_point_px, camera.image_size, world_to_camera)
+    return portraits.draw(posed, albedo, camera, rng), camera
+
+
 def fitted_68(engine, fit, multipie) -> np.ndarray:
     """(68, 2) the fitted head's Multi-PIE landmarks (expression applied) through the fitted camera."""
     points = engine.identity_points(fit.identity) + np.tensordot(fit.expression, engine.expression_basis, axes=1)
@@ -134,14 +155,21 @@ def fitted_68(engine, fit, multipie) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", type=int, default=12, help="heads per yaw bin")
+    parser.add_argument("--photos", action="store_true",
+                        help="rendered photos through the real face front-end instead of simulated landmarks")
     args = parser.parse_args()
+    if args.photos:
+        return photo_bins(args)
 
     from topos_server.engines.classic import ClassicEngine
     from topos_server.fit.landmark_fit import FitWeights, fit_landmarks
 
     engine = ClassicEngine()
     portraits = SyntheticPortraits(engine)
-    methods = {"before": FitWeights(visibility=False, contour_sliding=False), "after": FitWeights()}
+    # the simulated detector puts points exactly on the embedded landmarks; the turned-head table models the
+    # real one (--photos), so it stays off here
+    simulated = FitWeights(turned_offsets=False)
+    methods = {"before": replace(simulated, visibility=False, contour_sliding=False), "after": simulated}
     errors = {(name, b): [] for name in methods for b in YAW_BINS}
     fit_seconds = {name: [] for name in methods}
     for b, (low, high) in enumerate(YAW_BINS):
@@ -168,6 +196,75 @@ def main() -> None:
         cells = [f"{np.mean(errors[(n, (low, high))]):.2f} % / {np.median(errors[(n, (low, high))]):.2f} %"
                  for n in methods]
         print(f"| {low}–{high}° | {cells[0]} | {cells[1]} |")
+    for name in methods:
+        frontal, profile = np.mean(errors[(name, YAW_BINS[0])]), np.mean(errors[(name, YAW_BINS[-1])])
+        print(f"{name}: 60–90° / 0–30° = {profile / frontal:.2f}×")
+
+
+def photo_bins(args) -> None:
+    """``--photos``: the same heads per yaw bin rendered as photos (held-out portraits' albedo, random light,
+    camera and background as ``data/synthetic_portraits.py`` draws the DiT's eval pairs, 256²) and the real
+    front-end on each; the classic fit with the landmarks embedded by the geometric registration alone (with and
+    without the pose handling: both switches off) vs with the learned offsets (``assets/landmark_offsets.py``),
+    without and with the turned-head table."""
+    from topos_server.assets.correspondence import register_mediapipe
+    from topos_server.assets.landmark_offsets import load_offsets, turned_offsets
+    from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
+    from topos_server.engines.classic import CONTOUR_POOL_GROUP, ClassicEngine
+    from topos_server.fit.landmark_fit import FitWeights, LandmarkBasis, fit_landmarks
+
+    from topos_sdk import NoFaceFound
+
+    engine = ClassicEngine()
+    portraits = SyntheticPortraits(engine)
+    photos_of = PhotoPortraits("eval", seed=9000, engine=engine)
+    facemesh = engine.cache.facemesh_dir
+
+    def basis(offsets, turned=None):
+        landmarks = register_mediapipe(engine.topology, facemesh / "canonical_face_model.obj",
+                                       facemesh / "face_model_with_iris.obj", offsets=offsets).landmarks
+        return LandmarkBasis.from_model(landmarks, engine.neutral, engine.identity_basis, engine.expression_basis,
+                                        contour_pool=engine.topology.vertex_groups.get(CONTOUR_POOL_GROUP),
+                                        turned=turned)
+
+    geometric, learned = basis(None), basis(load_offsets(), turned_offsets())
+    methods = {"geometric, no pose handling": (geometric, FitWeights(visibility=False, contour_sliding=False)),
+               "geometric": (geometric, FitWeights()),
+               "offsets, not turned": (learned, FitWeights(turned_offsets=False)),
+               "offsets + turned": (learned, FitWeights())}
+    errors = {(name, b): [] for name in methods for b in YAW_BINS}
+    missed = {b: 0 for b in YAW_BINS}
+    for b, (low, high) in enumerate(YAW_BINS):
+        rng = np.random.default_rng(9000 + b)
+        for _ in range(args.heads):
+            points, _ = portraits.head(rng)
+            yaw = rng.uniform(low, high) * rng.choice([-1, 1])
+            albedo, _ = photos_of.albedo(rng)
+            photo, camera = render_view(photos_of, points, albedo, yaw, rng.uniform(-10, 10), rng.uniform(-5, 5), rng)
+            truth = camera.project(portraits.multipie.evaluate(points))  # (68, 2)
+            scale = float(np.sqrt((truth.max(axis=0) - truth.min(axis=0)).prod()))
+            try:
+                face = engine.detect(photo)
+            except NoFaceFound:
+                missed[(low, high)] += 1
+                continue
+            size = (photo.shape[1], photo.shape[0])
+            for name, (landmark_basis, weights) in methods.items():
+                fit = fit_landmarks(landmark_basis, face.points, size, None, weights)
+                error = np.linalg.norm(fitted_68(engine, fit, portraits.multipie) - truth, axis=1).mean() / scale
+                errors[(name, (low, high))].append(100 * error)
+        print(f"bin {low}-{high}: " + ", ".join(f"{name} {np.mean(errors[(name, (low, high))]):.2f} %"
+                                                for name in methods) + f" ({missed[(low, high)]} missed)", flush=True)
+
+    print(f"\nmachine: {machine_description()}")
+    print(f"{args.heads} heads per bin, rendered photos, real front-end\n")
+    print("| |yaw| | detected | " + " | ".join(f"{name} (mean / median)" for name in methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    for low, high in YAW_BINS:
+        cells = [f"{np.mean(errors[(n, (low, high))]):.2f} % / {np.median(errors[(n, (low, high))]):.2f} %"
+                 for n in methods]
+        print(f"| {low}–{high}° | {len(errors[(next(iter(methods)), (low, high))])} of {args.heads} | "
+              + " | ".join(cells) + " |")
     for name in methods:
         frontal, profile = np.mean(errors[(name, YAW_BINS[0])]), np.mean(errors[(name, YAW_BINS[-1])])
         print(f"{name}: 60–90° / 0–30° = {profile / frontal:.2f}×")
