@@ -11,7 +11,9 @@
    protocol of training, on other people. Scored on the hidden-but-observed texels (truth weight
    > 0.5, visible < 0.5): mean L1 in linear RGB and the L1 of the finite-difference gradients, for
    today's fill (``texture_pairs.bake_fill``: the baker's mirror step, harmonic vertex field and
-   push-pull of the residual) and for ``complete_textures(mode="learned")`` given that same bake. Both go
+   push-pull of the residual), the same with the seen left/right difference added to what it took from the
+   mirror side (``mirror_asymmetry=True``; ``fill_asymmetry``), and for ``complete_textures(mode="learned")``
+   given either bake (``learned``: today's, ``learned_asymmetry``: the other, one seed). All go
    through 8-bit sRGB, as the asset's PNGs do. Seed spread: the mean |difference| on those texels between
    two seeds. Also the *oracle* of the design: the fill with its
    low frequencies at the model's R² replaced by the truth's (``fill + up(truth↓R) − up(fill↓R)``), the
@@ -21,7 +23,7 @@
    and camera) and baked through the true camera; error of the albedo against the truth on the
    texels seen well (coverage > 0.5) after one gain per channel (the exposure is unknowable), and
    the spread across the 5 lights (per-texel std of the gain-matched albedo, averaged) — today's SH
-   de-lighting vs learned.
+   de-lighting (and baked with ``mirror_asymmetry=True``: ``sh_asymmetry``) vs learned.
 3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone,
    one thread, warm, best of 3.
 4. **Openings** (``--openings N``): the first N held-out portraits fitted by the classic engine and baked at
@@ -57,7 +59,8 @@ def through_srgb8(linear: np.ndarray) -> np.ndarray:
     return srgb8_to_linear(linear_to_srgb8(linear))
 
 
-def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed: int, steps: int) -> np.ndarray:
+def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed: int, steps: int,
+                   mirror_asymmetry: bool = False) -> np.ndarray:
     """complete_textures on a bake given as arrays (tile 1001 only) → (3, S, S) linear albedo (via sRGB8)."""
     from topos_sdk.head_result import TextureMap
     from topos_server.texture.learned import complete_textures
@@ -70,7 +73,7 @@ def learned_albedo(model, observed, weight, bake_albedo, points, topology, seed:
             "normal": TextureMap("normal", {1001: flat_normal}, "raw"),
             "roughness": TextureMap("roughness", {1001: np.full((size, size, 1), 140, np.uint8)}, "raw")}
     diagnostics = {"albedo_linear": {1001: bake_albedo}, "coverage": {1001: weight},
-                   "observed_albedo_linear": {1001: observed}}
+                   "observed_albedo_linear": {1001: observed}, "mirror_asymmetry": mirror_asymmetry}
     out = complete_textures(maps, diagnostics, points, topology, size, seed, model=model, steps=steps)
     return srgb8_to_linear(out["albedo"].tiles[1001]).transpose(2, 0, 1)
 
@@ -118,6 +121,8 @@ def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
         fill, _ = bake_fill(observed, seen, topology)
         fill_l1, fill_grad = scores(through_srgb8(fill), truth, hidden)
         row = {"name": name, "hidden_texels": int(hidden.sum()), "fill_l1": fill_l1, "fill_grad": fill_grad}
+        fill_asymmetry, _ = bake_fill(observed, seen, topology, mirror_asymmetry=True)
+        row["fill_asymmetry_l1"], row["fill_asymmetry_grad"] = scores(through_srgb8(fill_asymmetry), truth, hidden)
         r = model.config.resolution
         oracle = fill + upsampled(downsample_observation(truth, truth_weight, r)[0]) \
             - upsampled(downsample_observation(fill, None, r)[0])
@@ -127,18 +132,27 @@ def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
             row[f"learned{n}_l1"], row[f"learned{n}_grad"] = scores(learned, truth, hidden)
             other_seed = learned_albedo(model, observed, seen, fill, topology.rest_points, topology, index + 1000, n)
             row[f"learned{n}_seed_spread"] = float(np.abs(other_seed - learned)[:, hidden].mean())
+            learned = learned_albedo(model, observed, seen, fill_asymmetry, topology.rest_points, topology, index, n,
+                                     mirror_asymmetry=True)
+            row[f"learned_asymmetry{n}_l1"], row[f"learned_asymmetry{n}_grad"] = scores(learned, truth, hidden)
         rows.append(row)
-        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} oracle {row['oracle_l1']:.4f} "
+        print(f"{name}: hidden {hidden.sum()} texels  L1 fill {fill_l1:.4f} "
+              f"with asymmetry {row['fill_asymmetry_l1']:.4f} oracle {row['oracle_l1']:.4f} "
               + " ".join(f"learned({n} steps) {row[f'learned{n}_l1']:.4f}" for n in steps)
               + f"  grad fill {fill_grad:.4f} " + " ".join(f"{row[f'learned{n}_grad']:.4f}" for n in steps),
               file=sys.stderr, flush=True)
-    keys = ["fill_l1", "fill_grad", "oracle_l1", "oracle_grad"] + [f"learned{n}_{m}" for n in steps
-                                                                    for m in ("l1", "grad", "seed_spread")]
+    keys = ["fill_l1", "fill_grad", "fill_asymmetry_l1", "fill_asymmetry_grad", "oracle_l1", "oracle_grad"] + [
+        f"learned{n}_{m}" for n in steps for m in ("l1", "grad", "seed_spread")] + [
+        f"learned_asymmetry{n}_{m}" for n in steps for m in ("l1", "grad")]
     summary = {key: float(np.mean([r[key] for r in rows])) for key in keys}
+    summary["fill_asymmetry_l1_reduction"] = 1.0 - summary["fill_asymmetry_l1"] / summary["fill_l1"]
+    summary["fill_asymmetry_better_portraits"] = int(sum(r["fill_asymmetry_l1"] < r["fill_l1"] for r in rows))
     for n in steps:
         summary[f"learned{n}_l1_reduction"] = 1.0 - summary[f"learned{n}_l1"] / summary["fill_l1"]
         summary[f"learned{n}_grad_reduction"] = 1.0 - summary[f"learned{n}_grad"] / summary["fill_grad"]
         summary[f"learned{n}_better_portraits"] = int(sum(r[f"learned{n}_l1"] < r["fill_l1"] for r in rows))
+        summary[f"learned_asymmetry{n}_better_portraits"] = int(
+            sum(r[f"learned_asymmetry{n}_l1"] < r["fill_asymmetry_l1"] for r in rows))
     summary.update(portraits=len(rows),
                    protocol=f"hide: another held-out bake's weight (mirrored every other) x head-turn visibility "
                             f"(yaw ±{MAX_YAW_DEG:g}°, pitch ±{MAX_PITCH_DEG:g}°)")
@@ -160,7 +174,7 @@ def delighting(model, heads: int) -> dict:
         albedo, _ = portraits.albedo(rng)
         camera, pose = portraits.camera(head, rng)
         truth = albedo[FACE_TILE].transpose(2, 0, 1)  # (3, S, S) linear
-        estimates = {"sh": [], "learned": [], "model_delit": []}
+        estimates = {"sh": [], "sh_asymmetry": [], "learned": [], "model_delit": []}
         masks = []
         for light in range(LIGHTS):
             image = portraits.draw(head, albedo, camera, np.random.default_rng([21, index, light]))
@@ -172,6 +186,10 @@ def delighting(model, heads: int) -> dict:
                 break
             masks.append(diagnostics["coverage"][FACE_TILE] > 0.5)
             estimates["sh"].append(through_srgb8(diagnostics["albedo_linear"][FACE_TILE]))
+            with_asymmetry: dict = {}
+            bake_textures(image, head, camera, topology, size=truth.shape[-1], mirror_asymmetry=True,
+                          diagnostics=with_asymmetry)
+            estimates["sh_asymmetry"].append(through_srgb8(with_asymmetry["albedo_linear"][FACE_TILE]))
             from topos_server.texture.learned import complete_textures
             from topos_server.texture.skin_lighting import srgb8_to_linear
 
@@ -198,7 +216,7 @@ def delighting(model, heads: int) -> dict:
             f"{method} error {row[f'{method}_error']:.4f} spread {row[f'{method}_spread']:.4f}" for method in estimates),
             file=sys.stderr, flush=True)
     summary = {f"{method}_{score}": float(np.mean([r[f"{method}_{score}"] for r in rows]))
-               for method in ("sh", "learned", "model_delit") for score in ("error", "spread")}
+               for method in ("sh", "sh_asymmetry", "learned", "model_delit") for score in ("error", "spread")}
     summary["heads"] = len(rows)
     return {"summary": summary, "rows": rows}
 

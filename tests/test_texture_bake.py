@@ -170,6 +170,82 @@ def test_unseen_side_is_filled_from_its_mirror(ict):
     assert (np.abs(green[seen_dark] - dark_g) < 8).mean() > 0.95
 
 
+ASYMMETRY_SIZE = 256
+ASYMMETRIC_SKIN = np.array([0.55, 0.38, 0.30])
+
+
+def asymmetric_skin(uv: np.ndarray) -> np.ndarray:
+    """Skin whose +X half (u > 0.5) is ruddier and darker than the other: a smooth step at the midline."""
+    side = np.tanh((uv[:, 0] % 1.0 - 0.5) / 0.03)[:, None]
+    return ASYMMETRIC_SKIN[None] * (1.0 + side * np.array([0.05, -0.15, -0.15])[None])
+
+
+def side_light(n: np.ndarray) -> np.ndarray:
+    return np.maximum(0.15, 0.6 + 0.4 * n[:, 0] + 0.1 * n[:, 1] + 0.2 * n[:, 2])
+
+
+@pytest.fixture(scope="module")
+def asymmetric_bakes(ict):
+    """The asymmetric skin lit from one side, the head turned 20° so most of its +X cheek is hidden; baked
+    with the seen asymmetry carried over to the mirror side, without (the default), and with the mirror side
+    left out (the direct view alone)."""
+    camera = front_camera(yaw_deg=20)
+    photo = render_photo(ict, camera, asymmetric_skin, side_light)
+    blend_views = texture_bake._blend_views
+
+    def direct_only(tt, direct, need, mirrored, *args):
+        mirrored.weight = np.zeros_like(mirrored.weight)
+        return blend_views(tt, direct, need, mirrored, *args)
+
+    bakes = {}
+    for name, asymmetry, blend in (("corrected", True, blend_views), ("uncorrected", False, blend_views),
+                                   ("direct_only", True, direct_only)):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(texture_bake, "_blend_views", blend)
+            bakes[name] = {}
+            bake_textures(photo, ict.rest_points, camera, ict, ASYMMETRY_SIZE, mirror_asymmetry=asymmetry,
+                          diagnostics=bakes[name])
+    assert bakes["uncorrected"]["mirror_asymmetry"] is False  # the default
+    return bakes
+
+
+def test_hidden_cheek_keeps_the_seen_asymmetry(asymmetric_bakes):
+    """What the fill copies from the seen cheek gets the left/right difference seen where both halves show:
+    the hidden cheek comes back closer to its own (ruddier, darker) skin than to the mirror's."""
+    truth = asymmetric_skin(texel_uv(1001, ASYMMETRY_SIZE).reshape(-1, 2)).T.reshape(3, ASYMMETRY_SIZE, ASYMMETRY_SIZE)
+    corrected = asymmetric_bakes["corrected"]
+    direct, coverage = corrected["direct_weight"][1001], corrected["coverage"][1001]
+    seen, hidden = direct > 0.99, (direct == 0) & (coverage > 0.99)  # (S, S) each
+    assert hidden.sum() > 0.1 * seen.sum()
+    errors = {}
+    for name in ("corrected", "uncorrected"):
+        albedo = asymmetric_bakes[name]["albedo_linear"][1001]  # (3, S, S)
+        gain = np.median(truth[:, seen], axis=1) / np.median(albedo[:, seen], axis=1)  # the exposure is unknowable
+        errors[name] = float(np.abs(albedo * gain[:, None, None] - truth)[:, hidden].mean())
+    assert errors["corrected"] < 0.85 * errors["uncorrected"], errors
+    untouched = asymmetric_bakes["uncorrected"]["albedo_linear"][1001][:, seen]
+    np.testing.assert_allclose(corrected["albedo_linear"][1001][:, seen], untouched, atol=0.01)
+
+
+def test_bake_fill_is_the_bakes_fill(ict, asymmetric_bakes):
+    """``texture_pairs.bake_fill`` (training and bench/texture_eval.py) given the bake's direct view fills as
+    the bake does, with and without the asymmetry carried over."""
+    from topos_server.data.texture_pairs import bake_fill
+
+    direct_only = asymmetric_bakes["direct_only"]
+    observed, weight = direct_only["observed_albedo_linear"][1001], direct_only["direct_weight"][1001]
+    fill, _ = bake_fill(observed, weight, ict, mirror_asymmetry=True)
+    uncorrected_fill, _ = bake_fill(observed, weight, ict)
+    bake, uncorrected_bake = (asymmetric_bakes[name]["albedo_linear"][1001] for name in ("corrected", "uncorrected"))
+    coverage = asymmetric_bakes["corrected"]["coverage"][1001]
+    hidden = (weight == 0) & (coverage > 0.99)
+    assert np.abs(fill - bake).mean() < 0.002 and np.abs(uncorrected_fill - uncorrected_bake).mean() < 0.002
+    assert np.abs(fill - bake)[:, hidden].mean() < 0.001
+    shift, bake_shift = fill - uncorrected_fill, bake - uncorrected_bake
+    assert np.abs(bake_shift)[:, hidden].mean() > 0.01  # the asymmetry moved the hidden cheek ...
+    assert np.abs(shift - bake_shift)[:, hidden].mean() < 0.001  # ... in both the same way
+
+
 # ---- lighting -----------------------------------------------------------------------------------
 
 def key_light(n: np.ndarray) -> np.ndarray:

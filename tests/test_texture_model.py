@@ -79,7 +79,8 @@ def test_pairs_hide_observed_texels_and_weight_only_the_truth(pairs):
 
 
 def test_bake_fill_keeps_seen_texels_and_uses_the_mirror_side(engine, bank_records):
-    from topos_server.data.texture_pairs import bake_fill, mirror_texel_map
+    from topos_server.data.texture_pairs import bake_fill
+    from topos_server.texture.bake import mirror_texel_map
 
     record = bank_records[0]
     observed = record["observed_albedo"].astype(np.float32).transpose(2, 0, 1)
@@ -89,7 +90,7 @@ def test_bake_fill_keeps_seen_texels_and_uses_the_mirror_side(engine, bank_recor
     filled, coverage = bake_fill(observed * (half > 0), half, engine.topology)
     full = (half > 0.99)
     np.testing.assert_allclose(filled[:, full], observed[:, full], atol=1e-4)
-    map_x, _ = mirror_texel_map(engine.topology, BAKE_SIZE)
+    map_x, _ = mirror_texel_map(engine.topology, BAKE_SIZE, 1001)
     assert (map_x[:, : BAKE_SIZE // 2] > BAKE_SIZE // 2).mean() > 0.5  # left texels read the right side
     assert coverage[:, : BAKE_SIZE // 2].max() > 0.9  # the mirror side covers part of the hidden half
 
@@ -189,6 +190,31 @@ def test_an_untrained_model_leaves_what_the_photo_saw_as_it_was(engine, astronau
     assert seen.mean() > 0.1  # a fifth of the tile: the face's front
     assert difference[seen > 0].max() <= 2  # 8-bit rounding, and texels seen at 99.9 % take 0.1 % of the prior's shift
     assert learned["albedo"].tiles[1001].shape == maps["albedo"].tiles[1001].shape
+
+
+def test_the_prior_carries_the_seen_asymmetry_over_once(engine, astronaut_fit, monkeypatch):
+    """The model's prior is the fill with the seen left/right difference carried over to the mirror side: added at
+    R² to a default bake, taken as it is from a bake that did it (``mirror_asymmetry=True``). An untrained model
+    (output = its prior) then returns the latter bake everywhere, and moves the default bake where it took the
+    mirror side."""
+    from topos_server.data import texture_pairs
+    from topos_server.texture.bake import bake_textures
+    from topos_server.texture.learned import complete_textures
+
+    monkeypatch.setattr(texture_pairs, "skin_trust", lambda albedo, weight, geometry: np.ones_like(weight))
+    image, result = astronaut_fit
+    untrained = ToposTextureModel.from_size("tiny", topology_id=engine.topology.topology_id)
+    moved = {}
+    for asymmetry in (True, False):
+        diagnostics: dict = {}
+        maps = bake_textures(image, result.posed_points(), result.camera, engine.topology, size=256,
+                             mirror_asymmetry=asymmetry, diagnostics=diagnostics)
+        learned = complete_textures(maps, diagnostics, result.points, engine.topology, 256, seed=0, model=untrained)
+        difference = np.abs(learned["albedo"].tiles[1001].astype(int) - maps["albedo"].tiles[1001].astype(int))
+        from_mirror = diagnostics["coverage"][1001] - diagnostics["direct_weight"][1001] > 0.5  # (S, S)
+        assert from_mirror.sum() > 1000
+        moved[asymmetry] = float(difference.max(axis=2)[from_mirror].mean())
+    assert moved[True] < 0.05 and moved[False] > 0.2, moved  # (8-bit levels, mean over the mirror side)
 
 
 def test_bad_mode_and_missing_diagnostics_are_clear_errors(engine):

@@ -35,10 +35,11 @@ import torch
 from topos_sdk.topology import ReferenceTopology
 from topos_server.models.texture_model import CONDITION_CHANNELS, TARGET_CHANNELS
 from topos_server.texture import material_maps
-from topos_server.texture.bake import (FULL_WEIGHT_COS, GRAZING_COS, SKIN_MATERIALS, mirror_vertex_map,
+from topos_server.texture.bake import (FULL_WEIGHT_COS, GRAZING_COS, MIRROR_ASYMMETRY, SKIN_MATERIALS,
+                                       add_mirror_side_asymmetry, mirror_side_asymmetry, mirror_texel_map,
                                        skin_uv_layout, skin_vertex_field, vertex_normals)
 from topos_server.texture.face_regions import face_regions
-from topos_server.texture.fill import extend_beyond_islands, fill_islands, push_pull
+from topos_server.texture.fill import extend_beyond_islands, fill_islands, mirror_side
 from topos_server.texture.skin_colour import fit_skin_colour
 from topos_server.texture.skin_lighting import fit_skin_lighting
 
@@ -50,7 +51,6 @@ RELIGHT_PROBABILITY = 0.0  # default share of re-lit examples: at 0.5 the networ
 # real bakes do not carry (the bank's truth is SH de-lit the same way) and did worse on held-out restoration
 MIRROR_MASK_PROBABILITY = 0.5
 MAX_YAW_DEG, MAX_PITCH_DEG = 70.0, 25.0  # head turns of the hiding masks
-ASYMMETRY_SCALE = 1.0 / 64.0  # blur (of the tile side) of the left/right difference the prior carries over
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,14 @@ def decode_albedo(encoded: np.ndarray | torch.Tensor):
 def model_condition(observed: np.ndarray, weight: np.ndarray, fill: np.ndarray, geometry: UVGeometry,
                     topology: ReferenceTopology, tile: int = FACE_TILE) -> np.ndarray:
     """(3, R, R) linear observed albedo, (R, R) weight, (3, R, R) the baker's fill of them (:func:`bake_fill`)
-    → (18, R, R) float32 condition (CONDITION_CHANNELS). Its fill channels (the model's prior) carry the
-    face's seen left/right difference over to the mirrored texels (:func:`asymmetry_corrected`); the
-    mirror channels let the network compare each texel with its mirror point without learning the UV
-    layout's symmetry."""
+    → (18, R, R) float32 condition (CONDITION_CHANNELS). The fill is the model's prior, with the face's seen
+    left/right difference carried over to what it copied from the mirror side (:func:`add_mirror_asymmetry`,
+    ``bake_fill(mirror_asymmetry=True)``); the mirror channels let the network compare each texel with its
+    mirror point without learning the UV layout's symmetry."""
     w = np.clip(weight, 0.0, 1.0) * geometry.island
     mirror, mirror_weight = mirrored(observed * (w > 0), w, topology, tile)
     mirror_weight = mirror_weight * geometry.island
-    prior = asymmetry_corrected(fill, observed, w, mirror, mirror_weight)
-    condition = np.concatenate([encode_albedo(observed) * w, w[None], encode_albedo(prior), geometry.position,
+    condition = np.concatenate([encode_albedo(observed) * w, w[None], encode_albedo(fill), geometry.position,
                                 geometry.normal, geometry.island[None], encode_albedo(mirror) * mirror_weight,
                                 mirror_weight[None]])
     assert condition.shape[0] == len(CONDITION_CHANNELS)
@@ -183,86 +182,57 @@ def pose_visibility(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (angle * angle * (3.0 - 2.0 * angle)).astype(np.float32)
 
 
-def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
-    """(S, S) x and y maps for ``cv2.remap``: each texel of ``tile`` reads its mirror point across the face's
-    symmetry plane (same barycentrics on the mirrored triangle corners, ``mirror_vertex_map``); texels
-    off the island read themselves."""
-    key = (topology.topology_id, size, tile)
-    if key not in _MIRROR_MAPS:
-        from topos_server.data.synthetic_portraits import vertex_uv_in_tile
-
-        layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
-        tt = next(t for t in layout.tiles if t.tile == tile)
-        vertex_uv = vertex_uv_in_tile(topology, tile)  # (N, 2)
-        uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirror_vertex_map(topology)[tt.corners]])  # (K, 2)
-        cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-        map_x, map_y = cols.reshape(-1), rows.reshape(-1)
-        map_x[tt.texel] = (uv[:, 0] - (tile - 1001) % 10) * size - 0.5
-        map_y[tt.texel] = (1.0 - (uv[:, 1] - (tile - 1001) // 10)) * size - 0.5
-        _MIRROR_MAPS[key] = (map_x.reshape(size, size), map_y.reshape(size, size))
-    return _MIRROR_MAPS[key]
-
-
-_MIRROR_MAPS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-
 def mirrored(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology,
              tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
     """(3, S, S) albedo, (S, S) weight → what each texel's mirror point across the face saw: (3, S, S), (S, S)."""
-    map_x, map_y = mirror_texel_map(topology, weight.shape[0], tile)
-    mirror_weight = cv2.remap(weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mirror_premultiplied = [cv2.remap(np.ascontiguousarray(p * weight), map_x, map_y, cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REPLICATE) for p in observed]
-    mirror_albedo = np.stack([np.divide(m, mirror_weight, out=np.zeros_like(m), where=mirror_weight > 1e-4)
-                              for m in mirror_premultiplied])  # (3, S, S)
-    return mirror_albedo, mirror_weight
+    return mirror_side(observed, weight, *mirror_texel_map(topology, weight.shape[0], tile))
 
 
-def asymmetry_corrected(fill: np.ndarray, observed: np.ndarray, weight: np.ndarray, mirror: np.ndarray,
-                        mirror_weight: np.ndarray) -> np.ndarray:
-    """The fill with the face's own left/right difference carried over to what it took from the mirror side.
-
-    Where a texel and its mirror point were both seen, their difference (blurred at ASYMMETRY_SCALE of the
-    tile: the light's and the skin's asymmetry, not pores) is known; push-pull extends it over the tile and
-    it is added where the fill copied the mirror side. All (3, S, S) / (S, S) linear albedo and weights."""
+def add_mirror_asymmetry(filled: np.ndarray, observed: np.ndarray, weight: np.ndarray, from_mirror: np.ndarray,
+                         topology: ReferenceTopology, tile: int = FACE_TILE) -> None:
+    """In place: ``filled`` (3, S, S), a fill of ``observed`` (3, S, S) seen with ``weight`` (S, S), gets the face's
+    seen left/right difference added where ``from_mirror`` (S, S) of a texel's weight came from the mirror side,
+    as the baker adds it (``bake_textures(mirror_asymmetry=True)``)."""
     size = weight.shape[0]
-    sigma = max(0.75, ASYMMETRY_SCALE * size)
-    both = np.clip(weight, 0.0, 1.0) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
-    both_blurred = cv2.GaussianBlur(both, (0, 0), sigma)
-    difference = np.stack([cv2.GaussianBlur(np.ascontiguousarray(p), (0, 0), sigma) for p in (observed - mirror) * both])
-    difference = np.divide(difference, both_blurred, out=np.zeros_like(difference), where=both_blurred > 1e-3)
-    known = (both_blurred > 0.05).astype(np.float32)
-    field = push_pull(difference * known, known)  # (3, S, S)
-    from_mirror = (1.0 - np.clip(weight, 0.0, 1.0)) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
-    return np.clip(fill + field * from_mirror, 0.0, 1.0).astype(np.float32)
+    tt = next(t for t in skin_uv_layout(topology, size, SKIN_MATERIALS).tiles if t.tile == tile)
+    flat_weight, flat_from_mirror = weight.reshape(-1), from_mirror.reshape(-1)
+    seen = tt.texel[flat_weight[tt.texel] > 0]  # (k,) as the baker: the island's directly seen texels
+    asymmetry = mirror_side_asymmetry(topology, tile, size, seen, (observed * weight).reshape(3, -1)[:, seen],
+                                      flat_weight[seen])
+    from_mirror_texel = tt.texel[flat_from_mirror[tt.texel] > 0]  # (m,)
+    add_mirror_side_asymmetry(filled, from_mirror_texel, flat_from_mirror[from_mirror_texel], asymmetry)
 
 
-def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology,
-              tile: int = FACE_TILE) -> tuple[np.ndarray, np.ndarray]:
+def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopology, tile: int = FACE_TILE,
+              mirror_asymmetry: bool = MIRROR_ASYMMETRY) -> tuple[np.ndarray, np.ndarray]:
     """Today's fill of one tile, as the baker does it: the mirror side where a texel is not fully seen,
-    then the harmonic vertex field + push-pull of the residual (``skin_vertex_field``, ``fill_islands``).
+    then the harmonic vertex field + push-pull of the residual (``skin_vertex_field``, ``fill_islands``); with
+    ``mirror_asymmetry`` the seen left/right difference added to the mirror side's share
+    (:func:`add_mirror_asymmetry`).
 
     observed: (3, S, S) linear albedo (meaningful where weight > 0); weight: (S, S) in [0, 1].
     Returns the filled (3, S, S) albedo (extended beyond the island) and the coverage (S, S) after
-    the mirror step. Linear in ``observed`` for fixed weights.
+    the mirror step. Linear in ``observed`` for fixed weights (up to the clip to [0, 1]).
     """
     size = weight.shape[0]
     layout = skin_uv_layout(topology, size, SKIN_MATERIALS)
+    tt = next(t for t in layout.tiles if t.tile == tile)
     mirror_albedo, mirror_weight = mirrored(observed, weight, topology, tile)
     from_mirror = (1.0 - weight) * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
     coverage = weight + from_mirror
     albedo = np.divide(weight * observed + from_mirror * mirror_albedo, coverage, out=np.zeros_like(observed),
                        where=coverage > 1e-6)
     observations = []
-    for tt in layout.tiles:
-        k = tt.texel[tt.vertex_sample]
-        if tt.tile == tile:
+    for other in layout.tiles:
+        k = other.texel[other.vertex_sample]
+        if other.tile == tile:
             observations.append((albedo.reshape(3, -1)[:, k], coverage.reshape(-1)[k]))
         else:  # the other tiles: nothing seen (the vertex field fills them harmonically)
             observations.append((np.zeros((3, k.size), np.float32), np.zeros(k.size, np.float32)))
     vertex_albedo = skin_vertex_field(layout, topology.num_points, observations)
-    tt = next(t for t in layout.tiles if t.tile == tile)
     filled = fill_islands(albedo, coverage, tt.image(tt.interpolate(vertex_albedo)), tt.island)
+    if mirror_asymmetry:
+        add_mirror_asymmetry(filled, observed, weight, from_mirror, topology, tile)
     return extend_beyond_islands(np.clip(filled, 0.0, 1.0), tt.island), coverage.astype(np.float32)
 
 
@@ -316,7 +286,8 @@ class TexturePairs:
                 visible = visible[:, ::-1]
             visible = visible * pose_visibility(self.geometry.normal, rng)
             seen = item.weight.astype(np.float32) * visible
-            fill, _ = bake_fill(item.albedo.astype(np.float32) * (seen > 0), seen, self.topology, self.tile)
+            fill, _ = bake_fill(item.albedo.astype(np.float32) * (seen > 0), seen, self.topology, self.tile,
+                                mirror_asymmetry=True)  # the model's prior
             self._views[view] = (visible.astype(np.float16), fill.astype(np.float16))
         return self._views[view]
 

@@ -14,7 +14,7 @@
       │  PixelShuffle(f)                            (B, 4, R, R)
       ▼
     x0 = prior + that residual, prior = (the fill channels, 0): an untrained model returns the baker's fill
-    with the face's seen asymmetry carried over (``data/texture_pairs.asymmetry_corrected``). The sampler
+    with the face's seen asymmetry carried over (``data/texture_pairs.add_mirror_asymmetry``). The sampler
     gets the rectified-flow velocity ``v = (x_σ − x0) / σ`` (the convention of
     ``FlowMatchEulerDiscreteScheduler``: ``x_σ = (1 − σ) x0 + σ ε``, ``v = ε − x0``).
 

@@ -28,7 +28,11 @@ Steps (:func:`bake_textures`):
    too (:mod:`face_openings`: teeth and sclera where the fit opens lips and lids less than the photo).
 3. **Symmetric observation**: the same texel's mirror point — its triangle's corners mapped through
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
-   texel itself is unseen or seen at a grazing angle.
+   texel itself is unseen or seen at a grazing angle. With ``mirror_asymmetry``, what it fills gets the
+   face's own left/right difference added (:func:`mirror_side_asymmetry`: where a texel and its mirror point
+   were both seen directly, their difference blurred at 1/64 of the tile, extended over the tile), so a
+   cheek the photo did not see does not take the seen cheek's light along with its colour (off by default:
+   see MIRROR_ASYMMETRY).
 4. **Lighting** (:mod:`skin_lighting`): SH shading fitted to the directly observed plain-skin texels
    (regions from :mod:`face_regions`, a regular subset of texels), evaluated per vertex normal and
    divided out of both observations, each with the shading of the point it actually saw (so the
@@ -68,7 +72,8 @@ from topos_server.texture import material_maps
 from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 from topos_server.texture.face_openings import FaceOpenings, face_openings
 from topos_server.texture.face_regions import face_regions
-from topos_server.texture.fill import diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices
+from topos_server.texture.fill import (diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices,
+                                       seen_asymmetry)
 from topos_server.texture.skin_colour import TRUST_COS, fit_skin_colour
 from topos_server.texture.skin_lighting import SkinLighting, fit_skin_lighting, linear_to_srgb8, srgb8_to_linear
 from topos_server.texture.texel_chunks import in_chunks
@@ -85,6 +90,10 @@ MAX_ZBUFFER_SIDE = 1024  # the z-buffer is rendered at most this large (large ph
 VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask in UV space
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
+MIRROR_ASYMMETRY = False  # restores hidden skin of held-out portraits 7 % better, but carries the photo's light
+#                           over too: synthetic heads' albedo 3 % further from the truth, 7 % more light-dependent
+ASYMMETRY_RESOLUTION = 128  # the seen left/right difference is found at most at this size² per tile (blurred at
+#                             1/64 of the tile it is the same field as at 512², bench/texture_eval.py)
 _LAYOUT_CACHE_SIZE = 4
 LAYOUT_CACHE_VERSION = "uv-layout/3"  # bump when the raster conventions change
 
@@ -325,7 +334,8 @@ def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndar
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
                   size: int = 1024, *, landmarks: np.ndarray | None = None, materials: tuple[str, ...] = SKIN_MATERIALS,
-                  timings: dict[str, float] | None = None, diagnostics: dict | None = None) -> dict[str, TextureMap]:
+                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, timings: dict[str, float] | None = None,
+                  diagnostics: dict | None = None) -> dict[str, TextureMap]:
     """Bake ``"albedo"`` (sRGB RGB), ``"normal"`` (raw, tangent space) and ``"roughness"`` (raw, 1 channel).
 
     image: (H, W, 3) uint8 RGB portrait; points: (N, 3) posed mesh (expression applied) in world
@@ -333,10 +343,12 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     resolution of the one it was fitted on); size: texels per tile side; landmarks: the photo's (478, 2|3)
     FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
     whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
-    fill gives them lips and lids instead of teeth and sclera. Each map has one tile per
+    fill gives them lips and lids instead of teeth and sclera; mirror_asymmetry: what the fill takes from the
+    mirror side gets the face's seen left/right difference added (:func:`mirror_side_asymmetry`). Each map has
+    one tile per
     UDIM tile the skin materials use (1001 face, 1002 back of head in ICT). ``timings``, when given,
-    receives seconds per stage; ``diagnostics`` receives ``"lighting"`` (the fitted
-    :class:`SkinLighting`, camera frame), ``"direct_weight"`` and ``"coverage"`` (tile → (S, S)
+    receives seconds per stage; ``diagnostics`` receives ``"lighting"`` (the fitted :class:`SkinLighting`,
+    camera frame), ``"mirror_asymmetry"`` (as given), ``"direct_weight"`` and ``"coverage"`` (tile → (S, S)
     float32: how much each texel was seen directly / directly or through its mirror) and
     ``"albedo_linear"`` (tile → (3, S, S) float32 before encoding) and ``"observed_albedo_linear"`` (the
     same before any fill: the photo's delit texels, zero where ``coverage`` is zero).
@@ -387,6 +399,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     vertex_shading = lighting.shading(np.ascontiguousarray(cam_normals.T))[None, :]  # (1, N)
     if diagnostics is not None:
         diagnostics["lighting"] = lighting
+        diagnostics["mirror_asymmetry"] = mirror_asymmetry
         diagnostics["direct_weight"] = {tt.tile: tt.image(d.weight) for tt, d in zip(layout.tiles, direct_obs)}
     lap("lighting")
 
@@ -394,7 +407,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     for index, tt in enumerate(layout.tiles):  # each tile's observations are freed once blended
         (need, mirrored), direct = mirror_obs[index], direct_obs[index]
         mirror_obs[index] = direct_obs[index] = None
-        observed.append(_blend_views(tt, direct, need, mirrored, vertex_shading, mirror, skin_colour))
+        observed.append(_blend_views(tt, direct, need, mirrored, vertex_shading, mirror, skin_colour,
+                                     (topology, materials) if mirror_asymmetry else None))
         del need, mirrored, direct
     lap("delight")
 
@@ -409,11 +423,15 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         coverage_img = tt.image(obs.coverage)
         albedo_img = tt.image(obs.albedo, rows=obs.covered)
         trust_img = tt.image(obs.trust, rows=obs.covered)
+        asymmetry, mirrored_texel, from_mirror = obs.asymmetry, obs.mirrored_texel, obs.from_mirror
         del obs
         vertex_field = (tt.interpolated_image(vertex_albedo[c:c + 1])[0] for c in range(3))  # made plane by plane
         albedo_linear = fill_islands(albedo_img, coverage_img, vertex_field, island, trust=trust_img,
                                      out=None if diagnostics is not None else albedo_img)
         del trust_img, vertex_field
+        if asymmetry is not None:
+            add_mirror_side_asymmetry(albedo_linear, mirrored_texel, from_mirror, asymmetry)
+        del asymmetry, mirrored_texel, from_mirror
         extend_beyond_islands(np.clip(albedo_linear, 0.0, 1.0, out=albedo_linear), island, out=albedo_linear)
         lap("fill")
         maps["albedo"][tt.tile] = cv2.merge(list(linear_to_srgb8(albedo_linear)))  # (S, S, 3) interleaved
@@ -795,6 +813,11 @@ class _TileAlbedo:
     covered: np.ndarray  # (c,) int32 texels with coverage ≠ 0 (ascending)
     albedo: np.ndarray  # (3, c) float32 linear albedo there
     trust: np.ndarray  # (c,) float32 in [0, coverage]: how far it may spread into what nobody saw
+    # with mirror_asymmetry (else None):
+    asymmetry: np.ndarray | None  # (3, r, r) float32: the seen left/right difference (:func:`mirror_side_asymmetry`)
+    mirrored_texel: np.ndarray | None  # (m,) int32 texels (flat indices into S², ascending) that take some of the
+    #                                    mirror side ...
+    from_mirror: np.ndarray | None  # (m,) float32 ... this much of their weight (the rest: their own view, the fill)
 
     def on_sample_grid(self, tt: TileTexels) -> tuple[np.ndarray, np.ndarray]:
         """(albedo (3, k), trust (k,)) at ``tt.vertex_sample`` (0 where not covered)."""
@@ -809,10 +832,13 @@ class _TileAlbedo:
 
 
 def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrored: _Observation,
-                 vertex_shading: np.ndarray, mirror: np.ndarray, skin_colour) -> _TileAlbedo:
+                 vertex_shading: np.ndarray, mirror: np.ndarray, skin_colour,
+                 asymmetry_of: tuple[ReferenceTopology, tuple[str, ...]] | None = None) -> _TileAlbedo:
     """Albedo per texel: the direct view where seen, the mirror side where not (each delit with the
-    shading of the point it saw), weighted by how well each saw it. The observations' colours are
-    released as soon as they are used (the peak memory of a 2048² bake is here)."""
+    shading of the point it saw), weighted by how well each saw it; with ``asymmetry_of`` (the topology and
+    the baked materials), from the direct view alone the seen left/right difference that the fill adds to the
+    mirror side's share. The observations' colours are released as soon as they are used (the peak memory of
+    a 2048² bake is here)."""
     coverage = direct.weight.copy()  # (K,)
     a_mirror = (1.0 - direct.weight[need]) * mirrored.weight  # (n,)
     coverage[need] += a_mirror
@@ -824,20 +850,123 @@ def _blend_views(tt: TileTexels, direct: _Observation, need: np.ndarray, mirrore
     # side, delit with the shading of the mirror point
     keep = _flatnonzero32(direct.weight[direct.seen] != 0)
     texel = direct.seen[keep]
-    _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles), texel, direct.colour, keep,
+    column = slot[texel]
+    _add_delit(albedo, column, tt, corner_table(vertex_shading, tt.layout_triangles), texel, direct.colour, keep,
                direct.weight[texel], first=True)
     direct.colour = direct.seen = None
+    asymmetry = None
+    if asymmetry_of is not None:  # (the columns hold weight × direct albedo until the mirror side is added)
+        topology, materials = asymmetry_of
+        asymmetry = mirror_side_asymmetry(topology, tt.tile, tt.size, np.take(tt.texel, texel), albedo,
+                                          direct.weight[texel], materials, columns=column)
     keep = _flatnonzero32(a_mirror[mirrored.seen] != 0)
     texel = need[mirrored.seen[keep]]
+    from_mirror = a_mirror[mirrored.seen[keep]]
     _add_delit(albedo, slot[texel], tt, corner_table(vertex_shading, tt.layout_triangles, mirror), texel,
-               mirrored.colour, keep, a_mirror[mirrored.seen[keep]])
+               mirrored.colour, keep, from_mirror)
     mirrored.colour = mirrored.seen = None
-    del slot, keep, texel, a_mirror
+    del slot, keep, column, a_mirror
     coverage_covered = coverage[covered]
     np.divide(albedo, coverage_covered, out=albedo, where=coverage_covered > 1e-6)
     # how far this texel's colour may spread into what nobody saw: only skin-like colours do
     trust = coverage_covered * skin_colour.likelihood(albedo) if skin_colour is not None else coverage_covered
-    return _TileAlbedo(coverage, covered, albedo, trust)
+    if asymmetry is None:
+        return _TileAlbedo(coverage, covered, albedo, trust, None, None, None)
+    return _TileAlbedo(coverage, covered, albedo, trust, asymmetry, np.take(tt.texel, texel), from_mirror)
+
+
+# ---- the mirror side's asymmetry -----------------------------------------------------------------
+
+def mirror_side_asymmetry(topology: ReferenceTopology, tile: int, size: int, texel: np.ndarray,
+                          premultiplied: np.ndarray, weight: np.ndarray, materials: tuple[str, ...] = SKIN_MATERIALS,
+                          columns: np.ndarray | None = None) -> np.ndarray:
+    """The seen left/right difference of ``tile`` (:func:`~topos_server.texture.fill.seen_asymmetry`) from its
+    direct observation: texels ``texel`` (k,) (flat indices into size², ascending), ``premultiplied`` (3, k)
+    weight × albedo (or (3, c) read at ``columns`` (k,)), ``weight`` (k,). Found at r = min(size,
+    ASYMMETRY_RESOLUTION): (3, r, r) float32, a texel's colour minus its mirror point's."""
+    resolution = min(size, ASYMMETRY_RESOLUTION)
+    low, low_weight = reduced_observation(texel, size, premultiplied, weight, resolution, columns)
+    return seen_asymmetry(low, low_weight, *mirror_texel_map(topology, resolution, tile, materials))
+
+
+def reduced_observation(texel: np.ndarray, size: int, premultiplied: np.ndarray, weight: np.ndarray, resolution: int,
+                        columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's observation at resolution²: per cell of (size / resolution)² texels (``cv2.INTER_AREA``'s cells),
+    the weighted mean albedo (3, r, r) and the mean weight (r, r), float32. Arguments as
+    :func:`mirror_side_asymmetry`."""
+    cells = resolution * resolution
+
+    def part(chunk: slice) -> np.ndarray:
+        flat = texel[chunk].astype(np.int64)
+        cell = (flat // size * resolution // size) * resolution + flat % size * resolution // size
+        values = premultiplied[:, chunk] if columns is None else np.take(premultiplied, columns[chunk], axis=1)
+        return np.stack([np.bincount(cell, weights=w, minlength=cells) for w in (weight[chunk], *values)])
+
+    sums = np.zeros((4, cells))  # (4, r²) float64: weight, then weight × albedo
+    for chunk_sums in in_chunks(part, texel.size):
+        sums += chunk_sums
+    albedo = np.divide(sums[1:], sums[0], out=np.zeros_like(sums[1:]), where=sums[0] > 1e-8)
+    mean_weight = sums[0] * (resolution / size) ** 2
+    return (albedo.reshape(3, resolution, resolution).astype(np.float32),
+            mean_weight.reshape(resolution, resolution).astype(np.float32))
+
+
+def add_mirror_side_asymmetry(albedo: np.ndarray, texel: np.ndarray, from_mirror: np.ndarray,
+                              asymmetry: np.ndarray) -> None:
+    """In place: ``albedo`` (3, S, S) += asymmetry (3, r, r) (bilinear, as ``cv2.resize`` to S²) × ``from_mirror``
+    (m,) at the texels ``texel`` (m,) (flat, distinct): the share of their colour that came from the mirror side."""
+    size, resolution = albedo.shape[-1], asymmetry.shape[-1]
+    planes = albedo.reshape(albedo.shape[0], -1)  # (3, S²) view
+    asymmetry_planes = [np.ascontiguousarray(plane, np.float32) for plane in asymmetry]
+    scale = np.float32(resolution / size)
+
+    def part(chunk: slice) -> None:
+        flat = texel[chunk]
+        xy = np.stack([(flat % size).astype(np.float32), (flat // size).astype(np.float32)])  # (2, c)
+        xy += np.float32(0.5)
+        xy *= scale
+        shift = _sample_bilinear(asymmetry_planes, xy)  # (3, c)
+        shift *= from_mirror[chunk]
+        for plane, plane_shift in zip(planes, shift):
+            plane[flat] += plane_shift
+
+    in_chunks(part, texel.size)
+
+
+_MIRROR_TEXEL_MAPS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int,
+                     materials: tuple[str, ...] = SKIN_MATERIALS) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S) x and y maps for ``cv2.remap``: each texel of ``tile`` reads its mirror point across the face's
+    symmetry plane (same barycentrics on the mirrored triangle corners, :func:`mirror_vertex_map`); texels
+    off the island read themselves (cached per topology, size and tile)."""
+    key = (topology.topology_id, int(size), int(tile), tuple(materials))
+    if key not in _MIRROR_TEXEL_MAPS:
+        layout = skin_uv_layout(topology, size, materials)
+        tt = next(t for t in layout.tiles if t.tile == tile)
+        vertex_uv = _vertex_uv_in_tile(layout, topology.num_points, tile)  # (N, 2)
+        mirrored_corners = mirror_vertex_map(topology)[tt.corners]  # (3, K)
+        uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirrored_corners])  # (K, 2)
+        cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        map_x, map_y = cols.reshape(-1), rows.reshape(-1)
+        map_x[tt.texel] = (uv[:, 0] - (tile - 1001) % 10) * size - 0.5
+        map_y[tt.texel] = (1.0 - (uv[:, 1] - (tile - 1001) // 10)) * size - 0.5
+        if len(_MIRROR_TEXEL_MAPS) > 16:
+            _MIRROR_TEXEL_MAPS.clear()
+        _MIRROR_TEXEL_MAPS[key] = (map_x.reshape(size, size), map_y.reshape(size, size))
+    return _MIRROR_TEXEL_MAPS[key]
+
+
+def _vertex_uv_in_tile(layout: SkinUVLayout, num_points: int, tile: int) -> np.ndarray:
+    """(N, 2) float64 one UV per vertex, from a triangle corner in ``tile`` where the vertex has one (seams)."""
+    uv_corners = layout.uv_triangles.reshape(-1, 2)  # (3T, 2)
+    vertices = layout.triangles.reshape(-1)
+    in_tile = (1001 + np.floor(uv_corners[:, 0]) + 10 * np.floor(uv_corners[:, 1])).astype(int) == tile
+    uv = np.zeros((num_points, 2))
+    order = np.argsort(in_tile, kind="stable")  # corners in the tile are written last and win
+    uv[vertices[order]] = uv_corners[order]
+    return uv
 
 
 def _flatnonzero32(mask: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Fill what the photo did not see, without holes or seams.
 
-Three pieces, used in this order by the baker:
+Four pieces, used in this order by the baker:
 
 1. :func:`diffuse_vertex_values`: the partly observed texels are gathered onto the mesh vertices
    (each texel adds its value to its triangle's three vertices with its barycentric weights), then a
@@ -11,7 +11,11 @@ Three pieces, used in this order by the baker:
    confident; elsewhere they take the vertex field (interpolated with the texel's barycentrics) plus
    the smoothly filled difference between observations and that field (a push-pull of the residual),
    so the transition from photo to fill has no step and keeps the local colour.
-3. :func:`extend_beyond_islands`: texels outside the islands take a push-pull extension of the
+3. :func:`seen_asymmetry` (with the bake's ``mirror_asymmetry``): what the fill copied from the mirror side
+   gets the face's own left/right difference added (the light's and the skin's asymmetry: where a texel and
+   its mirror point were both seen their blurred difference is known; push-pull extends it over the tile).
+   Without it a cheek the photo did not see takes the seen cheek's light as well as its colour.
+4. :func:`extend_beyond_islands`: texels outside the islands take a push-pull extension of the
    island colours, so bilinear and mip-mapped lookups at island borders never reach background.
 
 Push-pull (Gortler et al. 1996 style): a Gaussian pyramid of weighted values and weights (pyrDown),
@@ -33,6 +37,7 @@ from topos_server.texture.texel_chunks import in_chunks
 
 PIN_STRENGTH = 10.0  # how firmly a fully observed vertex keeps its value against the smoothness term
 SCREEN = 1e-4  # pull towards the mean where nothing is known (keeps the solve well posed)
+ASYMMETRY_SCALE = 1.0 / 64.0  # blur (of the tile side) of the left/right difference: the light's, not the pores'
 
 
 def gather_to_vertices(num_points: int, corners: np.ndarray, barycentric: np.ndarray,
@@ -195,6 +200,41 @@ def fill_islands(observed: np.ndarray, coverage: np.ndarray, base: np.ndarray, i
 
         in_chunks(blend, seen.size)
     return out
+
+
+def mirror_side(albedo: np.ndarray, weight: np.ndarray, map_x: np.ndarray,
+                map_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, S, S) albedo, (S, S) weight → what each texel's mirror point saw: (C, S, S), (S, S).
+
+    map_x, map_y: (S, S) ``cv2.remap`` maps from each texel to its mirror point (``bake.mirror_texel_map``);
+    bilinear, weighted (texels nobody saw do not darken their neighbours' colour)."""
+    weight = np.ascontiguousarray(weight, np.float32)
+    mirror_weight = cv2.remap(weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mirror_premultiplied = [cv2.remap(np.ascontiguousarray(plane * weight), map_x, map_y, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE) for plane in albedo]
+    mirror_albedo = np.stack([np.divide(m, mirror_weight, out=np.zeros_like(m), where=mirror_weight > 1e-4)
+                              for m in mirror_premultiplied])  # (C, S, S)
+    return mirror_albedo, mirror_weight
+
+
+def seen_asymmetry(albedo: np.ndarray, weight: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """The face's own left/right difference over a whole tile: (C, S, S) albedo seen with (S, S) weight and the
+    tile's mirror maps (:func:`mirror_side`) → (C, S, S) float32, a texel's colour minus its mirror point's.
+
+    Where a texel and its mirror point were both seen, their difference blurred at ASYMMETRY_SCALE of the
+    tile is known; push-pull extends it over the tile. Added to what a fill copied from the mirror side, it
+    carries the seen asymmetry over."""
+    size = weight.shape[0]
+    sigma = max(0.75, ASYMMETRY_SCALE * size)
+    weight = np.clip(weight, 0.0, 1.0).astype(np.float32)
+    mirror, mirror_weight = mirror_side(albedo, weight, map_x, map_y)
+    both = weight * np.clip(mirror_weight, 0.0, 1.0)  # (S, S)
+    both_blurred = cv2.GaussianBlur(both, (0, 0), sigma)
+    difference = np.stack([cv2.GaussianBlur(np.ascontiguousarray(plane), (0, 0), sigma)
+                           for plane in (albedo - mirror) * both])  # (C, S, S)
+    difference = np.divide(difference, both_blurred, out=np.zeros_like(difference), where=both_blurred > 1e-3)
+    known = (both_blurred > 0.05).astype(np.float32)
+    return push_pull(difference * known, known)
 
 
 def extend_beyond_islands(image: np.ndarray, island: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -20,8 +20,11 @@ What ``learned`` does, for the skin tile the model knows (1001, the face; other 
 4. Merge at the requested size: the model replaces the bake's low frequencies, the bake keeps its high
    ones — ``albedo = up(learned) + keep · (bake − up(bake at R²))`` — the photo's detail where it saw skin,
    the mirror side's where the baker filled from it; ``keep`` is 0 on texels the skin test took out
-   (teeth, hair, collar: their detail goes with them). An untrained model returns the bake where the photo
-   saw and, where the baker copied the mirror side, that copy shifted by the seen left/right difference.
+   (teeth, hair, collar: their detail goes with them). The model's prior is the bake's fill with the face's
+   seen left/right difference carried over to what the baker copied from the mirror side, as in training
+   (``texture_pairs.add_mirror_asymmetry``; added here at R² unless the bake did it: ``bake_textures(
+   mirror_asymmetry=True)``, never twice). An untrained model returns the bake where the photo saw and, where
+   the baker copied the mirror side, that copy shifted by the seen left/right difference.
    Detail normals: the bake's where its detail is kept, elsewhere the baker's
    ``material_maps.normal_tiles`` of the merged albedo (made at ``NORMAL_RESOLUTION``). Roughness: the
    model's, upsampled.
@@ -90,8 +93,8 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     # torch models and diffusers load only when learned textures are asked for (the bake path stays light)
     import torch
 
-    from topos_server.data.texture_pairs import (decode_albedo, downsample_observation, model_condition, skin_trust,
-                                                 uv_geometry)
+    from topos_server.data.texture_pairs import (add_mirror_asymmetry, decode_albedo, downsample_observation, mirrored,
+                                                 model_condition, skin_trust, uv_geometry)
 
     model = model or load_texture_model()
     tile = model.config.tile
@@ -110,6 +113,11 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     # the prior never holds what the skin test took out (teeth, hair, collar), as in training: filled from around
     kept = np.where(low_weight > 0, trust, 1.0).astype(np.float32)  # (R, R)
     fill = bake_low * kept + push_pull(bake_low * kept, kept) * (1.0 - kept)  # (3, R, R)
+    if not diagnostics.get("mirror_asymmetry", False):  # the prior carries the seen asymmetry over, as in training
+        seen = np.clip(low_weight * trust, 0.0, 1.0) * geometry.island  # (R, R)
+        mirror_weight = mirrored(low, seen, topology, tile)[1] * geometry.island
+        add_mirror_asymmetry(fill, low, seen, (1.0 - seen) * np.clip(mirror_weight, 0.0, 1.0), topology, tile)
+        np.clip(fill, 0.0, 1.0, out=fill)
     condition = model_condition(low, low_weight * trust, fill, geometry, topology, tile)  # (18, R, R)
     with torch.no_grad():
         x0 = model.sample(torch.from_numpy(condition)[None], steps,
