@@ -232,5 +232,6 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _no_face(found: int, pixels: np.ndarray) -> NoFaceFound:
     if found:
-        return NoFaceFound(f"the detector found {found} face candidate(s) but the landmark model rejected them all")
+        return NoFaceFound(f"the detector found {found} face candidate(s) but the landmark model rejected them all "
+                           "(a face turned more than about 70° from the camera, toward a full profile, is beyond it)")
     return NoFaceFound(f"no face found in the {pixels.shape[1]}×{pixels.shape[0]} image")
