@@ -219,13 +219,15 @@ class SyntheticPortraits:
         symmetry plane: a texel reads the texel of its mirror point (same barycentrics on the
         mirrored triangle corners); texels outside the islands read themselves."""
         if self._mirror_maps is None or self._mirror_maps[FACE_TILE][0].shape[0] != size:
-            from topos_server.texture.bake import mirror_vertex_map, skin_uv_layout
+            from topos_server.texture.bake import mirror_vertex_map, skin_uv_layout, vertex_uv_in_tile
 
             layout = skin_uv_layout(self.topology, size)
             mirror = mirror_vertex_map(self.topology)
             maps = {}
+            triangles, _ = self.topology.triangles()
             for tt in layout.tiles:
-                vertex_uv = vertex_uv_in_tile(self.topology, tt.tile)  # (N, 2)
+                vertex_uv = vertex_uv_in_tile(triangles, self.topology.uv_values[self.topology.uv_triangles()],
+                                              self.topology.num_points, tt.tile)  # (N, 2)
                 uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirror[tt.corners]])  # (K, 2)
                 cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
                 map_x, map_y = cols.reshape(-1), rows.reshape(-1)
@@ -334,18 +336,6 @@ def random_skin_tone(rng: np.random.Generator) -> np.ndarray:
     light, dark = (np.array(t) for t in SKIN_TONES)
     t = rng.random()
     return np.exp((1 - t) * np.log(light) + t * np.log(dark))
-
-
-def vertex_uv_in_tile(topology, tile: int) -> np.ndarray:
-    """(N, 2) one UV per vertex, taken from a corner in ``tile`` where the vertex has one (seams)."""
-    triangles, _ = topology.triangles()
-    uv_corners = topology.uv_values[topology.uv_triangles()].reshape(-1, 2)  # (3T, 2)
-    vertices = triangles.reshape(-1)
-    in_tile = (1001 + np.floor(uv_corners[:, 0]) + 10 * np.floor(uv_corners[:, 1])).astype(int) == tile
-    uv = np.zeros((topology.num_points, 2))
-    order = np.argsort(in_tile, kind="stable")  # corners in the tile are written last and win
-    uv[vertices[order]] = uv_corners[order]
-    return uv
 
 
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

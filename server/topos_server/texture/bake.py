@@ -945,7 +945,7 @@ def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int,
     if key not in _MIRROR_TEXEL_MAPS:
         layout = skin_uv_layout(topology, size, materials)
         tt = next(t for t in layout.tiles if t.tile == tile)
-        vertex_uv = _vertex_uv_in_tile(layout, topology.num_points, tile)  # (N, 2)
+        vertex_uv = vertex_uv_in_tile(layout.triangles, layout.uv_triangles, topology.num_points, tile)  # (N, 2)
         mirrored_corners = mirror_vertex_map(topology)[tt.corners]  # (3, K)
         uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirrored_corners])  # (K, 2)
         cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
@@ -958,10 +958,11 @@ def mirror_texel_map(topology: ReferenceTopology, size: int, tile: int,
     return _MIRROR_TEXEL_MAPS[key]
 
 
-def _vertex_uv_in_tile(layout: SkinUVLayout, num_points: int, tile: int) -> np.ndarray:
-    """(N, 2) float64 one UV per vertex, from a triangle corner in ``tile`` where the vertex has one (seams)."""
-    uv_corners = layout.uv_triangles.reshape(-1, 2)  # (3T, 2)
-    vertices = layout.triangles.reshape(-1)
+def vertex_uv_in_tile(triangles: np.ndarray, uv_triangles: np.ndarray, num_points: int, tile: int) -> np.ndarray:
+    """(N, 2) float64 one UV per vertex, from a triangle corner in ``tile`` where the vertex has one (seams).
+    triangles: (T, 3) vertex ids; uv_triangles: (T, 3, 2) their corners' UVs."""
+    uv_corners = uv_triangles.reshape(-1, 2)  # (3T, 2)
+    vertices = triangles.reshape(-1)
     in_tile = (1001 + np.floor(uv_corners[:, 0]) + 10 * np.floor(uv_corners[:, 1])).astype(int) == tile
     uv = np.zeros((num_points, 2))
     order = np.argsort(in_tile, kind="stable")  # corners in the tile are written last and win
