@@ -142,9 +142,10 @@ def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import(ict, r
     offsets = load_offsets()
     assert offsets is not None and offsets.shape == (478, 3)
     assert np.allclose(offsets, offsets[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1], atol=1e-5)
-    held = held_landmarks(registration.landmarks.evaluate(ict.rest_points.astype(np.float64)))
+    rest_landmarks = registration.landmarks.evaluate(ict.rest_points.astype(np.float64))
     turned = load_offsets(table="turned")
-    for table in (offsets, turned):
+    for table, held in ((offsets, held_landmarks(rest_landmarks)),
+                        (turned, held_landmarks(rest_landmarks, around_eyes=False))):
         assert np.all(table[held] == 0.0) and np.all(table[FIRST_IRIS_POINT:] == 0.0)
     assert np.linalg.norm(offsets, axis=1).max() < 1.5  # cm: a correction, not a new face
     stamp = AssetCache.default().ict_topology().info["mediapipe_landmarks"]
@@ -171,7 +172,7 @@ def test_turned_table_is_fitted_per_side_and_mirrored(ict, registration):
         detected = project(moved, m, 900.0, 256.0) + rng.normal(0, 0.5, (len(points), 2))
         renders.append(RenderedLandmarks(points, normals, m, 900.0, (256.0, 256.0), detected, yaw))
 
-    held = held_landmarks(points)
+    held = held_landmarks(points, around_eyes=False)
     turned, summary = fit_turned_offsets(renders, corr.MEDIAPIPE_MIRROR, OffsetFitOptions(max_yaw_deg=40.0), held)
 
     assert set(summary) == {"yaw > 0", "yaw < 0"}

@@ -26,9 +26,11 @@ the pose.
 
 Not offset (:func:`held_landmarks`): the 22 jaw/cheek points that the fit slides along the face's outline
 (their fixed places are never used: ``fit.landmark_fit.CONTOUR_SLIDING``), the iris points, and every point
-within ``EYE_REGION_CM`` of an eyelid contour. The renders draw eyes in flat colours without lashes; offsets
-fitted there explained real photos' eye points worse (fit residual 1.47 → 1.60 % IOD on 192 real faces) and
-bought nothing on renders (68-point error 2.27 vs 2.26 %).
+within ``EYE_REGION_CM`` of an eyelid contour in the embedded table. The renders draw eyes in flat colours
+without lashes; offsets fitted there explained real photos' eye points worse (fit residual 1.47 → 1.60 % IOD on
+192 real faces) and bought nothing on renders (68-point error 2.27 vs 2.26 %). The turned-head table keeps
+them: on a turned head the detector places the eyes by its own face model, and holding them there cost the
+turned renders 5–6 % of their 68-point error.
 
 Writer: ``python -m topos_server.assets.landmark_offsets --pairs DIR [DIR …] --out FILE``; the committed
 table and its exact command are in ``models/weights/README.md``. Derived from MediaPipe FaceMesh outputs
@@ -78,10 +80,13 @@ class RenderedLandmarks:
     yaw_deg: float = 0.0  # the head's turn (data/synthetic_portraits.py: > 0 turns the face toward the image's right)
 
 
-def held_landmarks(rest_points: np.ndarray) -> np.ndarray:
-    """Ids of the landmarks that keep no offset (module notes), from the (K, 3) embedded landmarks on the rest head."""
+def held_landmarks(rest_points: np.ndarray, around_eyes: bool = True) -> np.ndarray:
+    """Ids of the landmarks that keep no offset (module notes), from the (K, 3) embedded landmarks on the rest
+    head; ``around_eyes`` False: the sliding contour only (the turned-head table)."""
     from topos_server.fit.landmark_fit import CONTOUR_SLIDING, EYE_LIDS  # the writer's import only: the fit is heavy
 
+    if not around_eyes:
+        return np.asarray(CONTOUR_SLIDING)
     lids = rest_points[np.concatenate(EYE_LIDS)]  # (32, 3)
     face = rest_points[:FIRST_IRIS_POINT]
     near_eye = np.flatnonzero(np.linalg.norm(face[:, None] - lids[None], axis=2).min(axis=1) < EYE_REGION_CM)
@@ -268,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     iris = iris if iris.is_file() else None
     # offsets are fitted to the geometric registration alone, never on top of earlier offsets
     landmarks = register_mediapipe(topology, canonical, iris, offsets=None).landmarks
-    held = held_landmarks(landmarks.evaluate(topology.rest_points.astype(np.float64)))
+    rest_landmarks = landmarks.evaluate(topology.rest_points.astype(np.float64))
+    held = held_landmarks(rest_landmarks)
     model = load_head_model_arrays(cache.head_model_file())
     options = OffsetFitOptions(max_yaw_deg=args.max_yaw)
     triangles = skin_triangles(topology)
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     embedded = register_mediapipe(topology, canonical, iris, offsets=offsets).landmarks
     turned, turned_summary = fit_turned_offsets(
         renders_from_pairs(args.pairs, embedded, model.expression_basis, triangles, args.limit), MEDIAPIPE_MIRROR,
-        options, held)
+        options, held_landmarks(rest_landmarks, around_eyes=False))
     summary.update(turned=turned_summary, pairs=[str(p) for p in args.pairs], max_yaw_deg=options.max_yaw_deg,
                    seconds=round(time.perf_counter() - start, 1))
     save_offsets(args.out, offsets, summary, turned)
