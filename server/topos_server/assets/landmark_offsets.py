@@ -4,7 +4,8 @@ from synthetic renders.
 :mod:`~topos_server.assets.correspondence` places each of MediaPipe's FaceMesh points where MediaPipe's
 *canonical* face puts it, a geometric guess. On renders of heads whose geometry and camera are exact
 (:mod:`topos_server.data.synthetic_portraits`), the real detector's points sit systematically off those
-places: the top of the forehead by up to a centimetre, the brows and the nose wings by several millimetres.
+places: the outer brow ends and the upper face outline by about a centimetre, the forehead, brows and nose
+wings by several millimetres.
 A fit that trusts the guessed places bends every head to explain the difference (BENCHMARKS.md, "MediaPipe
 landmark offsets").
 
