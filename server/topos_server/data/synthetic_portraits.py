@@ -117,7 +117,6 @@ class SyntheticPortraits:
                                textures={"albedo": TextureMap("albedo", {FACE_TILE: np.zeros((4, 4, 3), np.uint8)})})
         # static parts: visible triangles, flat colours, eye directions (the placeholder albedo marks the skin textured)
         self.scene = _Scene.from_result(mean_head)
-        self._mirror_maps: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
         self._mean_albedo: dict[int, np.ndarray] | None = None
 
     def rng(self, index: int) -> np.random.Generator:
@@ -218,25 +217,10 @@ class SyntheticPortraits:
         """Per tile the (S, S) x and y texel maps (cv2.remap) of the mirror image across the face's
         symmetry plane: a texel reads the texel of its mirror point (same barycentrics on the
         mirrored triangle corners); texels outside the islands read themselves."""
-        if self._mirror_maps is None or self._mirror_maps[FACE_TILE][0].shape[0] != size:
-            from topos_server.texture.bake import mirror_vertex_map, skin_uv_layout, vertex_uv_in_tile
+        from topos_server.texture.bake import mirror_texel_map, skin_uv_layout
 
-            layout = skin_uv_layout(self.topology, size)
-            mirror = mirror_vertex_map(self.topology)
-            maps = {}
-            triangles, _ = self.topology.triangles()
-            for tt in layout.tiles:
-                vertex_uv = vertex_uv_in_tile(triangles, self.topology.uv_values[self.topology.uv_triangles()],
-                                              self.topology.num_points, tt.tile)  # (N, 2)
-                uv = np.einsum("ck,ckx->kx", tt.barycentric, vertex_uv[mirror[tt.corners]])  # (K, 2)
-                cols, rows = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-                map_x, map_y = cols.reshape(-1), rows.reshape(-1)
-                local_u = uv[:, 0] - (tt.tile - 1001)
-                map_x[tt.texel] = local_u * size - 0.5
-                map_y[tt.texel] = (1.0 - uv[:, 1]) * size - 0.5
-                maps[tt.tile] = (map_x.reshape(size, size), map_y.reshape(size, size))
-            self._mirror_maps = maps
-        return self._mirror_maps
+        return {tt.tile: mirror_texel_map(self.topology, size, tt.tile)  # both cached by the bake
+                for tt in skin_uv_layout(self.topology, size).tiles}
 
     def procedural_skin(self, rng: np.random.Generator) -> dict[int, np.ndarray]:
         """The bank's mean albedo structure (brows, lips, cheeks), normalised, in a random skin tone."""
