@@ -189,32 +189,41 @@ def photographed_head(classic, photos_of, held_out, index: int) -> tuple[np.ndar
     return truth, photos
 
 
-def classic_photo_views(args) -> None:
-    """``--photos``: the classic fit on the held-out heads rendered as photos through the real front-end
-    (as ``--engine topos`` renders them, without the DiT), 1 view vs 3 views, and the mean head."""
+def detected_photographed_heads(classic, count: int, skipped: list[str]):
+    """The first ``count`` held-out heads as photos (:func:`photographed_head`) with the front-end run on each:
+    yields (index, truth (N, 3), photos, faces, sizes); a head with a photo the front-end misses is counted
+    in ``skipped`` (not fatal)."""
     from topos_server.assets.head_model import HeadModel
     from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
     from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
-    from topos_server.engines.classic import ClassicEngine
-    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
 
-    classic = ClassicEngine()
-    photos_of = PhotoPortraits("eval", seed=7100, engine=classic)
+    photos_of = PhotoPortraits("eval", seed=7100, engine=classic)  # held-out portraits' albedo; its light and camera
     model = HeadModel.load(classic.cache.head_model_file(), device="cpu")
     held_out = SyntheticHeads(model, classic.topology, seed=7100,
                               options=SyntheticHeadOptions(expression_probability=0.0))
-    regions = {"front": classic.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
-    methods = ("classic_1", "classic_3", "mean_head")
-    errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
-    skipped = []
-    for index in range(args.heads):
+    for index in range(count):
         truth, photos = photographed_head(classic, photos_of, held_out, index)
         try:
             faces = [classic.detect(photo) for photo in photos]
         except Exception as exc:  # noqa: BLE001 — a photo the front-end misses is counted, not fatal
             skipped.append(f"head {index}: {exc}")
+            print(f"head {index}: skipped ({exc})", flush=True)
             continue
-        sizes = [(photo.shape[1], photo.shape[0]) for photo in photos]
+        yield index, truth, photos, faces, [(photo.shape[1], photo.shape[0]) for photo in photos]
+
+
+def classic_photo_views(args) -> None:
+    """``--photos``: the classic fit on the held-out heads rendered as photos through the real front-end
+    (as ``--engine topos`` renders them, without the DiT), 1 view vs 3 views, and the mean head."""
+    from topos_server.engines.classic import ClassicEngine
+    from topos_server.fit.landmark_fit import fit_landmarks, fit_landmarks_multiview
+
+    classic = ClassicEngine()
+    regions = {"front": classic.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
+    methods = ("classic_1", "classic_3", "mean_head")
+    errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
+    skipped = []
+    for index, truth, photos, faces, sizes in detected_photographed_heads(classic, args.heads, skipped):
         single = fit_landmarks(classic.basis, faces[0].points, sizes[0])
         joint = fit_landmarks_multiview(classic.basis, [face.points for face in faces], sizes)
         fits = {"classic_1": classic.identity_points(single.identity),
@@ -242,34 +251,19 @@ def classic_photo_views(args) -> None:
 def topos_views(args) -> None:
     """``--engine topos``: the held-out heads as rendered photos; the topos engine 1 view vs 3 views, and on the same
     photos the classic fit, the mean head and the alternatives to the engine's reconciliation (module notes)."""
-    from topos_server.assets.head_model import HeadModel
-    from topos_server.data.synthetic_heads import SyntheticHeadOptions, SyntheticHeads
-    from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
     from topos_server.engines.classic import MEDIAPIPE_LANDMARKS
     from topos_server.engines.topos import ToposEngine, reconcile_view_heads
     from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks_multiview
 
     engine = ToposEngine()
     classic = engine.classic
-    photos_of = PhotoPortraits("eval", seed=7100, engine=classic)  # held-out portraits' albedo; its light and camera
-    model = HeadModel.load(classic.cache.head_model_file(), device="cpu")
-    held_out = SyntheticHeads(model, engine.topology, seed=7100,
-                              options=SyntheticHeadOptions(expression_probability=0.0))
     regions = {"front": engine.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
     methods = ("topos_1", "topos_3", "classic_1", "classic_3", "mean_head", "topos_1x3", "each_view", "best_rms",
                "topos_3_landmark_fit")
     errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
     seconds = {"topos_1": [], "topos_3": []}
     rows, skipped = [], []
-    for index in range(args.heads):
-        truth, photos = photographed_head(classic, photos_of, held_out, index)
-        try:
-            faces = [classic.detect(photo) for photo in photos]
-        except Exception as exc:  # noqa: BLE001 — a photo the front-end misses is counted, not fatal
-            skipped.append(f"head {index}: {exc}")
-            print(f"head {index}: skipped ({exc})", flush=True)
-            continue
-        sizes = [(photo.shape[1], photo.shape[0]) for photo in photos]
+    for index, truth, photos, faces, sizes in detected_photographed_heads(classic, args.heads, skipped):
         start = time.perf_counter()
         one = engine.fit_portrait(photos[0], seeds=[args.seed])[0]
         seconds["topos_1"].append(time.perf_counter() - start)
