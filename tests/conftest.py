@@ -48,7 +48,27 @@ def quad_topology() -> ReferenceTopology:
     return make_quad_grid()
 
 
-ICT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ICT_SOURCE = SHARED / "ict-facekit"
+ICT_NEUTRAL_MESH = ICT_SOURCE / "FaceXModel" / "generic_neutral_mesh.obj.xz"
+MEDIAPIPE_CANONICAL = SHARED / "mediapipe" / "canonical_face_model.obj"
+MEDIAPIPE_WITH_IRIS = SHARED / "mediapipe" / "face_model_with_iris.obj"
+needs_ict_and_mediapipe = pytest.mark.skipif(not (ICT_NEUTRAL_MESH.is_file() and MEDIAPIPE_WITH_IRIS.is_file()),
+                                             reason="needs ../shared/ict-facekit and ../shared/mediapipe")
+
+
+@pytest.fixture(scope="session")
+def ict_neutral() -> ReferenceTopology:
+    """ICT's neutral mesh from ../shared as a bare topology (no asset cache)."""
+    return ReferenceTopology.from_obj(ICT_NEUTRAL_MESH)
+
+
+@pytest.fixture(scope="session")
+def mediapipe_registration(ict_neutral):
+    """MediaPipe's canonical face (with irises) registered to ``ict_neutral``, no learned offsets."""
+    from topos_server.assets.correspondence import register_mediapipe
+
+    return register_mediapipe(ict_neutral, MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS)
 
 
 @pytest.fixture(scope="session")

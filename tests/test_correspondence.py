@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,10 @@ from scipy.spatial import cKDTree
 from topos_server.assets import correspondence as corr
 from topos_server.geometry.registration import TriangleSurface, closest_point_barycentrics, umeyama, vertex_normals
 
+from conftest import MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS, needs_ict_and_mediapipe
 from topos_sdk.errors import ToposError
-from topos_sdk.topology import ReferenceTopology, SubMesh
+from topos_sdk.topology import SubMesh
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-ICT_NEUTRAL = SHARED / "ict-facekit" / "FaceXModel" / "generic_neutral_mesh.obj.xz"
-CANONICAL = SHARED / "mediapipe" / "canonical_face_model.obj"
-WITH_IRIS = SHARED / "mediapipe" / "face_model_with_iris.obj"
 EYEBALL_VERTICES = (21451, 24591)
 MM_PER_CM = 10.0
 
@@ -37,23 +33,12 @@ LEFT_LOWER_LID = [362, 382, 381, 380, 374, 373, 390, 249, 263]
 CONTOURS = [UPPER_INNER_LIP, LOWER_INNER_LIP, UPPER_OUTER_LIP, LOWER_OUTER_LIP,
             RIGHT_UPPER_LID, RIGHT_LOWER_LID, LEFT_UPPER_LID, LEFT_LOWER_LID]
 
-pytestmark = pytest.mark.skipif(not (ICT_NEUTRAL.is_file() and WITH_IRIS.is_file()),
-                                reason="needs ../shared/ict-facekit and ../shared/mediapipe")
-
-
-@pytest.fixture(scope="module")
-def ict() -> ReferenceTopology:
-    return ReferenceTopology.from_obj(ICT_NEUTRAL)
-
-
-@pytest.fixture(scope="module")
-def registration(ict):
-    return corr.register_mediapipe(ict, CANONICAL, WITH_IRIS)
+pytestmark = needs_ict_and_mediapipe
 
 
 @pytest.fixture(scope="module")
 def canonical():
-    return corr.read_canonical_face(CANONICAL, WITH_IRIS)
+    return corr.read_canonical_face(MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS)
 
 
 def ict68(topology):
@@ -92,10 +77,10 @@ def test_umeyama_recovers_a_similarity():
     assert np.allclose(sim.rotation, rotation) and np.allclose(sim.apply(source), target)
 
 
-def test_closest_point_queries_match_brute_force_on_the_ict_skin(ict, registration):
-    surface = TriangleSurface(ict.rest_points, corr.skin_triangles(ict))
+def test_closest_point_queries_match_brute_force_on_the_ict_skin(ict_neutral, mediapipe_registration):
+    surface = TriangleSurface(ict_neutral.rest_points, corr.skin_triangles(ict_neutral))
     rng = np.random.default_rng(2)
-    queries = registration.fitted[:468:12] + rng.normal(scale=0.3, size=(39, 3))  # near and off the skin
+    queries = mediapipe_registration.fitted[:468:12] + rng.normal(scale=0.3, size=(39, 3))  # near and off the skin
     hits = surface.closest(queries)
     corners = surface.points[surface.triangles]  # (T, 3, 3)
     for chunk in np.array_split(np.arange(len(queries)), 3):
@@ -105,14 +90,14 @@ def test_closest_point_queries_match_brute_force_on_the_ict_skin(ict, registrati
     assert np.allclose(np.linalg.norm(hits.points - queries, axis=1), hits.distance)
 
 
-def test_ray_cast_hits_the_front_of_a_surface(ict):
-    eyeballs = corr.eyeball_triangles(ict)
-    surface = TriangleSurface(ict.rest_points, eyeballs)
-    centre = ict.rest_points[EYEBALL_VERTICES[0]:EYEBALL_VERTICES[1]].mean(0)
+def test_ray_cast_hits_the_front_of_a_surface(ict_neutral):
+    eyeballs = corr.eyeball_triangles(ict_neutral)
+    surface = TriangleSurface(ict_neutral.rest_points, eyeballs)
+    centre = ict_neutral.rest_points[EYEBALL_VERTICES[0]:EYEBALL_VERTICES[1]].mean(0)
     hits, hit = surface.ray_cast(np.array([[centre[0] + 3.2, centre[1], 50.0]]), np.array([0.0, 0.0, -1.0]))
     assert hit.all()
     # the first hit from the front is the front-most surface point on that line
-    assert hits.points[0, 2] == pytest.approx(ict.rest_points[eyeballs].reshape(-1, 3)[:, 2].max(), abs=0.3)
+    assert hits.points[0, 2] == pytest.approx(ict_neutral.rest_points[eyeballs].reshape(-1, 3)[:, 2].max(), abs=0.3)
 
 
 # ---- MediaPipe tables ------------------------------------------------------------------------
@@ -133,10 +118,10 @@ def test_contours_are_mesh_paths(canonical):
     assert (upper > lower).all()
 
 
-def test_multipie68_mapping_matches_the_ict_landmarks_geometrically(canonical, ict):
+def test_multipie68_mapping_matches_the_ict_landmarks_geometrically(canonical, ict_neutral):
     mapping = corr.MEDIAPIPE_TO_MULTIPIE68
     assert mapping.shape == (68,) and len(set(mapping.tolist())) == 68
-    targets = ict68(ict)
+    targets = ict68(ict_neutral)
     # mirror-consistent: the mirror partner of point i maps to the mirror partner of its MediaPipe point
     ibug_mirror = cKDTree(targets).query(targets * [-1, 1, 1])[1]
     assert np.array_equal(corr.MEDIAPIPE_MIRROR[mapping], mapping[ibug_mirror])
@@ -159,57 +144,57 @@ def test_multipie68_mapping_matches_the_ict_landmarks_geometrically(canonical, i
 
 
 # ---- the embedding ---------------------------------------------------------------------------
-def test_embedding_is_478_valid_barycentric_points_on_the_skin(ict, registration):
-    lm = registration.landmarks
+def test_embedding_is_478_valid_barycentric_points_on_the_skin(ict_neutral, mediapipe_registration):
+    lm = mediapipe_registration.landmarks
     assert lm.names == [f"mp{i:03d}" for i in range(478)]
     assert lm.vertices.shape == (478, 3) and lm.weights.shape == (478, 3)
     assert lm.vertices.dtype == np.int32 and lm.weights.dtype == np.float32
     assert (lm.weights >= 0).all() and (lm.weights <= 1).all()
     assert np.allclose(lm.weights.sum(1), 1.0, atol=1e-6)
-    skin = corr.skin_triangles(ict)
+    skin = corr.skin_triangles(ict_neutral)
     skin_rows = {tuple(t) for t in skin.tolist()}
     assert all(tuple(t) in skin_rows for t in lm.vertices[:468].tolist())  # each a real skin triangle
     assert ((lm.vertices[468:] >= EYEBALL_VERTICES[0]) & (lm.vertices[468:] < EYEBALL_VERTICES[1])).all()
-    points = lm.evaluate(ict.rest_points.astype(np.float64))
-    on_skin = TriangleSurface(ict.rest_points, skin).closest(points[:468])
+    points = lm.evaluate(ict_neutral.rest_points.astype(np.float64))
+    on_skin = TriangleSurface(ict_neutral.rest_points, skin).closest(points[:468])
     assert on_skin.distance.max() < 1e-5
-    assert np.abs(points - registration.surface_points).max() < 1e-5
+    assert np.abs(points - mediapipe_registration.surface_points).max() < 1e-5
     # the fitted canonical face already lay on the skin: the projection moved it little
-    moved = np.linalg.norm(registration.fitted[:468] - points[:468], axis=1)
+    moved = np.linalg.norm(mediapipe_registration.fitted[:468] - points[:468], axis=1)
     print(f"\nfit → skin projection: median {np.median(moved) * MM_PER_CM:.2f} mm, max {moved.max() * MM_PER_CM:.2f} mm")
     assert np.median(moved) < 0.05 and moved.max() < 0.3
 
 
-def test_without_the_iris_file_the_468_face_points_are_the_same(ict, registration):
-    lm = corr.embed_mediapipe_landmarks(ict, CANONICAL)
+def test_without_the_iris_file_the_468_face_points_are_the_same(ict_neutral, mediapipe_registration):
+    lm = corr.embed_mediapipe_landmarks(ict_neutral, MEDIAPIPE_CANONICAL)
     assert len(lm) == 468 and lm.names[-1] == "mp467"
-    assert np.array_equal(lm.vertices, registration.landmarks.vertices[:468])
-    assert np.allclose(lm.weights, registration.landmarks.weights[:468])
+    assert np.array_equal(lm.vertices, mediapipe_registration.landmarks.vertices[:468])
+    assert np.allclose(lm.weights, mediapipe_registration.landmarks.weights[:468])
 
 
-def test_named_submeshes_give_the_same_embedding(ict, registration):
-    named = dataclasses.replace(ict, submeshes=[
+def test_named_submeshes_give_the_same_embedding(ict_neutral, mediapipe_registration):
+    named = dataclasses.replace(ict_neutral, submeshes=[
         SubMesh("face", 0, 9409, 0, 9230, mesh="skin"), SubMesh("head_neck", 9409, 11248, 9230, 11144, mesh="skin"),
         SubMesh("rest", 11248, 21451, 11144, 21496),
         SubMesh("eyeball_left", 21451, 23021, 21496, 23094), SubMesh("eyeball_right", 23021, 24591, 23094, 24692),
         SubMesh("extras", 24591, 26719, 24692, 26384)])
-    lm = corr.embed_mediapipe_landmarks(named, CANONICAL, WITH_IRIS)
-    assert np.array_equal(lm.vertices, registration.landmarks.vertices)
-    assert np.allclose(lm.weights, registration.landmarks.weights)
+    lm = corr.embed_mediapipe_landmarks(named, MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS)
+    assert np.array_equal(lm.vertices, mediapipe_registration.landmarks.vertices)
+    assert np.allclose(lm.weights, mediapipe_registration.landmarks.weights)
 
 
-def test_mirrored_landmarks_land_on_mirrored_points(ict, registration):
-    points = registration.landmarks.evaluate(ict.rest_points.astype(np.float64))
+def test_mirrored_landmarks_land_on_mirrored_points(ict_neutral, mediapipe_registration):
+    points = mediapipe_registration.landmarks.evaluate(ict_neutral.rest_points.astype(np.float64))
     mismatch = np.linalg.norm(points[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1] - points, axis=1) * MM_PER_CM
     print(f"\nmirror mismatch: max {mismatch.max():.3f} mm, mean {mismatch.mean():.4f} mm")
     assert mismatch.max() <= 2.0
 
 
-def test_ict_landmarks_match_their_mediapipe_counterparts(ict, registration):
-    points = registration.landmarks.evaluate(ict.rest_points.astype(np.float64))
-    targets = ict68(ict)
+def test_ict_landmarks_match_their_mediapipe_counterparts(ict_neutral, mediapipe_registration):
+    points = mediapipe_registration.landmarks.evaluate(ict_neutral.rest_points.astype(np.float64))
+    targets = ict68(ict_neutral)
     distance = np.linalg.norm(points[corr.MEDIAPIPE_TO_MULTIPIE68] - targets, axis=1) * MM_PER_CM
-    rigid = np.linalg.norm(registration.aligned[corr.MEDIAPIPE_TO_MULTIPIE68] - targets, axis=1) * MM_PER_CM
+    rigid = np.linalg.norm(mediapipe_registration.aligned[corr.MEDIAPIPE_TO_MULTIPIE68] - targets, axis=1) * MM_PER_CM
     inner, jaw = distance[17:], distance[:17]
     print(f"\n68 landmarks on the neutral: inner (17–67) mean {inner.mean():.2f} mm, max {inner.max():.2f} mm; "
           f"jaw (0–16) mean {jaw.mean():.1f} mm; after the similarity alone: inner {rigid[17:].mean():.2f} mm")
@@ -218,23 +203,23 @@ def test_ict_landmarks_match_their_mediapipe_counterparts(ict, registration):
     assert jaw.mean() < 15.0
 
 
-def test_lips_and_eyelids_land_on_their_own_side(ict, registration):
-    rest = ict.rest_points.astype(np.float64)
-    points = registration.landmarks.evaluate(rest)
+def test_lips_and_eyelids_land_on_their_own_side(ict_neutral, mediapipe_registration):
+    rest = ict_neutral.rest_points.astype(np.float64)
+    points = mediapipe_registration.landmarks.evaluate(rest)
     # lips: the ICT mouth is closed (lips 0.8 mm apart), so check along the skin, which goes
     # around the mouth corner between the lips: nearer the ICT upper or lower inner-lip landmark?
-    skin = corr.skin_triangles(ict)
+    skin = corr.skin_triangles(ict_neutral)
     e = np.concatenate([skin[:, [0, 1]], skin[:, [1, 2]], skin[:, [2, 0]]])
     graph = csr_matrix((np.linalg.norm(rest[e[:, 0]] - rest[e[:, 1]], axis=1), (e[:, 0], e[:, 1])), shape=(len(rest),) * 2)
     upper_lip, lower_lip = corr.ICT_MULTIPIE68_VERTICES[[62, 66]]
     along_skin = dijkstra(graph.maximum(graph.T), indices=[upper_lip, lower_lip])  # (2, N)
-    lm = registration.landmarks
+    lm = mediapipe_registration.landmarks
     to_upper = (along_skin[0][lm.vertices] * lm.weights).sum(1)
     to_lower = (along_skin[1][lm.vertices] * lm.weights).sum(1)
     assert (to_upper < to_lower)[UPPER_INNER_LIP[1:-1]].all()
     assert (to_lower < to_upper)[LOWER_INNER_LIP[1:-1]].all()
     # eyelids: the ICT eyes are open; upper-lid points above the corner-to-corner line, lower below
-    targets = ict68(ict)
+    targets = ict68(ict_neutral)
     for (outer, inner), upper, lower in (((36, 39), RIGHT_UPPER_LID, RIGHT_LOWER_LID),
                                          ((42, 45), LEFT_UPPER_LID, LEFT_LOWER_LID)):
         a, b = targets[outer], targets[inner]
@@ -249,7 +234,7 @@ def test_lips_and_eyelids_land_on_their_own_side(ict, registration):
         assert (np.diff(points[contour, 0]) > 0).all(), contour
 
 
-def test_fit_does_not_fold_the_canonical_mesh(canonical, registration):
+def test_fit_does_not_fold_the_canonical_mesh(canonical, mediapipe_registration):
     tri = canonical.triangles
 
     def face_normals(points):
@@ -257,17 +242,17 @@ def test_fit_does_not_fold_the_canonical_mesh(canonical, registration):
         n = np.cross(c[:, 1] - c[:, 0], c[:, 2] - c[:, 0])
         return n / np.linalg.norm(n, axis=1, keepdims=True)
 
-    agreement = (face_normals(registration.aligned[:468]) * face_normals(registration.fitted[:468])).sum(1)
+    agreement = (face_normals(mediapipe_registration.aligned[:468]) * face_normals(mediapipe_registration.fitted[:468])).sum(1)
     assert (agreement > 0).all()
-    assert vertex_normals(registration.fitted[:468], tri)[1, 2] > 0.9  # nose tip still faces +Z
+    assert vertex_normals(mediapipe_registration.fitted[:468], tri)[1, 2] > 0.9  # nose tip still faces +Z
 
 
-def test_iris_points_sit_on_the_cornea_of_their_eye(ict, registration):
-    points = registration.landmarks.evaluate(ict.rest_points.astype(np.float64))
+def test_iris_points_sit_on_the_cornea_of_their_eye(ict_neutral, mediapipe_registration):
+    points = mediapipe_registration.landmarks.evaluate(ict_neutral.rest_points.astype(np.float64))
     iris = points[468:].reshape(2, 5, 3)  # (eye, centre + 4 rim points, xyz)
-    mp_iris = registration.aligned[468:].reshape(2, 5, 3)
+    mp_iris = mediapipe_registration.aligned[468:].reshape(2, 5, 3)
     assert (np.sign(iris[:, :, 0]) == np.sign(mp_iris[:, :, 0])).all()  # each on its own side
-    eyeballs = ict.rest_points[EYEBALL_VERTICES[0]:EYEBALL_VERTICES[1]].astype(np.float64)
+    eyeballs = ict_neutral.rest_points[EYEBALL_VERTICES[0]:EYEBALL_VERTICES[1]].astype(np.float64)
     for eye in range(2):
         ball = eyeballs[np.sign(eyeballs[:, 0]) == np.sign(iris[eye, 0, 0])]
         # the centre is the front-most point of the eyeball (the cornea's apex), within 0.5 mm
@@ -278,28 +263,28 @@ def test_iris_points_sit_on_the_cornea_of_their_eye(ict, registration):
         assert (iris[eye, 1:, 2] < iris[eye, 0, 2]).all()  # the rim lies behind the apex
 
 
-def test_runtime_fits_inside_the_import(ict):
+def test_runtime_fits_inside_the_import(ict_neutral):
     start = time.perf_counter()
-    corr.embed_mediapipe_landmarks(ict, CANONICAL, WITH_IRIS)
+    corr.embed_mediapipe_landmarks(ict_neutral, MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS)
     elapsed = time.perf_counter() - start
     print(f"\nembed_mediapipe_landmarks: {elapsed:.2f} s")
     assert elapsed < 20.0
 
 
 # ---- bad input ---------------------------------------------------------------------------------
-def test_wrong_files_raise_one_clear_error(ict, tmp_path):
+def test_wrong_files_raise_one_clear_error(ict_neutral, tmp_path):
     with pytest.raises(ToposError, match="468 vertices"):
-        corr.embed_mediapipe_landmarks(ict, WITH_IRIS)
+        corr.embed_mediapipe_landmarks(ict_neutral, MEDIAPIPE_WITH_IRIS)
     with pytest.raises(ToposError, match="478 vertices"):
-        corr.embed_mediapipe_landmarks(ict, CANONICAL, CANONICAL)
+        corr.embed_mediapipe_landmarks(ict_neutral, MEDIAPIPE_CANONICAL, MEDIAPIPE_CANONICAL)
     shifted = tmp_path / "shifted_iris.obj"
     shifted.write_text("".join(
-        f"v {x + 1.0} {y} {z}\n" for x, y, z in corr.read_canonical_face(CANONICAL, WITH_IRIS).points)
+        f"v {x + 1.0} {y} {z}\n" for x, y, z in corr.read_canonical_face(MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS).points)
         + "f 1 2 3\n")
     with pytest.raises(ToposError, match="differ"):
-        corr.embed_mediapipe_landmarks(ict, CANONICAL, shifted)
+        corr.embed_mediapipe_landmarks(ict_neutral, MEDIAPIPE_CANONICAL, shifted)
 
 
 def test_topology_without_face_or_landmarks_is_refused(quad_topology):
     with pytest.raises(ToposError, match="multipie68"):
-        corr.embed_mediapipe_landmarks(quad_topology, CANONICAL)
+        corr.embed_mediapipe_landmarks(quad_topology, MEDIAPIPE_CANONICAL)

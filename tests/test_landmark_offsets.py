@@ -3,8 +3,6 @@ registration applies them on the real ICT skin, and the committed table is what 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from topos_server.assets import correspondence as corr
@@ -20,25 +18,9 @@ from topos_server.assets.landmark_offsets import (
 )
 from topos_server.geometry.registration import vertex_normals
 
-from topos_sdk.topology import ReferenceTopology
+from conftest import MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS, needs_ict_and_mediapipe
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-ICT_NEUTRAL = SHARED / "ict-facekit" / "FaceXModel" / "generic_neutral_mesh.obj.xz"
-CANONICAL = SHARED / "mediapipe" / "canonical_face_model.obj"
-WITH_IRIS = SHARED / "mediapipe" / "face_model_with_iris.obj"
-
-pytestmark = pytest.mark.skipif(not (ICT_NEUTRAL.is_file() and WITH_IRIS.is_file()),
-                                reason="needs ../shared/ict-facekit and ../shared/mediapipe")
-
-
-@pytest.fixture(scope="module")
-def ict() -> ReferenceTopology:
-    return ReferenceTopology.from_obj(ICT_NEUTRAL)
-
-
-@pytest.fixture(scope="module")
-def registration(ict):
-    return corr.register_mediapipe(ict, CANONICAL, WITH_IRIS)
+pytestmark = needs_ict_and_mediapipe
 
 
 def offset_field(points: np.ndarray) -> np.ndarray:
@@ -69,12 +51,12 @@ def project(points: np.ndarray, m: np.ndarray, f: float, c: float) -> np.ndarray
     return np.stack([c + f * cam[:, 0] / -cam[:, 2], c - f * cam[:, 1] / -cam[:, 2]], axis=1)
 
 
-def test_fit_recovers_known_offsets_from_rendered_detections(ict, registration):
+def test_fit_recovers_known_offsets_from_rendered_detections(ict_neutral, mediapipe_registration):
     """Detections made from the embedded points moved by a known offset field (0.5 px noise) over heads
     turned ±30°: the fitted offsets match the field on the face points, and stay zero where they must."""
-    rest = ict.rest_points.astype(np.float64)
-    points = registration.landmarks.evaluate(rest)  # (478, 3)
-    normals = registration.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict)))
+    rest = ict_neutral.rest_points.astype(np.float64)
+    points = mediapipe_registration.landmarks.evaluate(rest)  # (478, 3)
+    normals = mediapipe_registration.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict_neutral)))
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)  # iris points: not on the skin
     truth = offset_field(points)
     rng = np.random.default_rng(0)
@@ -98,24 +80,24 @@ def test_fit_recovers_known_offsets_from_rendered_detections(ict, registration):
     assert np.allclose(offsets, offsets[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1], atol=1e-6)  # mirror-symmetric
 
 
-def test_registration_moves_the_face_points_by_their_offsets_on_the_skin(ict, registration):
-    rest = ict.rest_points.astype(np.float64)
-    before = registration.landmarks.evaluate(rest)
+def test_registration_moves_the_face_points_by_their_offsets_on_the_skin(ict_neutral, mediapipe_registration):
+    rest = ict_neutral.rest_points.astype(np.float64)
+    before = mediapipe_registration.landmarks.evaluate(rest)
     offsets = offset_field(before)
-    moved = corr.register_mediapipe(ict, CANONICAL, WITH_IRIS, offsets=offsets)
+    moved = corr.register_mediapipe(ict_neutral, MEDIAPIPE_CANONICAL, MEDIAPIPE_WITH_IRIS, offsets=offsets)
     after = moved.landmarks.evaluate(rest)
 
     shifted = np.linalg.norm(offsets, axis=1) > 0
     assert shifted.sum() > 300
     # snapped back onto the skin, so only the part along the surface survives
-    normals = moved.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict)))[shifted]
+    normals = moved.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict_neutral)))[shifted]
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
     along = offsets[shifted] - np.einsum("kx,kx->k", offsets[shifted], normals)[:, None] * normals
     miss = np.linalg.norm(after[shifted] - before[shifted] - along, axis=1)  # cm
     assert np.median(miss) < 0.02 and np.percentile(miss, 90) < 0.06
     assert np.array_equal(after[~shifted], before[~shifted])  # contour and iris points untouched
     assert np.allclose(moved.landmarks.weights.sum(1), 1.0) and (moved.landmarks.weights >= -1e-6).all()
-    skin = set(map(tuple, np.sort(corr.skin_triangles(ict), axis=1)))
+    skin = set(map(tuple, np.sort(corr.skin_triangles(ict_neutral), axis=1)))
     assert all(tuple(t) in skin for t in np.sort(moved.landmarks.vertices[:468], axis=1))
 
 
@@ -136,13 +118,13 @@ def test_offsets_file_round_trips_and_rejects_other_files(tmp_path):
         load_offsets(tmp_path / "nan.safetensors")
 
 
-def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import(ict, registration):
+def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import(ict_neutral, mediapipe_registration):
     from topos_server.assets.cache import AssetCache, sha256_file
 
     offsets = load_offsets()
     assert offsets is not None and offsets.shape == (478, 3)
     assert np.allclose(offsets, offsets[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1], atol=1e-5)
-    rest_landmarks = registration.landmarks.evaluate(ict.rest_points.astype(np.float64))
+    rest_landmarks = mediapipe_registration.landmarks.evaluate(ict_neutral.rest_points.astype(np.float64))
     turned = load_offsets(table="turned")
     for table, held in ((offsets, held_landmarks(rest_landmarks)),
                         (turned, held_landmarks(rest_landmarks, around_eyes=False))):
@@ -152,14 +134,14 @@ def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import(ict, r
     assert stamp["offsets_sha256"] == sha256_file(OFFSETS_FILE)  # `topos assets import` re-embedded them
 
 
-def test_turned_table_is_fitted_per_side_and_mirrored(ict, registration):
+def test_turned_table_is_fitted_per_side_and_mirrored(ict_neutral, mediapipe_registration):
     """Renders turned beyond ±40° whose detections move by a known turned-head field (mirrored for the
     other side): the fitted yaw > 0 table matches the field."""
     from topos_server.assets.landmark_offsets import fit_turned_offsets
 
-    rest = ict.rest_points.astype(np.float64)
-    points = registration.landmarks.evaluate(rest)
-    normals = registration.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict)))
+    rest = ict_neutral.rest_points.astype(np.float64)
+    points = mediapipe_registration.landmarks.evaluate(rest)
+    normals = mediapipe_registration.landmarks.evaluate(vertex_normals(rest, corr.skin_triangles(ict_neutral)))
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     right = offset_field(points) * [1.0, -1.0, 1.0] + [0.1, 0.0, 0.0] * (np.abs(offset_field(points)).sum(1) > 0)[:, None]
     left = right[corr.MEDIAPIPE_MIRROR] * [-1, 1, 1]
