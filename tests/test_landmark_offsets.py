@@ -206,3 +206,13 @@ def test_fit_uses_the_turned_table_for_a_turned_head():
     for yaw in (55.0, -55.0):
         assert error_pct(yaw, FitWeights()) < 0.7 * error_pct(yaw, off)
     assert error_pct(10.0, FitWeights()) == error_pct(10.0, off)  # below turn_start_deg nothing changes
+
+
+def test_writer_refuses_a_folder_without_renders_and_writes_nothing(tmp_path, capsys):
+    from topos_server.assets.landmark_offsets import main
+
+    out = tmp_path / "offsets.safetensors"
+    assert main(["--pairs", str(tmp_path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: no synthetic-portrait shards") and str(tmp_path) in error and "\n" not in error
+    assert not out.exists()

@@ -281,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     triangles = skin_triangles(topology)
     renders = renders_from_pairs(args.pairs, landmarks, model.expression_basis, triangles, args.limit)
     frontal = [r for r in renders if abs(r.yaw_deg) <= options.max_yaw_deg]
+    folders = ", ".join(str(p) for p in args.pairs)
+    if not renders:
+        print(f"error: no synthetic-portrait shards (shard_*.npz) in {folders}", file=sys.stderr)
+        return 2
     if not frontal or len(frontal) == len(renders):
-        print(f"error: {args.pairs} need renders within ±{options.max_yaw_deg}° of yaw and beyond it", file=sys.stderr)
+        print(f"error: the renders in {folders} must include heads within ±{options.max_yaw_deg}° of yaw and beyond it",
+              file=sys.stderr)
         return 2
     offsets, summary = fit_landmark_offsets(frontal, MEDIAPIPE_MIRROR, options, held)
     # the turned-head table is fitted on top of the embedded points, as the fit uses it
