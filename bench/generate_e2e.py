@@ -120,7 +120,7 @@ def main() -> None:
     from skimage.data import astronaut
     from topos_server.engines import shared_engine
     from topos_server.face import load_image
-    from topos_server.texture.bake import bake_textures
+    from topos_server.texture.learned import portrait_textures
 
     from topos_sdk.preview import render_thumbnail
     from topos_sdk.usd import write_head_asset
@@ -141,8 +141,8 @@ def main() -> None:
                 tracemalloc.start()
             image = m.run("decode", load_image, data)
             result, _ = m.run("landmarks+fit", engine.fit_portrait, image)
-            result.textures = m.run("bake", bake_textures, image, result.posed_points(), result.camera,
-                                    engine.topology, size=size)
+            result.textures, _ = m.run("bake", portrait_textures, image, result.posed_points(), result.camera,
+                                       result.points, engine.topology, size, "bake", 0)  # as the engine does
             with tempfile.TemporaryDirectory() as tmp:
                 m.run("usd_write", write_head_asset, result, tmp, name="bench", thumbnail=False)
             m.run("preview", render_thumbnail, result)

@@ -614,7 +614,7 @@ def test_openings_mask_is_soft_and_grows_with_the_face():
 def test_engines_pass_the_detected_landmarks_to_the_bake(monkeypatch):
     """The classic engine bakes with the landmarks it detected and fitted on."""
     from topos_server.engines import GenerateOptions, shared_engine
-    from topos_server.engines import classic
+    from topos_server.texture import learned
 
     given = []
 
@@ -622,10 +622,45 @@ def test_engines_pass_the_detected_landmarks_to_the_bake(monkeypatch):
         given.append(kwargs.get("landmarks"))
         return bake_textures(*args, **kwargs)
 
-    monkeypatch.setattr(classic, "bake_textures", recording_bake)
+    monkeypatch.setattr(learned, "bake_textures", recording_bake)
     result = shared_engine("classic", "cpu").generate([astronaut()], GenerateOptions(texture_size=512))[0]
     assert len(given) == 1 and given[0] is not None and given[0].shape == (478, 3)
     assert sorted(result.textures["albedo"].tiles) == [1001, 1002]
+    assert result.provenance.extra["texture_bake_size"] == 512
+
+
+def test_photo_texture_size_is_what_the_photo_fills(ict):
+    """A power of two between MIN_WORKING_SIZE and the size asked for, growing with the photo's resolution."""
+    from topos_server.texture.bake import MIN_WORKING_SIZE, photo_texture_size
+
+    camera = front_camera()
+    sizes = [photo_texture_size((PHOTO[0] * scale // 4, PHOTO[1] * scale // 4), ict.rest_points, camera, ict, 8192)
+             for scale in (1, 2, 8)]  # this close-up fills 2048² texels from 512² pixels
+    assert all(s & (s - 1) == 0 and MIN_WORKING_SIZE <= s <= 8192 for s in sizes), sizes
+    assert sizes == [512, 1024, 4096], sizes  # twice the pixels per side: twice the texels per side
+    assert photo_texture_size(PHOTO, ict.rest_points, camera, ict, 256) == 256  # never above the size asked for
+    turned_away = front_camera(yaw_deg=180)
+    assert photo_texture_size(PHOTO, ict.rest_points, turned_away, ict, 1024) == 1024  # nothing seen: the bake says so
+
+
+def test_a_bake_at_a_working_size_is_the_full_bake_scaled_up(ict):
+    """Baked at 256² and scaled up, the 512² maps of a 512² photo (whose face covers ~200 pixels) are the
+    full bake's within a few 8-bit levels; the diagnostics stay at the working size."""
+    camera = front_camera(yaw_deg=15)
+    photo = render_photo(ict, camera, checker_albedo)
+    full = bake_textures(photo, ict.rest_points, camera, ict, SIZE)
+    diagnostics = {}
+    small = bake_textures(photo, ict.rest_points, camera, ict, SIZE, working_size=SIZE // 2, diagnostics=diagnostics)
+    assert diagnostics["albedo_linear"][1001].shape == (3, SIZE // 2, SIZE // 2)
+    island = next(t for t in skin_uv_layout(ict, SIZE).tiles if t.tile == 1001).island
+    for name in ("albedo", "normal", "roughness"):
+        for tile, image in full[name].tiles.items():
+            assert small[name].tiles[tile].shape == image.shape and small[name].tiles[tile].dtype == np.uint8
+        difference = np.abs(small[name].tiles[1001].astype(float) - full[name].tiles[1001].astype(float))[island]
+        psnr = 10 * np.log10(255.0 ** 2 / max((difference ** 2).mean(), 1e-9))
+        assert psnr > 30.0, (name, psnr)  # the checker's hard edges are the worst case: ~2 levels on average
+    assert bake_textures(photo, ict.rest_points, camera, ict, SIZE, working_size=4 * SIZE)["albedo"].tiles[1001].shape \
+        == (SIZE, SIZE, 3)  # a working size above the size asked for is the size
 
 
 def test_multiview_bakes_each_photo_with_its_own_landmarks(ict, monkeypatch):

@@ -97,3 +97,23 @@ def test_cli_writes_a_valid_asset_that_round_trips(portrait, local_learned, tmp_
     for name, texture in local_learned.textures.items():
         assert back.textures[name] == texture, name
     assert back.provenance.extra["texture"] == "learned"
+
+
+def test_learned_completes_a_bake_made_below_the_texture_size():
+    """A 256² portrait fills less than 1024² texels: both modes bake at 512² and deliver 1024² maps; the learned
+    completion works on the smaller bake and leaves the back of the head as the bake has it."""
+    import cv2
+    from skimage.data import astronaut
+    from topos_server.engines import GenerateOptions, shared_engine
+
+    small = cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    engine = shared_engine("classic")
+    baked, learned = (engine.generate([small], GenerateOptions(seed=3, texture_size=1024, texture=mode))[0]
+                      for mode in ("bake", "learned"))
+    for result in (baked, learned):
+        assert result.provenance.extra["texture_bake_size"] == 512
+        for name in ("albedo", "normal", "roughness"):
+            assert all(tile.shape[:2] == (1024, 1024) for tile in result.textures[name].tiles.values()), name
+    face = (baked.textures["albedo"].tiles[1001].astype(int), learned.textures["albedo"].tiles[1001].astype(int))
+    assert 0 < np.abs(face[0] - face[1]).mean() < 10  # completed, not replaced
+    np.testing.assert_array_equal(baked.textures["albedo"].tiles[1002], learned.textures["albedo"].tiles[1002])

@@ -21,8 +21,7 @@ from topos_server.assets.landmark_offsets import turned_offsets
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
-from topos_server.texture.bake import bake_textures
-from topos_server.texture.learned import complete_textures
+from topos_server.texture.learned import portrait_textures
 from topos_server.texture.multiview import bake_views
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
@@ -116,19 +115,13 @@ class ClassicEngine:
         decode_s = time.perf_counter() - t
 
         result, face = self.fit_portrait(image, options.focal_length_px, report, options.face_index)
-        t = time.perf_counter()
         report("texturing", 0.4)
-        # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
-        diagnostics = {} if options.texture != "bake" else None
-        baked = bake_textures(image, result.posed_points(), result.camera, self.topology, size=options.texture_size,
-                              landmarks=face.points, diagnostics=diagnostics)
-        bake_s, t = time.perf_counter() - t, time.perf_counter()
-        result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
-                                            options.seed, mode=options.texture)
-        timings = {"decode": decode_s, **result.provenance.timings_s, "bake": bake_s}
-        if options.texture != "bake":
-            timings["texture_" + options.texture] = time.perf_counter() - t
+        timings = {"decode": decode_s, **result.provenance.timings_s}
+        result.textures, bake_size = portrait_textures(image, result.posed_points(), result.camera, result.points,
+                                                       self.topology, options.texture_size, options.texture,
+                                                       options.seed, landmarks=face.points, timings=timings)
         result.provenance.extra["texture"] = options.texture
+        result.provenance.extra["texture_bake_size"] = bake_size
         result.provenance.timings_s = {k: round(v, 4) for k, v in timings.items()}
         result.provenance.seed = int(options.seed)
         result.provenance.source_image_sha256 = Provenance.hash_image_bytes(

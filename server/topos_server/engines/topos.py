@@ -39,8 +39,7 @@ from topos_server.models.dit import ToposDiT
 from topos_server.pipelines.convert import load_vae
 from topos_server.pipelines.head_generation import SamplingOptions, portrait_condition, sample_latents
 from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
-from topos_server.texture.bake import bake_textures
-from topos_server.texture.learned import complete_textures
+from topos_server.texture.learned import portrait_textures
 from topos_server.texture.multiview import bake_views
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
@@ -188,18 +187,14 @@ class ToposEngine:
                               batch_timings)
         if progress:
             progress("texturing", (index + 0.7) / count, index)
-        t = time.perf_counter()
-        # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
-        diagnostics = {} if options.texture != "bake" else None
-        baked = bake_textures(portrait["image"], result.posed_points(), result.camera, self.topology,
-                              size=options.texture_size, landmarks=portrait["face"].points, diagnostics=diagnostics)
-        result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
-        t = time.perf_counter()
-        result.textures = complete_textures(baked, diagnostics or {}, result.points, self.topology, options.texture_size,
-                                            seed, mode=options.texture)
-        if options.texture != "bake":
-            result.provenance.timings_s["texture_" + options.texture] = round(time.perf_counter() - t, 4)
+        timings = {}
+        result.textures, bake_size = portrait_textures(portrait["image"], result.posed_points(), result.camera,
+                                                       result.points, self.topology, options.texture_size,
+                                                       options.texture, seed, landmarks=portrait["face"].points,
+                                                       timings=timings)
+        result.provenance.timings_s.update({k: round(v, 4) for k, v in timings.items()})
         result.provenance.extra["texture"] = options.texture
+        result.provenance.extra["texture_bake_size"] = bake_size
         return result
 
     def _finish_same_person(self, portraits: list[dict], heads: np.ndarray, seed: int, options: GenerateOptions,

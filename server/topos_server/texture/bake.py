@@ -92,6 +92,8 @@ MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symm
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
 MIRROR_ASYMMETRY = False  # restores hidden skin of held-out portraits 7 % better, but carries the photo's light
 #                           over too: synthetic heads' albedo 3 % further from the truth, 7 % more light-dependent
+PHOTO_OVERSAMPLING = 1.5  # texels per photo pixel (along a side) where the photo shows the skin most finely
+MIN_WORKING_SIZE = 512  # photo_texture_size never goes below this (nor above the requested size)
 ASYMMETRY_RESOLUTION = 128  # the seen left/right difference is found at most at this size² per tile (blurred at
 #                             1/64 of the tile it is the same field as at 512², bench/texture_eval.py)
 _LAYOUT_CACHE_SIZE = 4
@@ -334,8 +336,8 @@ def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndar
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
                   size: int = 1024, *, landmarks: np.ndarray | None = None, materials: tuple[str, ...] = SKIN_MATERIALS,
-                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, timings: dict[str, float] | None = None,
-                  diagnostics: dict | None = None) -> dict[str, TextureMap]:
+                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, working_size: int | None = None,
+                  timings: dict[str, float] | None = None, diagnostics: dict | None = None) -> dict[str, TextureMap]:
     """Bake ``"albedo"`` (sRGB RGB), ``"normal"`` (raw, tangent space) and ``"roughness"`` (raw, 1 channel).
 
     image: (H, W, 3) uint8 RGB portrait; points: (N, 3) posed mesh (expression applied) in world
@@ -344,14 +346,15 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
     whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
     fill gives them lips and lids instead of teeth and sclera; mirror_asymmetry: what the fill takes from the
-    mirror side gets the face's seen left/right difference added (:func:`mirror_side_asymmetry`). Each map has
-    one tile per
+    mirror side gets the face's seen left/right difference added (:func:`mirror_side_asymmetry`); working_size:
+    bake at this many texels per side and scale the maps up to ``size`` (:func:`photo_texture_size`: what the
+    photo can fill; ``None``: bake at ``size``). Each map has one tile per
     UDIM tile the skin materials use (1001 face, 1002 back of head in ICT). ``timings``, when given,
     receives seconds per stage; ``diagnostics`` receives ``"lighting"`` (the fitted :class:`SkinLighting`,
     camera frame), ``"mirror_asymmetry"`` (as given), ``"direct_weight"`` and ``"coverage"`` (tile → (S, S)
     float32: how much each texel was seen directly / directly or through its mirror) and
     ``"albedo_linear"`` (tile → (3, S, S) float32 before encoding) and ``"observed_albedo_linear"`` (the
-    same before any fill: the photo's delit texels, zero where ``coverage`` is zero).
+    same before any fill: the photo's delit texels, zero where ``coverage`` is zero); S is the working size.
     """
     clock = time.perf_counter()
 
@@ -365,10 +368,11 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     photo = _check_image(image)
     points = _check_points(points, topology)
     size = _check_size(size)
+    working_size = size if working_size is None else min(_check_size(working_size), size)
     _check_camera(camera)
     openings = (face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size)
                 if landmarks is not None else None)
-    layout = skin_uv_layout(topology, size, materials)
+    layout = skin_uv_layout(topology, working_size, materials)
     lap("uv_layout")
 
     num_points = topology.num_points
@@ -447,11 +451,79 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
         diagnostics["albedo_linear"] = albedo_tiles
     roughness_maps = material_maps.roughness_tiles(layout, regions, num_points)
     lap("roughness")
-    return {
+    baked = {
         "albedo": TextureMap("albedo", maps["albedo"], "sRGB"),
         "normal": TextureMap("normal", maps["normal"], "raw"),
         "roughness": TextureMap("roughness", roughness_maps, "raw"),
     }
+    if working_size != size:
+        baked = {name: upsampled(texture_map, size) for name, texture_map in baked.items()}
+        lap("upsample")
+    return baked
+
+
+def photo_texture_size(image_size: tuple[int, int], points: np.ndarray, camera: Camera, topology: ReferenceTopology,
+                       size: int, materials: tuple[str, ...] = SKIN_MATERIALS) -> int:
+    """Texels per tile side at which a bake holds everything the photo shows of the skin: at most ``size``.
+
+    image_size: (width, height) of the photo to bake (the camera may have been fitted on another resolution of
+    it); points: (N, 3) posed mesh in world space. Over the skin triangles that face the camera (cosine above
+    ``FULL_WEIGHT_COS``), the photo's pixels per UV unit (the square root of projected over UV area); the finest
+    1 % of the seen area sets the size: ``PHOTO_OVERSAMPLING`` texels per photo pixel there, rounded up to a
+    power of two, at least ``MIN_WORKING_SIZE``. A 512² portrait shows a face tile at ~200–350 photo pixels per
+    side: baking its 2048² maps texel by texel samples the same photo pixels ~16 times; baked at 1024² and scaled
+    up they carry the same detail.
+    """
+    size = _check_size(size)
+    triangles, uv_area = _skin_triangle_uv_areas(topology, materials)
+    cam_points = camera.to_camera(np.asarray(points, np.float64))  # (N, 3)
+    xy = _pixels(cam_points.T, camera).T * (image_size[0] / camera.image_size[0])  # (N, 2) photo pixels
+    corner = cam_points[triangles]  # (S, 3, 3)
+    normal = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # (S, 3) outward, 2 × area
+    centre = corner.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_view = -np.einsum("sc,sc->s", normal, centre) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1))
+        facing = (cos_view > FULL_WEIGHT_COS) & (centre[:, 2] < 0) & (uv_area > 0)
+    if not facing.any():
+        return size  # nothing seen: the bake says so itself
+    edge_a, edge_b = xy[triangles[facing, 1]] - xy[triangles[facing, 0]], xy[triangles[facing, 2]] - xy[triangles[facing, 0]]
+    pixel_area = 0.5 * np.abs(edge_a[:, 0] * edge_b[:, 1] - edge_a[:, 1] * edge_b[:, 0])  # (s,)
+    pixels_per_uv = np.sqrt(pixel_area / uv_area[facing])
+    order = np.argsort(pixels_per_uv)
+    cumulative = np.cumsum(pixel_area[order])
+    finest = pixels_per_uv[order][min(len(order) - 1, int(np.searchsorted(cumulative, 0.99 * cumulative[-1])))]
+    needed = 2 ** int(np.ceil(np.log2(max(1.0, PHOTO_OVERSAMPLING * finest))))
+    return int(min(size, max(MIN_WORKING_SIZE, needed)))
+
+
+_SKIN_UV_AREAS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _skin_triangle_uv_areas(topology: ReferenceTopology, materials: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The skin's triangles (S, 3) int64 vertex ids and their UV areas (S,) (tile side = 1), cached per topology."""
+    key = (topology.topology_id, tuple(materials))
+    if key not in _SKIN_UV_AREAS:
+        if topology.uv_values is None:
+            raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
+        triangles, face_of = topology.triangles()
+        in_skin = np.zeros(topology.num_faces, bool)
+        for m in topology.materials:
+            if m.name in materials:
+                in_skin[m.face_start:m.face_stop] = True
+        skin = in_skin[face_of]
+        uv = topology.uv_values[topology.uv_triangles()[skin]].astype(np.float64)  # (S, 3, 2)
+        a, b = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+        _SKIN_UV_AREAS[key] = (triangles[skin].astype(np.int64), 0.5 * np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))
+    return _SKIN_UV_AREAS[key]
+
+
+def upsampled(texture_map: TextureMap, size: int) -> TextureMap:
+    """``texture_map`` with every tile scaled to size² (bilinear; texel centres at +½ as in the bake)."""
+    tiles = {}
+    for tile, image in texture_map.tiles.items():
+        scaled = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        tiles[tile] = scaled.reshape(size, size, image.shape[2]) if image.ndim == 3 else scaled
+    return TextureMap(texture_map.name, tiles, texture_map.color_space)
 
 
 def skin_vertex_field(layout: SkinUVLayout, num_points: int, observations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +47,10 @@ import numpy as np
 
 from topos_sdk.errors import AssetError, InvalidInputError
 from topos_sdk.generate import check_texture
-from topos_sdk.head_result import TextureMap
+from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
-from topos_server.texture.bake import SKIN_MATERIALS, skin_uv_layout
+from topos_server.texture.bake import SKIN_MATERIALS, bake_textures, photo_texture_size, skin_uv_layout
 from topos_server.texture.fill import push_pull
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
@@ -72,6 +73,32 @@ def load_texture_model(folder: str | None = None) -> "ToposTextureModel":
         raise AssetError(f"--texture learned needs TOPOS-Texture weights; none in {path} "
                          f"(train them: topos train texture --out DIR)")
     return ToposTextureModel.from_pretrained(path, low_cpu_mem_usage=False).float().eval()  # stored as float16
+
+
+def portrait_textures(image: np.ndarray, posed_points: np.ndarray, camera: Camera, points: np.ndarray,
+                      topology: ReferenceTopology, size: int, mode: str, seed: int, *, landmarks: np.ndarray | None = None,
+                      timings: dict[str, float] | None = None) -> tuple[dict[str, TextureMap], int]:
+    """The textures of one portrait at ``size``² per tile: baked at the size the photo fills
+    (:func:`~topos_server.texture.bake.photo_texture_size`), then completed by ``mode`` (:func:`complete_textures`).
+
+    image: (H, W, 3) uint8; posed_points: (N, 3) the fitted head with its expression; camera: its camera;
+    points: (N, 3) the neutral head; landmarks: the photo's (478, 2|3) FaceMesh points. ``timings`` receives
+    ``"bake"`` and, unless mode is bake, ``"texture_<mode>"`` seconds. Returns the maps and the bake's size.
+    """
+    mode = check_texture(mode)
+    start = time.perf_counter()
+    working = photo_texture_size((image.shape[1], image.shape[0]), posed_points, camera, topology, size)
+    # the bake's per-texel diagnostics (~150–200 MiB at 2048²) only for the learned completion that reads them
+    diagnostics = {} if mode != "bake" else None
+    baked = bake_textures(image, posed_points, camera, topology, size=size, landmarks=landmarks,
+                          working_size=working, diagnostics=diagnostics)
+    baked_at = time.perf_counter()
+    maps = complete_textures(baked, diagnostics or {}, points, topology, size, seed, mode=mode)
+    if timings is not None:
+        timings["bake"] = baked_at - start
+        if mode != "bake":
+            timings["texture_" + mode] = time.perf_counter() - baked_at
+    return maps, working
 
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
@@ -135,14 +162,17 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
         return out
 
     # keep the bake's high frequencies (bake − its R² low-pass) except where the skin test took texels out
-    keep = 1.0 - coverage * (1.0 - resized(trust[None], size)[0])  # (S, S)
-    detail = resized(bake_low, size)  # (3, S, S)
+    working = bake_albedo.shape[-1]  # W: the bake's own size (bake_textures' working_size), at most ``size``
+    keep = 1.0 - coverage * (1.0 - resized(trust[None], working)[0])  # (W, W)
+    detail = resized(bake_low, working)  # (3, W, W)
     np.subtract(bake_albedo, detail, out=detail)
     detail *= keep
-    albedo = resized(learned, size)  # (3, S, S)
+    albedo = resized(learned, working)  # (3, W, W)
     albedo += detail
     del detail
     np.clip(albedo, 0.0, 1.0, out=albedo)
+    if working != size:
+        albedo, keep = resized(albedo, size), resized(keep[None], size)[0]  # (3, S, S), (S, S)
 
     # detail normals: the bake's where its detail is kept, elsewhere those of the merged albedo
     layout = skin_uv_layout(topology, NORMAL_RESOLUTION, SKIN_MATERIALS)

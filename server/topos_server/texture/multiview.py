@@ -19,7 +19,7 @@ from topos_sdk.errors import InvalidInputError
 from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
-from topos_server.texture.bake import SKIN_MATERIALS, bake_textures, skin_uv_layout
+from topos_server.texture.bake import SKIN_MATERIALS, bake_textures, photo_texture_size, skin_uv_layout, upsampled
 from topos_server.texture.fill import extend_beyond_islands
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
@@ -31,7 +31,8 @@ def bake_views(images: list[np.ndarray], posed_points: list[np.ndarray], cameras
                topology: ReferenceTopology, size: int, *, landmarks: list[np.ndarray] | None = None,
                before_view: Callable[[int], None] | None = None) -> dict[str, TextureMap]:
     """Every photo (H, W, 3) baked through its camera onto its posed head (N, 3), then merged
-    (:func:`merge_view_bakes`); points: (N, 3) the neutral head the normal map is made for; landmarks: each
+    (:func:`merge_view_bakes`) at the size the finest photo fills (:func:`~topos_server.texture.bake.photo_texture_size`)
+    and scaled up to ``size``; points: (N, 3) the neutral head the normal map is made for; landmarks: each
     photo's own (478, 2|3) FaceMesh points (``bake_textures``' ``landmarks``), when known;
     ``before_view(v)`` is called before photo v is baked (progress)."""
     bakes, roughness = [], None
@@ -39,15 +40,19 @@ def bake_views(images: list[np.ndarray], posed_points: list[np.ndarray], cameras
         landmarks = [None] * len(images)
     elif len(landmarks) != len(images):
         raise InvalidInputError(f"bake_views: {len(landmarks)} landmark sets for {len(images)} photos")
+    # every view at the size the finest photo fills, merged there, then scaled up to size²
+    working = max(photo_texture_size((image.shape[1], image.shape[0]), posed, camera, topology, size)
+                  for image, posed, camera in zip(images, posed_points, cameras))
     for view, (image, posed, camera, view_landmarks) in enumerate(zip(images, posed_points, cameras, landmarks)):
         if before_view is not None:
             before_view(view)
         diagnostics: dict = {}
-        maps = bake_textures(image, posed, camera, topology, size=size, landmarks=view_landmarks,
+        maps = bake_textures(image, posed, camera, topology, size=working, landmarks=view_landmarks,
                              diagnostics=diagnostics)
         roughness = roughness or maps["roughness"]
         bakes.append({k: diagnostics[k] for k in ("direct_weight", "coverage", "albedo_linear")})
-    return merge_view_bakes(bakes, roughness, points, topology, size)
+    merged = merge_view_bakes(bakes, roughness, points, topology, working)
+    return merged if working == size else {name: upsampled(texture_map, size) for name, texture_map in merged.items()}
 
 
 def merge_view_bakes(diagnostics: list[dict], roughness: TextureMap, points: np.ndarray,
