@@ -217,3 +217,25 @@ def test_grpc_same_person_matches_in_process(three_photos):
                 client.generate_same_person([photos[0], png(np.full((64, 64, 3), 128, np.uint8))], texture_size=512)
     assert remote.differences(local, atol=1e-5) == []
     assert len(remote.view_cameras) == 3
+
+
+def test_box_least_squares_matches_scipy_bvls():
+    """The fit's bounded solve (expressions in [0, 1]) reaches scipy's BVLS optimum on random problems of the
+    fit's sizes, ill-conditioned ones included, and stays in the box."""
+    from scipy.optimize import lsq_linear
+    from topos_server.fit.landmark_fit import box_least_squares
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        size = int(rng.integers(3, 160))
+        design = rng.normal(size=(size + 20, size)) * rng.uniform(0.01, 10.0, size=size)
+        S = design.T @ design + 1e-3 * np.eye(size)
+        s = rng.normal(size=size) * rng.uniform(0.1, 100.0)
+        x = box_least_squares(S, s, 0.0, 1.0)
+        cholesky = np.linalg.cholesky(S)
+        reference = np.clip(lsq_linear(cholesky.T, np.linalg.solve(cholesky, s), bounds=(0.0, 1.0), method="bvls",
+                                       max_iter=400).x, 0.0, 1.0)
+        objective = lambda v: 0.5 * v @ S @ v - s @ v  # noqa: E731
+        assert (x >= 0.0).all() and (x <= 1.0).all()
+        assert objective(x) <= objective(reference) + 1e-9 * max(1.0, abs(objective(reference)))
+        assert np.abs(x - reference).max() < 1e-6

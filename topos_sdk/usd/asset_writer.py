@@ -50,13 +50,14 @@ def write_head_asset(result: HeadResult, out_dir: str | os.PathLike, name: str |
     if folder.exists() and not overwrite:
         raise AssetError(f"{folder} exists (pass overwrite=True to replace it)")
     with atomic_output_dir(folder) as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        # the PNGs compress in the pool (zlib releases the GIL) while this thread renders the
-        # thumbnail and writes the layers
+        # the thumbnail renders and the PNGs compress in the pool (numpy and zlib release the GIL)
+        # while this thread writes the layers
+        rendering = pool.submit(_render_thumbnail, result) if thumbnail else None
         texture_files, pngs = _start_textures(result, tmp, pool)
-        thumb = _render_thumbnail(result) if thumbnail else None
+        _write_layers(result, tmp, name, texture_files, textured_materials)
+        thumb = rendering.result() if rendering is not None else None
         if thumb is not None:
             png_io.write_png(tmp / layout.THUMBNAIL_FILE, thumb)
-        _write_layers(result, tmp, name, texture_files, textured_materials)
         _write_root(result, tmp, name, texture_files, has_thumbnail=thumb is not None)
         for done in pngs:
             done.result()

@@ -47,11 +47,12 @@ def bind_mesh_blendshapes(mesh: UsdGeom.Mesh, skeleton: UsdSkel.Skeleton, names:
     binding.CreateGeomBindTransformAttr(Gf.Matrix4d(1.0))
 
     moves = deltas.any(axis=2)  # (K, V_mesh) which vertices each shape moves
-    used_names, targets, taken = [], [], set()
+    used_names, targets = [], []
+    taken = {c.GetName() for c in mesh.GetPrim().GetChildren()}  # the shapes' prim names must not clash
     stage = mesh.GetPrim().GetStage()
     for k in np.flatnonzero(moves.any(axis=1)):
         child = prim_name(names[k])
-        while child in taken or child in {c.GetName() for c in mesh.GetPrim().GetChildren()}:
+        while child in taken:
             child += "_"
         taken.add(child)
         shape = UsdSkel.BlendShape.Define(stage, mesh.GetPath().AppendChild(child))
