@@ -46,7 +46,8 @@ def bind_mesh_blendshapes(mesh: UsdGeom.Mesh, skeleton: UsdSkel.Skeleton, names:
     joint_weights.Set(Vt.FloatArray([1.0]))
     binding.CreateGeomBindTransformAttr(Gf.Matrix4d(1.0))
 
-    moves = deltas.any(axis=2)  # (K, V_mesh) which vertices each shape moves
+    # (K, V_mesh) which vertices each shape moves (three compares: numpy's any() over an axis of 3 is ~4× slower)
+    moves = (deltas[..., 0] != 0) | (deltas[..., 1] != 0) | (deltas[..., 2] != 0)
     used_names, targets = [], []
     taken = {c.GetName() for c in mesh.GetPrim().GetChildren()}  # the shapes' prim names must not clash
     stage = mesh.GetPrim().GetStage()

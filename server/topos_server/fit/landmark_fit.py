@@ -179,9 +179,9 @@ def landmark_surface_normals(points: np.ndarray, neighbours: int = 16) -> np.nda
     """(K, 3) → (K, 3) unit normals of the smooth surface through the landmarks (plane of each point's
     nearest landmarks), pointing out of the head. Smoother than the mesh's own normals, which on
     eyelids and lips face every way."""
-    from scipy.spatial import cKDTree
-
-    _, nearest = cKDTree(points).query(points, k=min(neighbours, len(points)))
+    count = min(neighbours, len(points))
+    squared = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)  # (K, K): a few hundred landmarks
+    nearest = np.argpartition(squared, count - 1, axis=1)[:, :count]  # (K, n) each point's n nearest, itself included
     patches = points[nearest] - points[nearest].mean(axis=1, keepdims=True)  # (K, n, 3)
     _, _, vt = np.linalg.svd(patches, full_matrices=False)
     normals = vt[:, -1, :]  # (K, 3) least-variance direction

@@ -97,7 +97,7 @@ MIN_WORKING_SIZE = 512  # photo_texture_size never goes below this (nor above th
 ASYMMETRY_RESOLUTION = 128  # the seen left/right difference is found at most at this size² per tile (blurred at
 #                             1/64 of the tile it is the same field as at 512², bench/texture_eval.py)
 _LAYOUT_CACHE_SIZE = 4
-LAYOUT_CACHE_VERSION = "uv-layout/3"  # bump when the raster conventions change
+LAYOUT_CACHE_VERSION = "uv-layout/4"  # bump when the raster conventions change (4: the sample grid's stride rounds)
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def _cached_tile_texels(digest: str, tile_xy: dict, size: int, num_triangles: in
         if all(_valid_tile_texels(*arrays, size, num_triangles) for arrays in loaded.values()):
             return loaded
     texels = {}
-    stride = max(1, size // VERTEX_SAMPLE_GRID)
+    stride = max(1, round(size / VERTEX_SAMPLE_GRID))
     for tile, (ids, xy) in tile_xy.items():
         flat_id = rasterize(xy, size, size)[0].reshape(-1)  # (size²,) index into ``ids`` or −1
         texel = np.flatnonzero(flat_id >= 0).astype(np.int32)
@@ -469,8 +469,9 @@ def photo_texture_size(image_size: tuple[int, int], points: np.ndarray, camera: 
     image_size: (width, height) of the photo to bake (the camera may have been fitted on another resolution of
     it); points: (N, 3) posed mesh in world space. Over the skin triangles that face the camera (cosine above
     ``FULL_WEIGHT_COS``), the photo's pixels per UV unit (the square root of projected over UV area); the finest
-    1 % of the seen area sets the size: ``PHOTO_OVERSAMPLING`` texels per photo pixel there, rounded up to a
-    power of two, at least ``MIN_WORKING_SIZE``. A 512² portrait shows a face tile at ~200–350 photo pixels per
+    1 % of the seen area sets the size: ``PHOTO_OVERSAMPLING`` texels per photo pixel there, rounded up to the
+    next of 512, 768, 1024, 1536, 2048, … (a power of two or 1.5 times one: few sizes, so few cached UV layouts),
+    at least ``MIN_WORKING_SIZE``. A 512² portrait shows a face tile at ~200–350 photo pixels per
     side: baking its 2048² maps texel by texel samples the same photo pixels ~16 times; baked at 1024² and scaled
     up they carry the same detail.
     """
@@ -492,7 +493,9 @@ def photo_texture_size(image_size: tuple[int, int], points: np.ndarray, camera: 
     order = np.argsort(pixels_per_uv)
     cumulative = np.cumsum(pixel_area[order])
     finest = pixels_per_uv[order][min(len(order) - 1, int(np.searchsorted(cumulative, 0.99 * cumulative[-1])))]
-    needed = 2 ** int(np.ceil(np.log2(max(1.0, PHOTO_OVERSAMPLING * finest))))
+    needed = PHOTO_OVERSAMPLING * finest
+    octave = 2 ** int(np.floor(np.log2(max(1.0, needed))))  # needed in [octave, 2·octave)
+    needed = octave if needed <= octave else 3 * octave // 2 if needed <= 3 * octave // 2 else 2 * octave
     return int(min(size, max(MIN_WORKING_SIZE, needed)))
 
 
