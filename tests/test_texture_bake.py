@@ -387,6 +387,27 @@ def test_uv_layout_disk_cache_reads_back_identically(ict, tmp_path, monkeypatch)
     assert files[0].read_bytes()[:2] == b"PK"  # rewritten
 
 
+def test_bake_cache_keeps_to_its_budget_least_recently_used_first(tmp_path, monkeypatch):
+    """Writing past the budget removes the files used longest ago (a read counts as a use), never the one just
+    written; a removed file is simply missing (rebuilt by whoever needs it)."""
+    import os
+
+    from topos_server.texture.disk_cache import keep_within_budget, load_arrays, save_arrays
+
+    monkeypatch.setenv("TOPOS_BAKE_CACHE_MB", "3.5")
+    megabyte = np.zeros(2**20 // 4, np.float32)  # 1 MiB
+    paths = [tmp_path / f"entry-{i}.npz" for i in range(3)]
+    for age, path in zip((300, 200, 100), paths):  # entry-0 used longest ago
+        save_arrays(path, {"a": megabyte})
+        os.utime(path, (path.stat().st_atime - age,) * 2)
+    assert load_arrays(paths[0], ["a"]) is not None  # entry-0 used just now: entry-1 is now the oldest
+    save_arrays(tmp_path / "entry-3.npz", {"a": megabyte})  # 4 MiB > 3.5: the oldest goes
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["entry-0.npz", "entry-2.npz", "entry-3.npz"]
+    assert load_arrays(paths[1], ["a"]) is None
+    assert keep_within_budget(tmp_path, keep=tmp_path / "entry-3.npz", budget_mb=0) == [paths[2], paths[0]]
+    assert [p.name for p in tmp_path.glob("*.npz")] == ["entry-3.npz"]
+
+
 def test_any_topology_with_named_materials(quad_topology):
     """The procedural quad grid (no landmarks, no symmetry): its own materials, one tile, no holes."""
     m = np.eye(4)

@@ -4,6 +4,12 @@ The UV raster of a topology and its facial regions only depend on the topology, 
 of a one-portrait ``topos generate`` to compute. Each is one uncompressed ``.npz``, written atomically
 (a file is never changed in place, so a large one can be read back as a memory map); a missing,
 unreadable or stale file is simply rebuilt, an unwritable folder only costs the time.
+
+The folder is kept under a size budget (``$TOPOS_BAKE_CACHE_MB``, default ``DEFAULT_BUDGET_MB``): each read
+marks its file as used (its modification time), and each write removes the least recently used files beyond
+the budget. Files of superseded versions (a new raster convention, another topology, texture sizes no longer
+asked for) therefore go instead of piling up; removing one only means rebuilding it when it is needed again
+(a process that has one mapped keeps reading it).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from topos_sdk.atomic_files import atomic_output_path
+
+
+DEFAULT_BUDGET_MB = 1024  # a 2048² UV layout is ~140 MB, a 1024² one ~35 MB
 
 
 def bake_cache_dir() -> Path:
@@ -31,11 +40,17 @@ def load_arrays(path: Path, names: list[str], mapped: bool = False) -> dict[str,
     """
     try:
         if mapped:
-            return _mapped_arrays(path, names)
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in names}
+            arrays = _mapped_arrays(path, names)
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in names}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
+    try:
+        os.utime(path)  # used now: the budget removes the least recently used files first
+    except OSError:
+        pass
+    return arrays
 
 
 def _mapped_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -70,4 +85,36 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
     except OSError:
-        pass
+        return
+    keep_within_budget(path.parent, keep=path)
+
+
+def keep_within_budget(folder: Path, keep: Path | None = None, budget_mb: float | None = None) -> list[Path]:
+    """Remove the least recently used ``.npz`` files of ``folder`` until it holds at most ``budget_mb`` (default
+    ``$TOPOS_BAKE_CACHE_MB`` or ``DEFAULT_BUDGET_MB``); ``keep`` is never removed. Returns the removed files."""
+    if budget_mb is None:
+        try:
+            budget_mb = float(os.environ.get("TOPOS_BAKE_CACHE_MB", DEFAULT_BUDGET_MB))
+        except ValueError:
+            budget_mb = DEFAULT_BUDGET_MB
+    files = []
+    for entry in folder.glob("*.npz"):
+        try:
+            stat = entry.stat()
+        except OSError:  # removed by another process meanwhile
+            continue
+        files.append((stat.st_mtime, stat.st_size, entry))
+    total = sum(size for _, size, _ in files)
+    removed = []
+    for _, size, entry in sorted(files, key=lambda f: f[0]):  # oldest use first
+        if total <= budget_mb * 2**20:
+            break
+        if keep is not None and entry == keep:
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(entry)
+    return removed
