@@ -1,7 +1,7 @@
 """TOPOS-Texture (``--texture learned``) against today's bake, on held-out data only.
 
     python bench/texture_eval.py [--model DIR] [--portraits 96] [--heads 10] [--timing]
-                                 [--openings 96]
+                                 [--openings 96] [--hair 96]
                                  [--sheet docs/texture_contact_sheet.jpg --sheet-names A000014 ...]
 
 1. **Restoration** on the held-out portraits' bakes (``TextureBank("eval")``: the 96 portraits
@@ -33,7 +33,13 @@
    how far those texels' baked colour is from the rest of the region's (mean sRGB L1 to its median colour, 0–255)
    without and with the mask: teeth and sclera are far from lips and lids. (The restoration and de-lighting
    protocols above bake without landmarks: the bank's bakes and the synthetic renders have none.)
-5. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
+5. **Hair** (``--hair N``): the first N held-out portraits baked at 512² with their landmarks, without and with
+   the hair mask (``bake_textures(hair=)``, :mod:`topos_server.texture.hair_mask`). Per portrait: whether it has a
+   mask (hair and skin colours told apart), the share of the forehead's texels (``face_regions`` "forehead" > 0.5)
+   the photo saw (direct weight > 0.5) that the mask takes out, and how far the forehead's baked colour is from
+   the cheeks' (mean sRGB L1 to the median of "lighting_fit" > 0.5 away from the forehead, 0–255) without and
+   with it. Portraits without a mask bake bit for bit as without it (checked).
+6. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
 """
 
 from __future__ import annotations
@@ -309,6 +315,61 @@ def openings(count: int) -> dict:
     return {"summary": summary, "rows": rows}
 
 
+def hair(count: int) -> dict:
+    """The hair above the brows, baked without and with the hair mask (module notes, 5)."""
+    from topos_server.data.texture_bank import split_files
+    from topos_server.engines import shared_engine
+    from topos_server.face import load_image
+    from topos_server.texture.bake import bake_textures, skin_uv_layout
+    from topos_server.texture.face_regions import face_regions
+    from topos_server.texture.hair_mask import hair_mask
+    from topos_server.texture.skin_lighting import srgb8_to_linear
+    from topos_sdk.errors import ToposError
+
+    engine = shared_engine("classic")
+    topology = engine.topology
+    tt = next(t for t in skin_uv_layout(topology, SIZE).tiles if t.tile == 1001)
+    regions = face_regions(topology)
+    per_vertex = np.stack([regions.get(name, topology.num_points) for name in ("forehead", "lighting_fit")])
+    forehead_weight, plain_weight = (tt.image(values) for values in tt.interpolate(per_vertex))  # (S, S) each
+    forehead, cheeks = forehead_weight > 0.5, (plain_weight > 0.5) & (forehead_weight < 0.1)
+
+    rows = []
+    for path in split_files("eval")[:count]:
+        image = load_image(path.read_bytes())
+        try:
+            result, face = engine.fit_portrait(image)
+        except ToposError as exc:
+            print(f"{path.stem}: skipped ({exc})", file=sys.stderr, flush=True)
+            continue
+        masked = hair_mask([srgb8_to_linear(image[:, :, c]) for c in range(3)], face.points, result.camera.image_size)
+        bakes = {}
+        for key, with_hair in (("without", False), ("with", True)):
+            diagnostics: dict = {}
+            maps = bake_textures(image, result.posed_points(), result.camera, topology, size=SIZE,
+                                 landmarks=face.points, hair=with_hair, diagnostics=diagnostics)
+            bakes[key] = (maps["albedo"].tiles[1001].astype(np.float32), diagnostics["direct_weight"][1001])
+        row = {"name": path.stem, "mask": masked is not None}
+        seen = forehead & (bakes["without"][1] > 0.5)
+        row["forehead_taken_out"] = float((seen & (bakes["with"][1] < 0.5)).sum() / max(seen.sum(), 1))
+        for key, (albedo, _) in bakes.items():
+            cheek_colour = np.median(albedo[cheeks], axis=0)  # (3,)
+            row[f"forehead_off_colour_{key}"] = float(np.abs(albedo[forehead] - cheek_colour).mean())
+        if masked is None:
+            assert np.array_equal(bakes["with"][0], bakes["without"][0]), path.stem  # no mask: the same bake
+        rows.append(row)
+        print(f"{path.stem}: mask {row['mask']}, forehead taken out {row['forehead_taken_out']:.2f}, off colour "
+              f"{row['forehead_off_colour_without']:.1f} -> {row['forehead_off_colour_with']:.1f}", file=sys.stderr,
+              flush=True)
+    with_mask = [r for r in rows if r["mask"]]
+    summary = {"portraits": len(rows), "with_a_mask": len(with_mask)}
+    for key in ("forehead_taken_out", "forehead_off_colour_without", "forehead_off_colour_with"):
+        summary[key + "_masked_mean"] = float(np.mean([r[key] for r in with_mask])) if with_mask else 0.0
+    summary["closer_to_the_cheeks"] = int(sum(r["forehead_off_colour_with"] < r["forehead_off_colour_without"]
+                                              for r in with_mask))
+    return {"summary": summary, "rows": rows}
+
+
 def contact_sheet(model_dir, names: list[str], path: Path) -> None:
     import cv2
     from topos_server.data.texture_bank import split_files
@@ -355,6 +416,8 @@ def main() -> int:
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--openings", type=int, default=0,
                         help="held-out portraits baked with/without their landmarks (teeth on the lips); 0: skip")
+    parser.add_argument("--hair", type=int, default=0,
+                        help="held-out portraits baked without/with the hair mask (a fringe on the forehead); 0: skip")
     parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
     parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")
     parser.add_argument("--json", type=Path, help="also write every row here")
@@ -381,6 +444,9 @@ def main() -> int:
     if args.openings:
         report["openings"] = openings(args.openings)
         print(json.dumps(report["openings"]["summary"], indent=1), flush=True)
+    if args.hair:
+        report["hair"] = hair(args.hair)
+        print(json.dumps(report["hair"]["summary"], indent=1), flush=True)
     if args.sheet:
         contact_sheet(args.model, args.sheet_names, args.sheet)
     report["load_average_end"] = os.getloadavg()

@@ -12,7 +12,7 @@ from topos_server.texture.bake import bake_textures, skin_uv_layout, vertex_norm
 from topos_server.texture.face_openings import INNER_LIP_RING, MARGIN, face_openings
 from topos_server.fit.landmark_fit import EYE_LIDS
 from topos_server.texture.fill import push_pull
-from topos_server.texture.skin_lighting import SkinLighting, linear_to_srgb, srgb_to_linear
+from topos_server.texture.skin_lighting import SkinLighting, linear_to_srgb, srgb8_to_linear, srgb_to_linear
 
 from topos_sdk import Camera, InvalidInputError, ReferenceTopology, TopologyMismatchError
 from topos_sdk.raster import perspective_correct, rasterize
@@ -630,6 +630,64 @@ def test_openings_mask_is_soft_and_grows_with_the_face():
         margin = MARGIN * 2 * np.hypot(100, 120) * scale  # × the face's diagonal
         assert soft.size >= 2 * scale and soft.min() > 30 * scale - 1
         assert soft.max() < 30 * scale + 2 * margin + 1
+
+
+# ---- the hair above the brows (landmarks + the portrait's colours) -------------------------------
+
+HAIR_SKIN, HAIR = np.array([0.55, 0.38, 0.30]), np.array([0.07, 0.045, 0.03])  # linear RGB
+
+
+@pytest.fixture(scope="module")
+def fringe(ict):
+    """A plain-skin photo of the head with dark "hair" painted over it from just above the brows up (a fringe and
+    the hair above it), its true FaceMesh landmarks, and the same photo without hair."""
+    from topos_server.texture.hair_mask import BROWS, EYE_CORNERS
+
+    camera = front_camera()
+    bare = render_photo(ict, camera, lambda uv: np.repeat(HAIR_SKIN[None], len(uv), axis=0))
+    landmarks = camera.project(ict.landmarks["mediapipe"].evaluate(ict.rest_points))  # (478, 2) px
+    iod = float(np.linalg.norm(landmarks[EYE_CORNERS[0]] - landmarks[EYE_CORNERS[1]]))
+    fringe_bottom = landmarks[BROWS, 1].min() - 0.2 * iod  # image rows grow downwards
+    photo = bare.copy()
+    head = np.any(bare != bare[0, 0], axis=2)  # not the background
+    rows = np.arange(PHOTO[1])[:, None]
+    photo[head & (rows < fringe_bottom)] = np.rint(linear_to_srgb(HAIR) * 255).astype(np.uint8)
+    return photo, bare, camera, landmarks, fringe_bottom
+
+
+def test_hair_mask_takes_the_fringe_and_keeps_the_brows_and_skin(ict, fringe):
+    from topos_server.texture.hair_mask import BROWS, hair_mask
+
+    photo, bare, camera, landmarks, fringe_bottom = fringe
+    planes = [srgb8_to_linear(photo[:, :, c]) for c in range(3)]
+    mask = hair_mask(planes, landmarks, camera.image_size)
+    assert mask is not None
+    centre_x = landmarks[BROWS, 0].mean()
+    above = np.array([[centre_x + dx, fringe_bottom - dy] for dx in (-30, 0, 30) for dy in (8, 20, 40)]).T
+    assert mask.weight_at(above).max() == 0.0  # on the hair: no weight at all (not even a little for the fill)
+    skin = np.concatenate([landmarks[list(BROWS)] + (0.0, 3.0), landmarks[[205, 425, 1, 152]]]).T  # brows, cheeks…
+    assert mask.weight_at(skin).min() == 1.0
+    # a head whose "hair" is its skin (a bald one): nothing to tell apart, no mask
+    assert hair_mask([srgb8_to_linear(bare[:, :, c]) for c in range(3)], landmarks, camera.image_size) is None
+
+
+def test_the_bake_fills_the_forehead_with_skin_not_hair(ict, fringe):
+    """With the mask, the forehead texels that saw the fringe are filled with the skin around them; without it
+    they keep the hair. Without hair in the photo the mask changes nothing, bit for bit."""
+    photo, bare, camera, landmarks, _ = fringe
+    regions = face_regions_module.face_regions(ict)
+    tt = next(t for t in skin_uv_layout(ict, SIZE).tiles if t.tile == 1001)
+    forehead = tt.image(tt.interpolate(regions.get("forehead", ict.num_points)[None])[0]) > 0.5
+    skin = linear_to_srgb(HAIR_SKIN) * 255
+    error = {}
+    for with_hair in (False, True):
+        albedo = bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks, hair=with_hair)
+        error[with_hair] = np.abs(albedo["albedo"].tiles[1001][forehead].astype(float) - skin).mean()
+    assert error[False] > 40.0 and error[True] < 0.15 * error[False], error
+    plain = [bake_textures(bare, ict.rest_points, camera, ict, SIZE, landmarks=landmarks, hair=with_hair)
+             for with_hair in (False, True)]
+    for name in plain[0]:
+        assert plain[0][name] == plain[1][name], name
 
 
 def test_engines_pass_the_detected_landmarks_to_the_bake(monkeypatch):

@@ -71,6 +71,7 @@ from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
 from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 from topos_server.texture.face_openings import FaceOpenings, face_openings
+from topos_server.texture.hair_mask import hair_mask
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.fill import (diffuse_vertex_values, extend_beyond_islands, fill_islands, gather_to_vertices,
                                        seen_asymmetry)
@@ -90,6 +91,7 @@ MAX_ZBUFFER_SIDE = 1024  # the z-buffer is rendered at most this large (large ph
 VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask in UV space
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
+HAIR_MASK = True  # with the landmarks, texels that see the hair above the brows or beside the face lose their weight
 MIRROR_ASYMMETRY = False  # restores hidden skin of held-out portraits 7 % better, but carries the photo's light
 #                           over too: synthetic heads' albedo 3 % further from the truth, 7 % more light-dependent
 PHOTO_OVERSAMPLING = 1.5  # texels per photo pixel (along a side) where the photo shows the skin most finely
@@ -336,7 +338,7 @@ def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndar
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
                   size: int = 1024, *, landmarks: np.ndarray | None = None, materials: tuple[str, ...] = SKIN_MATERIALS,
-                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, working_size: int | None = None,
+                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, hair: bool = HAIR_MASK, working_size: int | None = None,
                   timings: dict[str, float] | None = None, diagnostics: dict | None = None) -> dict[str, TextureMap]:
     """Bake ``"albedo"`` (sRGB RGB), ``"normal"`` (raw, tangent space) and ``"roughness"`` (raw, 1 channel).
 
@@ -345,8 +347,10 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     resolution of the one it was fitted on); size: texels per tile side; landmarks: the photo's (478, 2|3)
     FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
     whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
-    fill gives them lips and lids instead of teeth and sclera; mirror_asymmetry: what the fill takes from the
-    mirror side gets the face's seen left/right difference added (:func:`mirror_side_asymmetry`); working_size:
+    fill gives them lips and lids instead of teeth and sclera, and with ``hair`` so do those that see the hair
+    above the brows or beside the face (:mod:`hair_mask`: a fringe, the hairline; the fill gives them skin);
+    mirror_asymmetry: what the fill takes from the mirror side gets the face's seen left/right difference added
+    (:func:`mirror_side_asymmetry`); working_size:
     bake at this many texels per side and scale the maps up to ``size`` (:func:`photo_texture_size`: what the
     photo can fill; ``None``: bake at ``size``). Each map has one tile per
     UDIM tile the skin materials use (1001 face, 1002 back of head in ICT). ``timings``, when given,
@@ -370,8 +374,6 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     size = _check_size(size)
     working_size = size if working_size is None else min(_check_size(working_size), size)
     _check_camera(camera)
-    openings = (face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size)
-                if landmarks is not None else None)
     layout = skin_uv_layout(topology, working_size, materials)
     lap("uv_layout")
 
@@ -382,6 +384,11 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     extent = float(np.linalg.norm(np.ptp(points[skin_vertices], axis=0)))
     depth_map, depth_scale = depth_buffer(cam_points, layout.triangles[layout.occluders], camera)
     photo_planes = [srgb8_to_linear(photo[:, :, c]) for c in range(3)]  # 3 × (H, W) linear
+    masks = []  # photo-space weights: the mouth and eye openings, the hair above the brows
+    if landmarks is not None:
+        masks.append(face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size))
+        if hair:
+            masks.append(hair_mask(photo_planes, landmarks, camera.image_size))
     mirror = mirror_vertex_map(topology)
     regions = face_regions(topology)
     fit_region = regions.get("lighting_fit", num_points)[None, :] if regions.available else None
@@ -389,7 +396,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     lap("setup")
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
-                         DEPTH_TOLERANCE * extent, layout.triangles, openings)
+                         DEPTH_TOLERANCE * extent, layout.triangles, [m for m in masks if m is not None])
     direct_obs = [observer.observe(tt) for tt in layout.tiles]
     if not any((d.weight > 0).any() for d in direct_obs):
         raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
@@ -483,11 +490,13 @@ def photo_texture_size(image_size: tuple[int, int], points: np.ndarray, camera: 
     normal = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # (S, 3) outward, 2 × area
     centre = corner.mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos_view = -np.einsum("sc,sc->s", normal, centre) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1))
+        lengths = np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1)
+        cos_view = -np.einsum("sc,sc->s", normal, centre) / lengths
         facing = (cos_view > FULL_WEIGHT_COS) & (centre[:, 2] < 0) & (uv_area > 0)
     if not facing.any():
         return size  # nothing seen: the bake says so itself
-    edge_a, edge_b = xy[triangles[facing, 1]] - xy[triangles[facing, 0]], xy[triangles[facing, 2]] - xy[triangles[facing, 0]]
+    corner = xy[triangles[facing]]  # (s, 3, 2)
+    edge_a, edge_b = corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0]
     pixel_area = 0.5 * np.abs(edge_a[:, 0] * edge_b[:, 1] - edge_a[:, 1] * edge_b[:, 0])  # (s,)
     pixels_per_uv = np.sqrt(pixel_area / uv_area[facing])
     order = np.argsort(pixels_per_uv)
@@ -684,12 +693,12 @@ class _Observer:
     the perspective error of interpolating pixel positions is far below a pixel, and it is several
     times cheaper than projecting every texel. Texels of triangles whose corners all face away
     (interpolated cosine ≤ ``GRAZING_COS``: weight 0) are skipped, and the photo is only sampled
-    where the weight is above 0. With ``openings``, the weight is also multiplied by theirs at the
-    pixel the texel looks at.
+    where the weight is above 0. With ``masks`` (photo-space weights: :class:`FaceOpenings`), the weight is also
+    multiplied by theirs at the pixel the texel looks at.
     """
 
     def __init__(self, cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale, tolerance, triangles,
-                 openings: FaceOpenings | None = None):
+                 masks: list[FaceOpenings] = ()):
         points = cam_points.T.astype(np.float64)  # (3, N)
         distance = np.maximum(np.linalg.norm(points, axis=0), 1e-12)
         cos_view = -np.einsum("cn,cn->n", cam_normals.T.astype(np.float64), points) / distance  # view dir = −point
@@ -698,7 +707,7 @@ class _Observer:
         self.triangles = triangles
         self.camera, self.photo_planes = camera, photo_planes
         self.depth_map, self.depth_scale, self.tolerance = depth_map, depth_scale, tolerance
-        self.openings = openings
+        self.masks = list(masks)
 
     def observe(self, tt: TileTexels, rows: np.ndarray | None = None, vertex_map: np.ndarray | None = None) -> _Observation:
         """Observe the texels ``rows`` of ``tt`` (default all), or with ``vertex_map`` their mirror
@@ -750,8 +759,10 @@ class _Observer:
         # the photo may be another resolution of the image the camera was fitted on
         height, width = self.photo_planes[0].shape
         xy = np.stack([np.take(xy[0], seen) * np.float32(width / cam_w), np.take(xy[1], seen) * np.float32(height / cam_h)])
-        if self.openings is not None:  # teeth and sclera are not skin
-            keep = self.openings.weight_at(xy)  # (k,)
+        if self.masks:  # teeth, sclera and hair are not skin
+            keep = self.masks[0].weight_at(xy)  # (k,)
+            for mask in self.masks[1:]:
+                keep *= mask.weight_at(xy)
             weight[seen] *= keep
             still_seen = np.flatnonzero(keep > 0)
             seen, xy = np.take(seen, still_seen), xy[:, still_seen]

@@ -56,7 +56,7 @@ def face_openings(landmarks, photo_size: tuple[int, int], landmark_image_size: t
     landmarks: (468 | 478, 2 | 3) FaceMesh points, x and y in pixels of an image of ``landmark_image_size``
     (width, height): the same picture as the photo, possibly at another resolution (z, when given, is unused).
     """
-    points = _check_landmarks(landmarks)[:, :2]
+    points = check_landmarks(landmarks)[:, :2]
     points *= np.array(photo_size, np.float64) / np.array(landmark_image_size, np.float64)  # (L, 2) photo pixels
     face_size = float(np.linalg.norm(np.ptp(points[:FACE_MESH_POINTS], axis=0)))
     radius = max(1, int(round(MARGIN * face_size)))  # px
@@ -84,7 +84,7 @@ def face_openings(landmarks, photo_size: tuple[int, int], landmark_image_size: t
     return FaceOpenings(keep.astype(np.float32), (int(x0), int(y0)))
 
 
-def _check_landmarks(landmarks) -> np.ndarray:
+def check_landmarks(landmarks) -> np.ndarray:
     """(468 | 478, 2 | 3) finite FaceMesh points as float64, or an InvalidInputError that says what is wrong."""
     try:
         points = np.asarray(landmarks, dtype=np.float64)

@@ -44,7 +44,7 @@ class SkinColour:
         return out
 
     def _likelihood(self, linear_rgb: np.ndarray, tolerance: float | np.ndarray) -> np.ndarray:
-        chroma, log_lum = _features(linear_rgb)
+        chroma, log_lum = colour_features(linear_rgb)
         chroma[0] -= self.chroma[0]
         chroma[1] -= self.chroma[1]
         distance2 = (chroma[0] * chroma[0] + chroma[1] * chroma[1]) * np.float32(1.0 / self.chroma_spread ** 2)
@@ -91,7 +91,7 @@ def fit_skin_colour(linear_rgb: np.ndarray, weights: np.ndarray) -> SkinColour |
     keep = np.flatnonzero(weights > 0.5)
     if keep.size < 50:
         return None
-    chroma, log_lum = _features(linear_rgb[:, keep])
+    chroma, log_lum = colour_features(linear_rgb[:, keep])
     centre = np.median(chroma, axis=1)
     lum_centre = float(np.median(log_lum))
     chroma_mad = float(np.median(np.hypot(chroma[0] - centre[0], chroma[1] - centre[1])))
@@ -100,7 +100,7 @@ def fit_skin_colour(linear_rgb: np.ndarray, weights: np.ndarray) -> SkinColour |
                       max(1.4826 * lum_mad, MIN_LOG_LUMINANCE_SPREAD))
 
 
-def _features(linear_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def colour_features(linear_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(3, K) → chromaticity (2, K) and log-luminance (K,), float32."""
     rgb = np.asarray(linear_rgb, np.float32)
     total = rgb[0] + rgb[1]
