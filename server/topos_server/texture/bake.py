@@ -25,7 +25,8 @@ Steps (:func:`bake_textures`):
    photo saw fades out instead of stepping. Texels seen obliquely whose colour is far from the
    skin's (:mod:`skin_colour`: background or collar where the mesh is wider than the face) lose
    their weight. Given the photo's landmarks, texels that look into the mouth or an eye opening lose it
-   too (:mod:`face_openings`: teeth and sclera where the fit opens lips and lids less than the photo).
+   too (:mod:`face_openings`: teeth and sclera where the fit opens lips and lids less than the photo), and so
+   do texels that see the hair above the brows (:mod:`hair_mask`: a fringe, the hairline).
 3. **Symmetric observation**: the same texel's mirror point — its triangle's corners mapped through
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
    texel itself is unseen or seen at a grazing angle. With ``mirror_asymmetry``, what it fills gets the
@@ -91,7 +92,7 @@ MAX_ZBUFFER_SIDE = 1024  # the z-buffer is rendered at most this large (large ph
 VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask in UV space
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
-HAIR_MASK = True  # with the landmarks, texels that see the hair above the brows or beside the face lose their weight
+HAIR_MASK = True  # with the landmarks, texels that see the hair above the brows lose their weight (hair_mask.py)
 MIRROR_ASYMMETRY = False  # restores hidden skin of held-out portraits 7 % better, but carries the photo's light
 #                           over too: synthetic heads' albedo 3 % further from the truth, 7 % more light-dependent
 PHOTO_OVERSAMPLING = 1.5  # texels per photo pixel (along a side) where the photo shows the skin most finely
@@ -348,7 +349,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
     whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
     fill gives them lips and lids instead of teeth and sclera, and with ``hair`` so do those that see the hair
-    above the brows or beside the face (:mod:`hair_mask`: a fringe, the hairline; the fill gives them skin);
+    above the brows (:mod:`hair_mask`: a fringe, the hairline; the fill gives them skin);
     mirror_asymmetry: what the fill takes from the mirror side gets the face's seen left/right difference added
     (:func:`mirror_side_asymmetry`); working_size:
     bake at this many texels per side and scale the maps up to ``size`` (:func:`photo_texture_size`: what the
