@@ -235,18 +235,10 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
         if cached is not None:
             _LAYOUTS.move_to_end(key)
             return cached
-    if topology.uv_values is None:
-        raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
+    in_skin = _skin_faces(topology, materials)
     triangles, face_of = topology.triangles()
     triangles = np.ascontiguousarray(triangles, np.int32)
     uv = topology.uv_values[topology.uv_triangles()].astype(np.float32)  # (T, 3, 2)
-    in_skin = np.zeros(topology.num_faces, bool)
-    for m in topology.materials:
-        if m.name in materials:
-            in_skin[m.face_start:m.face_stop] = True
-    if not in_skin.any():
-        raise InvalidInputError(f"topology {topology.name!r} has none of the materials {list(materials)} "
-                                f"(it has {sorted({m.name for m in topology.materials})})")
     skin = np.flatnonzero(in_skin[face_of]).astype(np.int64)
     centre = uv[skin].mean(axis=1)  # (S, 2)
     tile_u, tile_v = np.floor(centre[:, 0]).astype(np.int64), np.floor(centre[:, 1]).astype(np.int64)
@@ -268,6 +260,20 @@ def skin_uv_layout(topology: ReferenceTopology, size: int, materials: tuple[str,
         while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
             _LAYOUTS.popitem(last=False)
     return layout
+
+
+def _skin_faces(topology: ReferenceTopology, materials: tuple[str, ...]) -> np.ndarray:
+    """(F,) bool: the faces of ``materials``; an InvalidInputError when the topology has no UVs or none of them."""
+    if topology.uv_values is None:
+        raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
+    in_skin = np.zeros(topology.num_faces, bool)
+    for m in topology.materials:
+        if m.name in materials:
+            in_skin[m.face_start:m.face_stop] = True
+    if not in_skin.any():
+        raise InvalidInputError(f"topology {topology.name!r} has none of the materials {list(materials)} "
+                                f"(it has {sorted({m.name for m in topology.materials})})")
+    return in_skin
 
 
 TEXEL_ARRAYS = ("texel", "triangle", "barycentric", "vertex_sample")  # TileTexels' per-texel fields, in order
@@ -385,11 +391,12 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     extent = float(np.linalg.norm(np.ptp(points[skin_vertices], axis=0)))
     depth_map, depth_scale = depth_buffer(cam_points, layout.triangles[layout.occluders], camera)
     photo_planes = [srgb8_to_linear(photo[:, :, c]) for c in range(3)]  # 3 × (H, W) linear
-    masks = []  # photo-space weights: the mouth and eye openings, the hair above the brows
+    masks = []  # photo-space weights: the mouth and eye openings, the hair above the brows (None: no mask)
     if landmarks is not None:
         masks.append(face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size))
         if hair:
             masks.append(hair_mask(photo_planes, landmarks, camera.image_size))
+        masks = [mask for mask in masks if mask is not None]
     mirror = mirror_vertex_map(topology)
     regions = face_regions(topology)
     fit_region = regions.get("lighting_fit", num_points)[None, :] if regions.available else None
@@ -397,7 +404,7 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     lap("setup")
 
     observer = _Observer(cam_points, cam_normals, camera, photo_planes, depth_map, depth_scale,
-                         DEPTH_TOLERANCE * extent, layout.triangles, [m for m in masks if m is not None])
+                         DEPTH_TOLERANCE * extent, layout.triangles, masks)
     direct_obs = [observer.observe(tt) for tt in layout.tiles]
     if not any((d.weight > 0).any() for d in direct_obs):
         raise InvalidInputError("bake_textures: no skin texel is visible in the image through this camera "
@@ -516,14 +523,8 @@ def _skin_triangle_uv_areas(topology: ReferenceTopology, materials: tuple[str, .
     """The skin's triangles (S, 3) int64 vertex ids and their UV areas (S,) (tile side = 1), cached per topology."""
     key = (topology.topology_id, tuple(materials))
     if key not in _SKIN_UV_AREAS:
-        if topology.uv_values is None:
-            raise InvalidInputError(f"topology {topology.name!r} has no UVs: nothing to bake into")
         triangles, face_of = topology.triangles()
-        in_skin = np.zeros(topology.num_faces, bool)
-        for m in topology.materials:
-            if m.name in materials:
-                in_skin[m.face_start:m.face_stop] = True
-        skin = in_skin[face_of]
+        skin = _skin_faces(topology, materials)[face_of]
         uv = topology.uv_values[topology.uv_triangles()[skin]].astype(np.float64)  # (S, 3, 2)
         a, b = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
         _SKIN_UV_AREAS[key] = (triangles[skin].astype(np.int64), 0.5 * np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))

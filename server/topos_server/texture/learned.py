@@ -1,11 +1,10 @@
 """``--texture learned``: TOPOS-Texture completes the photo bake; ``--texture bake`` keeps the bake as is.
 
-Engines call :func:`complete_textures` right after :func:`~topos_server.texture.bake.bake_textures`
-(with the same ``diagnostics`` dict the bake filled)::
+Engines call :func:`portrait_textures`, which bakes (:func:`~topos_server.texture.bake.bake_textures`, at the size
+the photo fills) and calls :func:`complete_textures` with the ``diagnostics`` dict the bake filled::
 
-    diagnostics = {}
-    maps = bake_textures(image, posed_points, camera, topology, size, landmarks=face.points, diagnostics=diagnostics)
-    maps = complete_textures(maps, diagnostics, neutral_points, topology, size, seed, mode=options.texture)
+    maps, bake_size = portrait_textures(image, posed_points, camera, neutral_points, topology, size, options.texture,
+                                        seed, landmarks=face.points)
 
 What ``learned`` does, for the skin tile the model knows (1001, the face; other tiles keep the bake):
 
