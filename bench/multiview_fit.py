@@ -159,17 +159,30 @@ def main() -> None:
     print(f"\nmachine: {machine_description()}")
     print(f"{args.heads} held-out heads; fit {np.median(seconds[1]):.2f} s (1 view), {np.median(seconds[3]):.2f} s "
           f"(3 views), median\n")
-    print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by |")
-    print("|---|---|---|---|")
-    for region in regions:
-        for scaled in (True, False):
-            one, three = errors[(1, region, scaled)], errors[(3, region, scaled)]
-            print(f"| {region}, {'similarity' if scaled else 'rigid'} | {np.mean(one):.2f} / {np.median(one):.2f} mm | "
-                  f"{np.mean(three):.2f} / {np.median(three):.2f} mm | {100 * (1 - np.mean(three) / np.mean(one)):.0f} % "
-                  f"({sum(a < b for a, b in zip(three, one))} of {args.heads} heads) |")
+    print_views_table(errors, 1, 3, regions, args.heads)
     if args.sheet:
         render_sheet(rows, engine.topology, args.sheet)
         print(f"contact sheet: {args.sheet}")
+
+
+def print_views_table(errors: dict, one_view, three_views, regions: dict, count: int, mean_head=None) -> None:
+    """The markdown table of 1 view against 3 views per region and alignment (mean / median mm, and on how many of
+    the ``count`` heads three views did better); ``errors`` is keyed (method, region, scaled); with ``mean_head``
+    (that method's key) a column for the mean head."""
+    extra = " mean head |" if mean_head is not None else ""
+    print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by |" + extra)
+    print("|---|---|---|---|" + ("---|" if mean_head is not None else ""))
+    for region in regions:
+        for scaled in (True, False):
+            one, three = errors[(one_view, region, scaled)], errors[(three_views, region, scaled)]
+            alignment = "similarity" if scaled else "rigid"
+            line = (f"| {region}, {alignment} | {np.mean(one):.2f} / {np.median(one):.2f} mm "
+                    f"| {np.mean(three):.2f} / {np.median(three):.2f} mm | "
+                    f"{100 * (1 - np.mean(three) / np.mean(one)):.0f} % ({sum(a < b for a, b in zip(three, one))} "
+                    f"of {count} heads) |")
+            if mean_head is not None:
+                line += f" {np.mean(errors[(mean_head, region, scaled)]):.2f} mm |"
+            print(line)
 
 
 def photographed_head(classic, photos_of, held_out, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -237,15 +250,7 @@ def classic_photo_views(args) -> None:
     print(f"\nmachine: {machine_description()}")
     print(f"{count} held-out heads ({len(skipped)} skipped: a photo without a detected face), rendered photos, "
           f"detected landmarks, the classic fit\n")
-    print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by | mean head |")
-    print("|---|---|---|---|---|")
-    for region in regions:
-        for scaled in (True, False):
-            one, three = errors[("classic_1", region, scaled)], errors[("classic_3", region, scaled)]
-            print(f"| {region}, {'similarity' if scaled else 'rigid'} | {np.mean(one):.2f} / {np.median(one):.2f} mm "
-                  f"| {np.mean(three):.2f} / {np.median(three):.2f} mm | {100 * (1 - np.mean(three) / np.mean(one)):.0f} % "
-                  f"({sum(a < b for a, b in zip(three, one))} of {count} heads) "
-                  f"| {np.mean(errors[('mean_head', region, scaled)]):.2f} mm |")
+    print_views_table(errors, "classic_1", "classic_3", regions, count, mean_head="mean_head")
 
 
 def topos_views(args) -> None:
@@ -306,16 +311,7 @@ def topos_views(args) -> None:
           f"median, untextured\n")
     for first, second, label in (("topos_1", "topos_3", "topos engine"), ("classic_1", "classic_3", "classic fit")):
         print(f"{label}, rendered photos, detected landmarks:\n")
-        print("| region, alignment | 1 view (mean / median) | 3 views (mean / median) | 3 views lower by |")
-        print("|---|---|---|---|")
-        for region in regions:
-            for scaled in (True, False):
-                one, three = errors[(first, region, scaled)], errors[(second, region, scaled)]
-                alignment = "similarity" if scaled else "rigid"
-                print(f"| {region}, {alignment} | {np.mean(one):.2f} / {np.median(one):.2f} mm "
-                      f"| {np.mean(three):.2f} / {np.median(three):.2f} mm | "
-                      f"{100 * (1 - np.mean(three) / np.mean(one)):.0f} % ({sum(a < b for a, b in zip(three, one))} "
-                      f"of {count} heads) |")
+        print_views_table(errors, first, second, regions, count)
         print()
     print("every method, mean mm (front similarity / front rigid / face similarity / face rigid):\n")
     for method in methods:

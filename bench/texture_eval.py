@@ -27,7 +27,8 @@
 3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone,
    one thread, warm, best of 3.
 4. **Openings** (``--openings N``): the first N held-out portraits fitted by the classic engine and baked at
-   512² with and without their landmarks (``bake_textures(landmarks=)``: the mouth and eye openings masked).
+   512² with and without their landmarks (``bake_textures(landmarks=)``: the mouth and eye openings masked; the
+   hair mask off in both).
    Per portrait and region of the face tile (``face_regions`` "lips" > 0.5, "eyes" > 0.5): the share of the
    region's texels the photo saw (direct weight > 0.5) that look into an opening (the mask takes them out), and
    how far those texels' baked colour is from the rest of the region's (mean sRGB L1 to its median colour, 0–255)
@@ -264,23 +265,24 @@ def timing(model, topology) -> dict:
     return out
 
 
-def openings(count: int) -> dict:
-    """Teeth on the lips and sclera on the lids, baked without and with the photo's landmarks (module notes)."""
-    from topos_server.data.texture_bank import split_files
-    from topos_server.engines import shared_engine
-    from topos_server.texture.bake import bake_textures, skin_uv_layout
+def face_tile_regions(topology, names: tuple[str, ...]) -> list:
+    """The ``face_regions`` ``names`` on the face tile at SIZE²: one (S, S) float32 weight image each."""
+    from topos_server.texture.bake import skin_uv_layout
     from topos_server.texture.face_regions import face_regions
-    from topos_sdk.errors import ToposError
-    from topos_server.face import load_image
 
-    engine = shared_engine("classic")
-    topology = engine.topology
     tt = next(t for t in skin_uv_layout(topology, SIZE).tiles if t.tile == 1001)
     regions = face_regions(topology)
-    per_vertex = np.stack([regions.get(name, topology.num_points) for name in ("lips", "eyes")])  # (2, N)
-    lips, eyes = (tt.image(values) > 0.5 for values in tt.interpolate(per_vertex))  # (S, S) each
+    per_vertex = np.stack([regions.get(name, topology.num_points) for name in names])  # (R, N)
+    return [tt.image(values) for values in tt.interpolate(per_vertex)]
 
-    rows = []
+
+def fitted_held_out_portraits(engine, count: int):
+    """The first ``count`` held-out portraits the classic engine fits: yields (name, image, result, face); a portrait
+    it cannot fit is reported and skipped."""
+    from topos_server.data.texture_bank import split_files
+    from topos_server.face import load_image
+    from topos_sdk.errors import ToposError
+
     for path in split_files("eval")[:count]:
         image = load_image(path.read_bytes())
         try:
@@ -288,13 +290,37 @@ def openings(count: int) -> dict:
         except ToposError as exc:
             print(f"{path.stem}: skipped ({exc})", file=sys.stderr, flush=True)
             continue
-        bakes = {}
-        for key, landmarks in (("without", None), ("with", face.points)):
-            diagnostics: dict = {}
-            maps = bake_textures(image, result.posed_points(), result.camera, topology, size=SIZE,
-                                 landmarks=landmarks, diagnostics=diagnostics)
-            bakes[key] = (maps["albedo"].tiles[1001].astype(np.float32), diagnostics["direct_weight"][1001])
-        row = {"name": path.stem}
+        yield path.stem, image, result, face
+
+
+def face_tile_bakes(image, result, topology, variants: dict[str, dict]) -> dict:
+    """One 512² bake of the portrait per variant (name → extra ``bake_textures`` arguments): name → (albedo (S, S, 3)
+    float32 sRGB, direct weight (S, S)) of the face tile."""
+    from topos_server.texture.bake import bake_textures
+
+    bakes = {}
+    for key, arguments in variants.items():
+        diagnostics: dict = {}
+        maps = bake_textures(image, result.posed_points(), result.camera, topology, size=SIZE,
+                             diagnostics=diagnostics, **arguments)
+        bakes[key] = (maps["albedo"].tiles[1001].astype(np.float32), diagnostics["direct_weight"][1001])
+    return bakes
+
+
+def openings(count: int) -> dict:
+    """Teeth on the lips and sclera on the lids, baked without and with the photo's landmarks (module notes)."""
+    from topos_server.engines import shared_engine
+
+    engine = shared_engine("classic")
+    topology = engine.topology
+    lips, eyes = (weight > 0.5 for weight in face_tile_regions(topology, ("lips", "eyes")))  # (S, S) each
+
+    rows = []
+    for portrait, image, result, face in fitted_held_out_portraits(engine, count):
+        # the hair mask off in both: only the openings differ
+        bakes = face_tile_bakes(image, result, topology, {"without": {"landmarks": None, "hair": False},
+                                                          "with": {"landmarks": face.points, "hair": False}})
+        row = {"name": portrait}
         for name, region in (("lips", lips), ("eyes", eyes)):
             seen = region & (bakes["without"][1] > 0.5)
             looks_in = seen & (bakes["with"][1] < 0.5)  # the texels the mask took out
@@ -305,7 +331,7 @@ def openings(count: int) -> dict:
                 row[f"{name}_off_colour_{key}"] = (float(np.abs(albedo[looks_in] - reference).mean())
                                                    if looks_in.any() else 0.0)
         rows.append(row)
-        print(f"{path.stem}: " + "  ".join(
+        print(f"{portrait}: " + "  ".join(
             f"{name}: {row[f'{name}_looking_in']:.2f} look in, off colour {row[f'{name}_off_colour_without']:.1f} -> "
             f"{row[f'{name}_off_colour_with']:.1f}" for name in ("lips", "eyes")), file=sys.stderr, flush=True)
     keys = [f"{region}_{what}" for region in ("lips", "eyes")
@@ -317,48 +343,30 @@ def openings(count: int) -> dict:
 
 def hair(count: int) -> dict:
     """The hair above the brows, baked without and with the hair mask (module notes, 5)."""
-    from topos_server.data.texture_bank import split_files
     from topos_server.engines import shared_engine
-    from topos_server.face import load_image
-    from topos_server.texture.bake import bake_textures, skin_uv_layout
-    from topos_server.texture.face_regions import face_regions
     from topos_server.texture.hair_mask import hair_mask
     from topos_server.texture.skin_lighting import srgb8_to_linear
-    from topos_sdk.errors import ToposError
 
     engine = shared_engine("classic")
     topology = engine.topology
-    tt = next(t for t in skin_uv_layout(topology, SIZE).tiles if t.tile == 1001)
-    regions = face_regions(topology)
-    per_vertex = np.stack([regions.get(name, topology.num_points) for name in ("forehead", "lighting_fit")])
-    forehead_weight, plain_weight = (tt.image(values) for values in tt.interpolate(per_vertex))  # (S, S) each
+    forehead_weight, plain_weight = face_tile_regions(topology, ("forehead", "lighting_fit"))  # (S, S) each
     forehead, cheeks = forehead_weight > 0.5, (plain_weight > 0.5) & (forehead_weight < 0.1)
 
     rows = []
-    for path in split_files("eval")[:count]:
-        image = load_image(path.read_bytes())
-        try:
-            result, face = engine.fit_portrait(image)
-        except ToposError as exc:
-            print(f"{path.stem}: skipped ({exc})", file=sys.stderr, flush=True)
-            continue
+    for name, image, result, face in fitted_held_out_portraits(engine, count):
         masked = hair_mask([srgb8_to_linear(image[:, :, c]) for c in range(3)], face.points, result.camera.image_size)
-        bakes = {}
-        for key, with_hair in (("without", False), ("with", True)):
-            diagnostics: dict = {}
-            maps = bake_textures(image, result.posed_points(), result.camera, topology, size=SIZE,
-                                 landmarks=face.points, hair=with_hair, diagnostics=diagnostics)
-            bakes[key] = (maps["albedo"].tiles[1001].astype(np.float32), diagnostics["direct_weight"][1001])
-        row = {"name": path.stem, "mask": masked is not None}
+        bakes = face_tile_bakes(image, result, topology, {"without": {"landmarks": face.points, "hair": False},
+                                                          "with": {"landmarks": face.points, "hair": True}})
+        row = {"name": name, "mask": masked is not None}
         seen = forehead & (bakes["without"][1] > 0.5)
         row["forehead_taken_out"] = float((seen & (bakes["with"][1] < 0.5)).sum() / max(seen.sum(), 1))
         for key, (albedo, _) in bakes.items():
             cheek_colour = np.median(albedo[cheeks], axis=0)  # (3,)
             row[f"forehead_off_colour_{key}"] = float(np.abs(albedo[forehead] - cheek_colour).mean())
         if masked is None:
-            assert np.array_equal(bakes["with"][0], bakes["without"][0]), path.stem  # no mask: the same bake
+            assert np.array_equal(bakes["with"][0], bakes["without"][0]), name  # no mask: the same bake
         rows.append(row)
-        print(f"{path.stem}: mask {row['mask']}, forehead taken out {row['forehead_taken_out']:.2f}, off colour "
+        print(f"{name}: mask {row['mask']}, forehead taken out {row['forehead_taken_out']:.2f}, off colour "
               f"{row['forehead_off_colour_without']:.1f} -> {row['forehead_off_colour_with']:.1f}", file=sys.stderr,
               flush=True)
     with_mask = [r for r in rows if r["mask"]]
