@@ -408,6 +408,18 @@ def test_bake_cache_keeps_to_its_budget_least_recently_used_first(tmp_path, monk
     assert [p.name for p in tmp_path.glob("*.npz")] == ["entry-3.npz"]
 
 
+def test_bake_cache_budget_that_is_not_a_size_is_logged_and_the_default_used(tmp_path, monkeypatch, caplog):
+    from topos_server.texture.disk_cache import keep_within_budget, save_arrays
+
+    save_arrays(tmp_path / "entry.npz", {"a": np.zeros(16, np.float32)})
+    for value in ("lots", "-5", "nan"):
+        monkeypatch.setenv("TOPOS_BAKE_CACHE_MB", value)
+        with caplog.at_level("WARNING", logger="topos_server.texture.disk_cache"):
+            assert keep_within_budget(tmp_path) == []  # the default 1 GiB: nothing goes
+        assert f"TOPOS_BAKE_CACHE_MB={value!r} is not a size in MB" in caplog.text
+    assert (tmp_path / "entry.npz").is_file()
+
+
 def test_any_topology_with_named_materials(quad_topology):
     """The procedural quad grid (no landmarks, no symmetry): its own materials, one tile, no holes."""
     m = np.eye(4)

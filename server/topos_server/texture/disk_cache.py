@@ -14,6 +14,8 @@ asked for) therefore go instead of piling up; removing one only means rebuilding
 
 from __future__ import annotations
 
+import logging
+import math
 import mmap
 import os
 import zipfile
@@ -25,6 +27,8 @@ from topos_sdk.atomic_files import atomic_output_path
 
 
 DEFAULT_BUDGET_MB = 1024  # a 2048² UV layout is ~140 MB, a 1024² one ~35 MB
+log = logging.getLogger(__name__)
+_REPORTED: set[str] = set()  # bad $TOPOS_BAKE_CACHE_MB values already logged
 
 
 def bake_cache_dir() -> Path:
@@ -89,14 +93,30 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     keep_within_budget(path.parent, keep=path)
 
 
+def _budget_mb() -> float:
+    """``$TOPOS_BAKE_CACHE_MB`` or ``DEFAULT_BUDGET_MB``; a value that is not a number ≥ 0 is said in the log once and
+    the default used (a cache setting must not stop a bake)."""
+    value = os.environ.get("TOPOS_BAKE_CACHE_MB")
+    if value is None:
+        return DEFAULT_BUDGET_MB
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = -1.0
+    if not (math.isfinite(budget) and budget >= 0):
+        if value not in _REPORTED:
+            _REPORTED.add(value)
+            log.warning("TOPOS_BAKE_CACHE_MB=%r is not a size in MB (a number ≥ 0): the bake cache keeps to %d MB",
+                        value, DEFAULT_BUDGET_MB)
+        return DEFAULT_BUDGET_MB
+    return budget
+
+
 def keep_within_budget(folder: Path, keep: Path | None = None, budget_mb: float | None = None) -> list[Path]:
     """Remove the least recently used ``.npz`` files of ``folder`` until it holds at most ``budget_mb`` (default
     ``$TOPOS_BAKE_CACHE_MB`` or ``DEFAULT_BUDGET_MB``); ``keep`` is never removed. Returns the removed files."""
     if budget_mb is None:
-        try:
-            budget_mb = float(os.environ.get("TOPOS_BAKE_CACHE_MB", DEFAULT_BUDGET_MB))
-        except ValueError:
-            budget_mb = DEFAULT_BUDGET_MB
+        budget_mb = _budget_mb()
     files = []
     for entry in folder.glob("*.npz"):
         try:
