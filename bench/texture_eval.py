@@ -1,7 +1,7 @@
 """TOPOS-Texture (``--texture learned``) against today's bake, on held-out data only.
 
     python bench/texture_eval.py [--model DIR] [--portraits 96] [--heads 10] [--timing]
-                                 [--openings 96] [--hair 96]
+                                 [--openings 96] [--hair 96] [--clothing 96]
                                  [--sheet docs/texture_contact_sheet.jpg --sheet-names A000014 ...]
 
 1. **Restoration** on the held-out portraits' bakes (``TextureBank("eval")``: the 96 portraits
@@ -28,7 +28,7 @@
    one thread, warm, best of 3.
 4. **Openings** (``--openings N``): the first N held-out portraits fitted by the classic engine and baked at
    512² with and without their landmarks (``bake_textures(landmarks=)``: the mouth and eye openings masked; the
-   hair mask off in both).
+   hair and clothing masks off in both).
    Per portrait and region of the face tile (``face_regions`` "lips" > 0.5, "eyes" > 0.5): the share of the
    region's texels the photo saw (direct weight > 0.5) that look into an opening (the mask takes them out), and
    how far those texels' baked colour is from the rest of the region's (mean sRGB L1 to its median colour, 0–255)
@@ -39,7 +39,11 @@
    mask (hair and skin colours told apart), the share of the forehead's texels (``face_regions`` "forehead" > 0.5)
    the photo saw (direct weight > 0.5) that the mask takes out, and how far the forehead's baked colour is from
    the cheeks' (mean sRGB L1 to the median of "lighting_fit" > 0.5 away from the forehead, 0–255) without and
-   with it. Portraits without a mask bake bit for bit as without it (checked).
+   with it, and the share of its texels brighter (luma) than the cheeks' brightest 2 %. Portraits without a mask
+   bake bit for bit as without it (checked). The clothing mask is off in both.
+   **Clothing** (``--clothing N``): the same for the clothing mask (:mod:`topos_server.texture.clothing_mask`) on
+   the neck (``face_regions`` "neck" > 0.5), the hair mask off in both: a white collar is far from the cheeks'
+   colour and brighter than them (a neck in shadow is far from it too, but darker).
 6. **Contact sheet** (``--sheet``): portrait | today's bake | learned albedo | learned relit preview.
 """
 
@@ -317,9 +321,10 @@ def openings(count: int) -> dict:
 
     rows = []
     for portrait, image, result, face in fitted_held_out_portraits(engine, count):
-        # the hair mask off in both: only the openings differ
-        bakes = face_tile_bakes(image, result, topology, {"without": {"landmarks": None, "hair": False},
-                                                          "with": {"landmarks": face.points, "hair": False}})
+        # the hair and clothing masks off in both: only the openings differ
+        bakes = face_tile_bakes(image, result, topology,
+                                {"without": {"landmarks": None, "hair": False, "clothing": False},
+                                 "with": {"landmarks": face.points, "hair": False, "clothing": False}})
         row = {"name": portrait}
         for name, region in (("lips", lips), ("eyes", eyes)):
             seen = region & (bakes["without"][1] > 0.5)
@@ -341,39 +346,55 @@ def openings(count: int) -> dict:
     return {"summary": summary, "rows": rows}
 
 
-def hair(count: int) -> dict:
-    """The hair above the brows, baked without and with the hair mask (module notes, 5)."""
+MASKS = {  # --hair / --clothing: the bake_textures flag, the mask's function, the face region it is scored on
+    "hair": ("hair_mask", "forehead"),
+    "clothing": ("clothing_mask", "neck"),
+}
+
+
+def mask_effect(kind: str, count: int) -> dict:
+    """The hair above the brows or the clothing around the neck, baked without and with its mask (module notes, 5)."""
+    import importlib
+
     from topos_server.engines import shared_engine
-    from topos_server.texture.hair_mask import hair_mask
     from topos_server.texture.skin_lighting import srgb8_to_linear
 
+    module, region_name = MASKS[kind]
+    make_mask = getattr(importlib.import_module(f"topos_server.texture.{module}"), module)
     engine = shared_engine("classic")
     topology = engine.topology
-    forehead_weight, plain_weight = face_tile_regions(topology, ("forehead", "lighting_fit"))  # (S, S) each
-    forehead, cheeks = forehead_weight > 0.5, (plain_weight > 0.5) & (forehead_weight < 0.1)
+    region_weight, plain_weight = face_tile_regions(topology, (region_name, "lighting_fit"))  # (S, S) each
+    region, cheeks = region_weight > 0.5, (plain_weight > 0.5) & (region_weight < 0.1)
+    # only this mask differs between the two bakes
+    others = {other: False for other in MASKS if other != kind}
 
     rows = []
     for name, image, result, face in fitted_held_out_portraits(engine, count):
-        masked = hair_mask([srgb8_to_linear(image[:, :, c]) for c in range(3)], face.points, result.camera.image_size)
-        bakes = face_tile_bakes(image, result, topology, {"without": {"landmarks": face.points, "hair": False},
-                                                          "with": {"landmarks": face.points, "hair": True}})
+        masked = make_mask([srgb8_to_linear(image[:, :, c]) for c in range(3)], face.points, result.camera.image_size)
+        bakes = face_tile_bakes(image, result, topology,
+                                {"without": {"landmarks": face.points, kind: False, **others},
+                                 "with": {"landmarks": face.points, kind: True, **others}})
         row = {"name": name, "mask": masked is not None}
-        seen = forehead & (bakes["without"][1] > 0.5)
-        row["forehead_taken_out"] = float((seen & (bakes["with"][1] < 0.5)).sum() / max(seen.sum(), 1))
+        seen = region & (bakes["without"][1] > 0.5)
+        row[f"{region_name}_taken_out"] = float((seen & (bakes["with"][1] < 0.5)).sum() / max(seen.sum(), 1))
         for key, (albedo, _) in bakes.items():
             cheek_colour = np.median(albedo[cheeks], axis=0)  # (3,)
-            row[f"forehead_off_colour_{key}"] = float(np.abs(albedo[forehead] - cheek_colour).mean())
+            row[f"{region_name}_off_colour_{key}"] = float(np.abs(albedo[region] - cheek_colour).mean())
+            luma = albedo @ np.array([0.299, 0.587, 0.114], np.float32)  # (S, S)
+            # a white collar is brighter than any of the cheeks' skin; a shadowed neck is not
+            row[f"{region_name}_brighter_{key}"] = float((luma[region] > np.quantile(luma[cheeks], 0.98)).mean())
         if masked is None:
             assert np.array_equal(bakes["with"][0], bakes["without"][0]), name  # no mask: the same bake
         rows.append(row)
-        print(f"{name}: mask {row['mask']}, forehead taken out {row['forehead_taken_out']:.2f}, off colour "
-              f"{row['forehead_off_colour_without']:.1f} -> {row['forehead_off_colour_with']:.1f}", file=sys.stderr,
-              flush=True)
+        print(f"{name}: mask {row['mask']}, {region_name} taken out {row[f'{region_name}_taken_out']:.2f}, off colour "
+              f"{row[f'{region_name}_off_colour_without']:.1f} -> {row[f'{region_name}_off_colour_with']:.1f}",
+              file=sys.stderr, flush=True)
     with_mask = [r for r in rows if r["mask"]]
     summary = {"portraits": len(rows), "with_a_mask": len(with_mask)}
-    for key in ("forehead_taken_out", "forehead_off_colour_without", "forehead_off_colour_with"):
+    for what in ("taken_out", "off_colour_without", "off_colour_with", "brighter_without", "brighter_with"):
+        key = f"{region_name}_{what}"
         summary[key + "_masked_mean"] = float(np.mean([r[key] for r in with_mask])) if with_mask else 0.0
-    summary["closer_to_the_cheeks"] = int(sum(r["forehead_off_colour_with"] < r["forehead_off_colour_without"]
+    summary["closer_to_the_cheeks"] = int(sum(r[f"{region_name}_off_colour_with"] < r[f"{region_name}_off_colour_without"]
                                               for r in with_mask))
     return {"summary": summary, "rows": rows}
 
@@ -426,6 +447,8 @@ def main() -> int:
                         help="held-out portraits baked with/without their landmarks (teeth on the lips); 0: skip")
     parser.add_argument("--hair", type=int, default=0,
                         help="held-out portraits baked without/with the hair mask (a fringe on the forehead); 0: skip")
+    parser.add_argument("--clothing", type=int, default=0,
+                        help="held-out portraits baked without/with the clothing mask (a collar on the neck); 0: skip")
     parser.add_argument("--sheet", type=Path, help="write the contact sheet here (JPEG)")
     parser.add_argument("--sheet-names", nargs="*", default=[], help="held-out portrait stems for the sheet")
     parser.add_argument("--json", type=Path, help="also write every row here")
@@ -452,9 +475,10 @@ def main() -> int:
     if args.openings:
         report["openings"] = openings(args.openings)
         print(json.dumps(report["openings"]["summary"], indent=1), flush=True)
-    if args.hair:
-        report["hair"] = hair(args.hair)
-        print(json.dumps(report["hair"]["summary"], indent=1), flush=True)
+    for kind in MASKS:
+        if getattr(args, kind):
+            report[kind] = mask_effect(kind, getattr(args, kind))
+            print(json.dumps(report[kind]["summary"], indent=1), flush=True)
     if args.sheet:
         contact_sheet(args.model, args.sheet_names, args.sheet)
     report["load_average_end"] = os.getloadavg()

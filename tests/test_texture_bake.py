@@ -3,6 +3,7 @@ astronaut photo with a roughly placed head."""
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from skimage.data import astronaut
@@ -617,11 +618,12 @@ def test_landmarks_of_the_fitted_image_on_a_larger_photo(ict, smile):
 
 
 def test_openings_away_from_the_face_change_nothing(ict, checker_bake):
-    """Landmarks whose openings lie where no texel looks give the bake without landmarks, bit for bit."""
+    """Landmarks whose openings lie where no texel looks give the bake without landmarks, bit for bit (the
+    clothing mask, which would take everything below such a "face" that is not skin-coloured, is off)."""
     photo, camera, maps, _ = checker_bake
     landmarks = ellipse(np.array([30.0, 30.0]), np.array([20.0, 12.0]), 478)  # the photo's top-left corner
     assert face_openings(landmarks, PHOTO, PHOTO).keep.min() == 0.0
-    again = bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks)
+    again = bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks, clothing=False)
     for name in maps:
         assert again[name] == maps[name], name
 
@@ -700,6 +702,67 @@ def test_the_bake_fills_the_forehead_with_skin_not_hair(ict, fringe):
              for with_hair in (False, True)]
     for name in plain[0]:
         assert plain[0][name] == plain[1][name], name
+
+
+# ---- clothing around the neck (landmarks + the portrait's skin colour) ---------------------------
+
+SHIRT = np.array([0.75, 0.76, 0.78])  # linear RGB: a white collar, brighter than the lit skin and grey
+
+
+@pytest.fixture(scope="module")
+def collar(ict):
+    """A plain-skin photo of the head with a white collar painted over the neck (outside the face oval, from a
+    little below the chin down), its true FaceMesh landmarks, the same photo without the collar, and the row where
+    the collar starts."""
+    from topos_server.fit.landmark_fit import FACE_OVAL
+    from topos_server.texture.clothing_mask import CHIN, EYE_CORNERS
+
+    camera = front_camera()
+    bare = render_photo(ict, camera, lambda uv: np.repeat(HAIR_SKIN[None], len(uv), axis=0))
+    landmarks = camera.project(ict.landmarks["mediapipe"].evaluate(ict.rest_points))  # (478, 2) px
+    iod = float(np.linalg.norm(landmarks[EYE_CORNERS[0]] - landmarks[EYE_CORNERS[1]]))
+    collar_top = landmarks[CHIN, 1] + 0.15 * iod  # image rows grow downwards
+    outside_face = np.ones(bare.shape[:2], np.uint8)
+    cv2.fillPoly(outside_face, [np.round(landmarks[FACE_OVAL]).astype(np.int32)], 0)
+    head = np.any(bare != bare[0, 0], axis=2)
+    rows = np.arange(PHOTO[1])[:, None]
+    painted = head & (outside_face > 0) & (rows > collar_top)
+    photo = bare.copy()
+    photo[painted] = np.rint(linear_to_srgb(SHIRT) * 255).astype(np.uint8)
+    return photo, bare, camera, landmarks, painted
+
+
+def test_clothing_mask_takes_the_collar_and_keeps_the_skin(ict, collar):
+    from topos_server.texture.clothing_mask import CHIN, clothing_mask
+
+    photo, bare, camera, landmarks, painted = collar
+    mask = clothing_mask([srgb8_to_linear(photo[:, :, c]) for c in range(3)], landmarks, camera.image_size)
+    assert mask is not None
+    inner = cv2.erode(painted.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0  # away from the collar's edge
+    rows, cols = np.nonzero(inner)
+    assert mask.weight_at(np.stack([cols + 0.5, rows + 0.5])).max() == 0.0  # no weight on the collar at all
+    skin = landmarks[[205, 425, 1, 199, 61, 291, CHIN]] + (0.0, -3.0)  # cheeks, nose, chin, mouth corners
+    assert mask.weight_at(skin.T).min() == 1.0
+    # no collar: the skin of the neck keeps its weight (away from the background beside it, which is not skin)
+    bare_mask = clothing_mask([srgb8_to_linear(bare[:, :, c]) for c in range(3)], landmarks, camera.image_size)
+    neck = cv2.erode(painted.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    rows, cols = np.nonzero(neck)
+    assert rows.size > 1000 and bare_mask.weight_at(np.stack([cols + 0.5, rows + 0.5])).min() == 1.0
+
+
+def test_the_bake_fills_the_neck_with_skin_not_the_collar(ict, collar):
+    """Without the mask, neck texels of the face tile bake the collar's white; with it they are filled with the skin
+    around them."""
+    photo, _, camera, landmarks, _ = collar
+    skin = linear_to_srgb(HAIR_SKIN) * 255
+    albedo = {with_clothing: bake_textures(photo, ict.rest_points, camera, ict, SIZE, landmarks=landmarks,
+                                           clothing=with_clothing)["albedo"].tiles
+              for with_clothing in (False, True)}
+    without, with_mask = (albedo[key][1001].astype(float) for key in (False, True))
+    white = np.abs(without - skin).max(axis=2) > 30  # texels that baked the collar
+    assert white.sum() > 200  # 304 at SIZE 512
+    error = {key: np.abs(value[white] - skin).mean() for key, value in (("without", without), ("with", with_mask))}
+    assert error["with"] < 0.2 * error["without"], error
 
 
 def test_engines_pass_the_detected_landmarks_to_the_bake(monkeypatch):

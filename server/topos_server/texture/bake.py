@@ -26,7 +26,8 @@ Steps (:func:`bake_textures`):
    skin's (:mod:`skin_colour`: background or collar where the mesh is wider than the face) lose
    their weight. Given the photo's landmarks, texels that look into the mouth or an eye opening lose it
    too (:mod:`face_openings`: teeth and sclera where the fit opens lips and lids less than the photo), and so
-   do texels that see the hair above the brows (:mod:`hair_mask`: a fringe, the hairline).
+   do texels that see the hair above the brows (:mod:`hair_mask`: a fringe, the hairline) and those that see
+   clothing around the neck (:mod:`clothing_mask`: a white collar, a blouse).
 3. **Symmetric observation**: the same texel's mirror point — its triangle's corners mapped through
    ``topology.symmetry`` with the same barycentrics — is observed the same way; it fills where the
    texel itself is unseen or seen at a grazing angle. With ``mirror_asymmetry``, what it fills gets the
@@ -70,6 +71,7 @@ from topos_sdk.head_result import Camera, TextureMap
 from topos_sdk.raster import rasterize
 from topos_sdk.topology import ReferenceTopology
 from topos_server.texture import material_maps
+from topos_server.texture.clothing_mask import clothing_mask
 from topos_server.texture.disk_cache import bake_cache_dir, load_arrays, save_arrays
 from topos_server.texture.face_openings import FaceOpenings, face_openings
 from topos_server.texture.hair_mask import hair_mask
@@ -93,6 +95,7 @@ VISIBILITY_FEATHER = 1.0 / 256  # × texture size: blur of the visibility mask i
 MIRROR_MATCH_TOLERANCE = 0.01  # × bounding-box diagonal, for the fallback symmetry (no topology.symmetry)
 VERTEX_SAMPLE_GRID = 512  # texels per tile side used to gather per-vertex values
 HAIR_MASK = True  # with the landmarks, texels that see the hair above the brows lose their weight (hair_mask.py)
+CLOTHING_MASK = True  # with the landmarks, texels that see clothing around the neck lose theirs (clothing_mask.py)
 MIRROR_ASYMMETRY = False  # restores hidden skin of held-out portraits 7 % better, but carries the photo's light
 #                           over too: synthetic heads' albedo 3 % further from the truth, 7 % more light-dependent
 PHOTO_OVERSAMPLING = 1.5  # texels per photo pixel (along a side) where the photo shows the skin most finely
@@ -345,7 +348,8 @@ def _barycentrics_at_texels(tri_xy: np.ndarray, local: np.ndarray, cols: np.ndar
 
 def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topology: ReferenceTopology,
                   size: int = 1024, *, landmarks: np.ndarray | None = None, materials: tuple[str, ...] = SKIN_MATERIALS,
-                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, hair: bool = HAIR_MASK, working_size: int | None = None,
+                  mirror_asymmetry: bool = MIRROR_ASYMMETRY, hair: bool = HAIR_MASK, clothing: bool = CLOTHING_MASK,
+                  working_size: int | None = None,
                   timings: dict[str, float] | None = None, diagnostics: dict | None = None) -> dict[str, TextureMap]:
     """Bake ``"albedo"`` (sRGB RGB), ``"normal"`` (raw, tangent space) and ``"roughness"`` (raw, 1 channel).
 
@@ -355,7 +359,8 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     FaceMesh points in pixels of the image the camera was fitted on (``camera.image_size``), when known: texels
     whose photo sample falls in the mouth or an eye opening lose their weight (:mod:`face_openings`), so the
     fill gives them lips and lids instead of teeth and sclera, and with ``hair`` so do those that see the hair
-    above the brows (:mod:`hair_mask`: a fringe, the hairline; the fill gives them skin);
+    above the brows (:mod:`hair_mask`: a fringe, the hairline; the fill gives them skin), and with ``clothing``
+    those that see clothing around the neck (:mod:`clothing_mask`: a collar; the fill gives them skin);
     mirror_asymmetry: what the fill takes from the mirror side gets the face's seen left/right difference added
     (:func:`mirror_side_asymmetry`); working_size:
     bake at this many texels per side and scale the maps up to ``size`` (:func:`photo_texture_size`: what the
@@ -391,11 +396,13 @@ def bake_textures(image: np.ndarray, points: np.ndarray, camera: Camera, topolog
     extent = float(np.linalg.norm(np.ptp(points[skin_vertices], axis=0)))
     depth_map, depth_scale = depth_buffer(cam_points, layout.triangles[layout.occluders], camera)
     photo_planes = [srgb8_to_linear(photo[:, :, c]) for c in range(3)]  # 3 × (H, W) linear
-    masks = []  # photo-space weights: the mouth and eye openings, the hair above the brows (None: no mask)
+    masks = []  # photo-space weights: the mouth and eye openings, hair, clothing (None: no mask)
     if landmarks is not None:
         masks.append(face_openings(landmarks, (photo.shape[1], photo.shape[0]), camera.image_size))
         if hair:
             masks.append(hair_mask(photo_planes, landmarks, camera.image_size))
+        if clothing:
+            masks.append(clothing_mask(photo_planes, landmarks, camera.image_size))
         masks = [mask for mask in masks if mask is not None]
     mirror = mirror_vertex_map(topology)
     regions = face_regions(topology)
@@ -761,7 +768,7 @@ class _Observer:
         # the photo may be another resolution of the image the camera was fitted on
         height, width = self.photo_planes[0].shape
         xy = np.stack([np.take(xy[0], seen) * np.float32(width / cam_w), np.take(xy[1], seen) * np.float32(height / cam_h)])
-        if self.masks:  # teeth, sclera and hair are not skin
+        if self.masks:  # teeth, sclera, hair and clothing are not skin
             keep = self.masks[0].weight_at(xy)  # (k,)
             for mask in self.masks[1:]:
                 keep *= mask.weight_at(xy)
