@@ -21,6 +21,7 @@ from topos_server.assets.landmark_offsets import turned_offsets
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
+from topos_server.fit.shading_refinement import HeadModelArrays, refine_identity_by_shading
 from topos_server.texture.learned import portrait_textures
 from topos_server.texture.multiview import bake_views
 
@@ -64,6 +65,11 @@ class ClassicEngine:
             else:
                 results.append(self._generate_one(source, options, report))
         return results
+
+    @property
+    def head_model_arrays(self) -> HeadModelArrays:
+        """The head model as the shading refinement of several photos needs it."""
+        return HeadModelArrays(self.neutral, self.identity_basis, self.expression_basis, self.basis)
 
     def identity_points(self, identity: np.ndarray) -> np.ndarray:
         """(I,) coefficients → (N, 3) float32 neutral-expression head."""
@@ -130,8 +136,9 @@ class ClassicEngine:
         return result
 
     def _generate_same_person(self, sources: tuple, options: GenerateOptions, report) -> HeadResult:
-        """One identity fitted to every photo (per-view pose, focal length and expression); each photo
-        baked through its own camera and the bakes merged by visibility and viewing angle."""
+        """One identity fitted to every photo (per-view pose, focal length and expression), then refined by the
+        skin's shading across the photos; each photo baked through its own camera and the bakes merged by
+        visibility and viewing angle."""
         check_same_person(sources, options)
         timings = {}
         t = time.perf_counter()
@@ -155,7 +162,12 @@ class ClassicEngine:
         fits = fit_landmarks_multiview(self.basis, [face.points for face in faces],
                                        [(image.shape[1], image.shape[0]) for image in images], options.focal_length_px)
         timings["fit"] = time.perf_counter() - t
-        points = self.identity_points(fits[0].identity)  # (N, 3) the shared identity, neutral expression
+        t = time.perf_counter()
+        report("shading", 0.25)
+        identity = refine_identity_by_shading(images, fits, [face.points for face in faces], self.head_model_arrays,
+                                              self.topology)
+        timings["shading_refinement"] = time.perf_counter() - t
+        points = self.identity_points(identity)  # (N, 3) the shared identity, neutral expression
         cameras = [fit.to_camera() for fit in fits]
 
         t = time.perf_counter()
@@ -181,6 +193,8 @@ class ClassicEngine:
             provenance=Provenance(engine=self.name, seed=int(options.seed), source_image_sha256=hashes[0],
                                   timings_s={k: round(v, 4) for k, v in timings.items()},
                                   extra={"same_person_views": len(images), "views": views,
+                                         "identity_from": "the landmarks of every photo, then the skin's shading "
+                                                          "across the photos (fit/shading_refinement.py)",
                                          "expression_from": "photo 1 (each view's is fitted; the asset keeps the first)"}))
 
 
