@@ -39,7 +39,7 @@ from topos_server.texture.skin_lighting import srgb8_to_linear
 
 EYE_CORNERS = (33, 263)
 WORK_IOD_PX = 64.0  # each photo is resampled to this many pixels between the outer eye corners
-SCALES = ((2.0, 120), (1.0, 80), (0.5, 60))  # (Gaussian blur σ in work pixels, Adam iterations), coarse to fine
+SCALES = ((2.0, 60), (1.0, 40), (0.5, 30))  # (Gaussian blur σ in work pixels, Adam iterations), coarse to fine
 COMPONENTS = 60  # leading identity modes refined
 PRIOR_WEIGHT = 0.01  # × the squared identity coefficients (unit variance each)
 LANDMARK_WEIGHT = 0.01  # × the mean squared landmark reprojection in units of LANDMARK_SIGMA_PX
@@ -104,11 +104,11 @@ def refine_identity_by_shading(images: list[np.ndarray], fits: list[LandmarkFit]
     for sigma, iterations in SCALES:
         for view in views:
             view.blur(sigma)
-        groups = [{"params": [offset], "lr": LEARNING_RATE}]
+        groups = [([offset], LEARNING_RATE)]
         if REFINE_POSE:
-            groups += [{"params": [view.turn for view in views], "lr": POSE_LEARNING_RATES[0]},
-                       {"params": [view.shift for view in views], "lr": POSE_LEARNING_RATES[1]}]
-        optimiser = torch.optim.Adam(groups)
+            groups += [([view.turn for view in views], POSE_LEARNING_RATES[0]),
+                       ([view.shift for view in views], POSE_LEARNING_RATES[1])]
+        optimiser = _Adam(groups, torch)
         for _ in range(iterations):
             optimiser.zero_grad()
             delta = torch.einsum("c,cmx->mx", offset, basis)  # (M, 3)
@@ -126,6 +126,31 @@ def refine_identity_by_shading(images: list[np.ndarray], fits: list[LandmarkFit]
     refined = identity.copy()
     refined[:count] += offset.detach().numpy()
     return refined
+
+
+class _Adam:
+    """Adam (Kingma & Ba; torch.optim.Adam's defaults) over (tensors, learning rate) groups. Written out because
+    constructing torch.optim.Adam imports torch._dynamo, 2.8 s on the 2-core box: more than the whole refinement."""
+
+    def __init__(self, groups, torch, betas=(0.9, 0.999), eps=1e-8):
+        self.groups, self.torch, self.betas, self.eps, self.steps = groups, torch, betas, eps, 0
+        self.moments = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in params] for params, _ in groups]
+
+    def zero_grad(self) -> None:
+        for params, _ in self.groups:
+            for p in params:
+                p.grad = None
+
+    def step(self) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        with self.torch.no_grad():
+            for (params, rate), moments in zip(self.groups, self.moments):
+                for p, (m, v) in zip(params, moments):
+                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    denominator = (v / (1 - b2 ** self.steps)).sqrt_().add_(self.eps)
+                    p.addcdiv_(m, denominator, value=-rate / (1 - b1 ** self.steps))
 
 
 def keep_landmarks() -> np.ndarray:
