@@ -655,7 +655,8 @@ HAIR_SKIN, HAIR = np.array([0.55, 0.38, 0.30]), np.array([0.07, 0.045, 0.03])  #
 def fringe(ict):
     """A plain-skin photo of the head with dark "hair" painted over it from just above the brows up (a fringe and
     the hair above it), its true FaceMesh landmarks, and the same photo without hair."""
-    from topos_server.texture.hair_mask import BROWS, EYE_CORNERS
+    from topos_server.texture.face_openings import EYE_CORNERS
+    from topos_server.texture.hair_mask import BROWS
 
     camera = front_camera()
     bare = render_photo(ict, camera, lambda uv: np.repeat(HAIR_SKIN[None], len(uv), axis=0))
@@ -715,7 +716,8 @@ def collar(ict):
     little below the chin down), its true FaceMesh landmarks, the same photo without the collar, and the row where
     the collar starts."""
     from topos_server.fit.landmark_fit import FACE_OVAL
-    from topos_server.texture.clothing_mask import CHIN, EYE_CORNERS
+    from topos_server.texture.clothing_mask import CHIN
+    from topos_server.texture.face_openings import EYE_CORNERS
 
     camera = front_camera()
     bare = render_photo(ict, camera, lambda uv: np.repeat(HAIR_SKIN[None], len(uv), axis=0))

@@ -28,12 +28,11 @@ import cv2
 import numpy as np
 
 from topos_server.fit.landmark_fit import FACE_OVAL
-from topos_server.texture.face_openings import FACE_MESH_POINTS, FaceOpenings, check_landmarks
+from topos_server.texture.face_openings import FaceOpenings, FaceWorkView
 from topos_server.texture.skin_colour import colour_features
 
 CHIN = 152
 MOUTH_CORNERS = (61, 291)
-EYE_CORNERS = (33, 263)
 SKIN_POINTS = (205, 425, 199)  # the cheeks and the chin
 SKIN_RADIUS = 0.2  # × IOD
 MIN_SPREAD = 0.015  # chromaticity spread floor (as skin_colour's)
@@ -54,15 +53,8 @@ def clothing_mask(photo_planes: list[np.ndarray], landmarks, landmark_image_size
     photo_planes: three (H, W) float32 linear planes of the photo; landmarks: (468 | 478, 2 | 3) FaceMesh points in
     pixels of an image of ``landmark_image_size`` (width, height), the same picture as the photo.
     """
-    full_height, full_width = photo_planes[0].shape
-    points = check_landmarks(landmarks)[:FACE_MESH_POINTS, :2]
-    points *= np.array((full_width, full_height), np.float64) / np.array(landmark_image_size, np.float64)
-    iod = float(np.linalg.norm(points[EYE_CORNERS[0]] - points[EYE_CORNERS[1]]))
-    scale = min(1.0, WORK_IOD_PX / max(iod, 1e-6))
-    if scale < 1.0:
-        photo_planes = [cv2.resize(plane, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                        for plane in photo_planes]
-        points, iod = points * scale, iod * scale
+    view = FaceWorkView.of(photo_planes, landmarks, landmark_image_size, WORK_IOD_PX)
+    photo_planes, points, iod = view.planes, view.points, view.iod
     height, width = photo_planes[0].shape
     up = points[FACE_OVAL[0]] - points[CHIN]  # towards the top of the head, in the image
     if iod < 4.0 or np.linalg.norm(up) < 1e-6:
@@ -101,9 +93,4 @@ def clothing_mask(photo_planes: list[np.ndarray], landmarks, landmark_image_size
     not_skin *= (outside_face[y0:] > 0) & (rise[y0:] < mouth_rise)
     keep = cv2.GaussianBlur(1.0 - not_skin, (0, 0), max(0.5, BLUR * iod), borderType=cv2.BORDER_REPLICATE)
     keep = np.clip((keep - KEEP_FLOOR) / (1.0 - KEEP_FLOOR), 0.0, 1.0)
-    if scale < 1.0:  # back to the photo's pixels, over the rows the window covers there
-        top_row = int(np.floor(y0 / scale))
-        keep = cv2.resize(keep, (full_width, full_height - top_row), interpolation=cv2.INTER_LINEAR)
-        y0 = top_row
-    # in 1/255 steps, as the openings: skin keeps exactly 1 (its texels' weights stay bit for bit), clothing exactly 0
-    return FaceOpenings((np.rint(keep * 255) / np.float32(255)).astype(np.float32), (0, y0))
+    return view.mask(keep, y0)

@@ -27,6 +27,7 @@ from topos_server.fit.landmark_fit import EYE_LIDS
 # with all three corners on the loop are the ones that close the mouth.
 INNER_LIP_RING = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95])
 FACE_MESH_POINTS = 468  # the face mesh proper; 478 adds the two irises (468–477)
+EYE_CORNERS = (33, 263)  # MediaPipe's outer eye corners: the face's scale (IOD) for the photo-space masks
 MARGIN = 0.01  # × face size (diagonal of the landmarks' bounding box): how far an opening's mask is grown
 _SUBPIXEL_BITS = 4  # cv2.fillPoly's fractional bits for the outline's corners
 
@@ -104,3 +105,44 @@ def _around_centre(outline: np.ndarray) -> np.ndarray:
     mean (right for an eye opening, which every lid point sees from its middle)."""
     offset = outline - outline.mean(axis=0)
     return outline[np.argsort(np.arctan2(offset[:, 1], offset[:, 0]), kind="stable")]
+
+
+@dataclass
+class FaceWorkView:
+    """A photo looked at with at most ``work_iod_px`` pixels between the outer eye corners (a photo-space mask smooth
+    at the face's scale need not be computed at full resolution), and its FaceMesh points there."""
+
+    planes: list[np.ndarray]  # three (h, w) float32 linear planes at the work scale
+    points: np.ndarray  # (468, 2) work pixels
+    iod: float  # work pixels between the outer eye corners (EYE_CORNERS)
+    scale: float  # work pixels per photo pixel, ≤ 1
+    photo_size: tuple[int, int]  # (width, height) of the photo
+
+    @classmethod
+    def of(cls, photo_planes: list[np.ndarray], landmarks, landmark_image_size: tuple[int, int],
+           work_iod_px: float) -> "FaceWorkView":
+        """photo_planes: three (H, W) float32 linear planes; landmarks: (468 | 478, 2 | 3) FaceMesh points in pixels of
+        an image of ``landmark_image_size`` (width, height), the same picture as the photo."""
+        height, width = photo_planes[0].shape
+        points = check_landmarks(landmarks)[:FACE_MESH_POINTS, :2]
+        points *= np.array((width, height), np.float64) / np.array(landmark_image_size, np.float64)
+        iod = float(np.linalg.norm(points[EYE_CORNERS[0]] - points[EYE_CORNERS[1]]))
+        scale = min(1.0, work_iod_px / max(iod, 1e-6))
+        if scale < 1.0:
+            photo_planes = [cv2.resize(plane, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                            for plane in photo_planes]
+            points, iod = points * scale, iod * scale
+        return cls(list(photo_planes), points, iod, scale, (width, height))
+
+    def mask(self, keep: np.ndarray, top: int) -> FaceOpenings:
+        """(r, w) keep weights over work rows ``top``… → the mask over the photo's pixels, in 1/255 steps as the
+        openings' (skin keeps exactly 1: its texels' weights stay bit for bit; what is not skin exactly 0). A window
+        that reaches the work image's bottom reaches the photo's."""
+        if self.scale < 1.0:
+            width, height = self.photo_size
+            bottom = top + keep.shape[0]
+            top_row = int(np.floor(top / self.scale))
+            bottom_row = height if bottom >= self.planes[0].shape[0] else min(height, int(np.ceil(bottom / self.scale)))
+            keep = cv2.resize(keep, (width, bottom_row - top_row), interpolation=cv2.INTER_LINEAR)
+            top = top_row
+        return FaceOpenings((np.rint(keep * 255) / np.float32(255)).astype(np.float32), (0, top))

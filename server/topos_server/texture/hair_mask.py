@@ -33,13 +33,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from topos_server.texture.face_openings import FACE_MESH_POINTS, FaceOpenings, check_landmarks
+from topos_server.texture.face_openings import FaceOpenings, FaceWorkView
 from topos_server.texture.skin_colour import SkinColour, colour_features, fit_skin_colour
 
 FOREHEAD_TOP, CHIN = 10, 152  # MediaPipe: the face oval's top and bottom on the midline
 CHEEKS = (205, 425)
 BROWS = np.array([70, 63, 105, 66, 107, 336, 296, 334, 293, 300])  # the brows' upper edges
-EYE_CORNERS = (33, 263)
 CHEEK_RADIUS = 0.25  # × IOD
 HAIR_BAND = (0.1, 0.4)  # × IOD above the oval's top
 HAIR_BAND_HALF_WIDTH = 0.8  # × IOD either side of the midline
@@ -91,16 +90,8 @@ def hair_mask(photo_planes: list[np.ndarray], landmarks, landmark_image_size: tu
     photo_planes: three (H, W) float32 linear planes of the photo; landmarks: (468 | 478, 2 | 3) FaceMesh points in
     pixels of an image of ``landmark_image_size`` (width, height), the same picture as the photo.
     """
-    full_height, full_width = photo_planes[0].shape
-    points = check_landmarks(landmarks)[:FACE_MESH_POINTS, :2]
-    points *= np.array((full_width, full_height), np.float64) / np.array(landmark_image_size, np.float64)
-    iod = float(np.linalg.norm(points[EYE_CORNERS[0]] - points[EYE_CORNERS[1]]))
-    # the mask is smooth at the face's scale: a large photo is looked at with WORK_IOD_PX pixels between the eyes
-    scale = min(1.0, WORK_IOD_PX / max(iod, 1e-6))
-    if scale < 1.0:
-        photo_planes = [cv2.resize(plane, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                        for plane in photo_planes]
-        points, iod = points * scale, iod * scale
+    view = FaceWorkView.of(photo_planes, landmarks, landmark_image_size, WORK_IOD_PX)
+    photo_planes, points, iod = view.planes, view.points, view.iod
     height, width = photo_planes[0].shape
     up = points[FOREHEAD_TOP] - points[CHIN]  # towards the top of the head, in the image
     if iod < 4.0 or np.linalg.norm(up) < 1e-6:
@@ -146,9 +137,4 @@ def hair_mask(photo_planes: list[np.ndarray], landmarks, landmark_image_size: tu
                             borderType=cv2.BORDER_REPLICATE)
     # a little weight left on hair is all the fill has to spread where nothing else was seen: none below KEEP_FLOOR
     keep = np.clip((keep - KEEP_FLOOR) / (1.0 - KEEP_FLOOR), 0.0, 1.0)
-    if scale < 1.0:  # back to the photo's pixels, over the rows the window covers there
-        top_row, bottom_row = int(np.floor(y0 / scale)), min(full_height, int(np.ceil((y1 + 1) / scale)))
-        keep = cv2.resize(keep, (full_width, bottom_row - top_row), interpolation=cv2.INTER_LINEAR)
-        y0 = top_row
-    # in 1/255 steps, as the openings: skin keeps exactly 1 (its texels' weights stay bit for bit), hair exactly 0
-    return FaceOpenings((np.rint(keep * 255) / np.float32(255)).astype(np.float32), (0, y0))
+    return view.mask(keep, y0)
