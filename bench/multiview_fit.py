@@ -21,19 +21,18 @@ changes no photo, so it stays the prior's).
 ``--photos`` (classic): the same heads rendered as photos, as ``--engine topos`` below renders them, and the
 real face front-end on every photo; the classic fit 1 view vs 3 views, and the mean head.
 
-``--engine topos``: the DiT conditions on the image crop, so the same held-out heads (same seeds, same
-views, same per-view expressions) are rendered as photos instead of simulated landmarks: textured with
-held-out portraits' albedo (``TextureBank("eval")``), lit and drawn at 256² as
-``data/synthetic_portraits.py`` draws the DiT's evaluation pairs (its random focal length, distance and
-offset; the view's yaw, pitch and roll as above), and the real face front-end runs on every photo.
-1 view = ``ToposEngine.fit_portrait`` on the frontal photo (seed ``--seed``); 3 views =
-``ToposEngine.fit_same_person`` (one DiT sample per photo, seeds ``seed``…``seed + 2``, reconciled into one
-identity). Same errors and alignments. On the same photos and detected landmarks, for comparison: the
-classic fit (1 view, 3 views jointly), the mean head, and what else the engine could do with the samples —
-1 photo sampled 3 times (seeds ``seed``…``seed + 2``: what averaging alone buys), each photo's sample on
-its own, the sample whose photo the fit reprojects best, and a multi-view landmark fit of the identity
-modes around the mean of the samples.
-"""
+``--engine topos``: the DiT conditions on the image crop, so the same held-out heads (same seeds, same views, same
+per-view expressions) are rendered as photos instead of simulated landmarks: textured with held-out portraits'
+albedo (``TextureBank("eval")``), lit and drawn at 256² as ``data/synthetic_portraits.py`` draws the DiT's
+evaluation pairs (its random focal length, distance and offset; the view's yaw, pitch and roll as above), and the
+real face front-end runs on every photo. 1 view = ``ToposEngine.fit_portrait`` on the frontal photo (seed
+``--seed``); 3 views = ``ToposEngine.fit_same_person`` (one DiT sample per photo, seeds ``seed``…``seed + 2``,
+reconciled into one identity: their mean, refined by the skin's shading across the photos). Same errors and
+alignments. On the same photos and detected landmarks, for comparison: the classic fit (1 view; 3 views jointly, as
+shipped and by the landmarks alone), the mean head, and what else the engine could do with the samples — the mean
+of the samples without the shading refinement (``topos_3_mean``), 1 photo sampled 3 times (seeds ``seed``…``seed +
+2``: what averaging alone buys), each photo's sample on its own, the sample whose photo the fit reprojects best,
+and a multi-view landmark fit of the identity modes around the mean of the samples."""
 
 from __future__ import annotations
 
@@ -68,7 +67,8 @@ def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, with_scale: bool = F
 
 
 def render_sheet(rows: list[dict], topology, path: Path) -> None:
-    """One row per head: the three views' landmarks, then truth, 1-view and 3-view fits (grey, ¾ view)."""
+    """One row per head: the three views (photos or landmarks), then the truth and each fit of ``row["heads"]``
+    ((label, (N, 3) points) pairs; grey, ¾ view)."""
     from topos_sdk import HeadResult
     from topos_sdk.preview import render_head
 
@@ -81,8 +81,7 @@ def render_sheet(rows: list[dict], topology, path: Path) -> None:
             for x, y in np.round(landmarks[:, :2]).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), 2, (120, 200, 255), -1, cv2.LINE_AA)
             tiles.append(cv2.resize(canvas, (tile, tile), interpolation=cv2.INTER_AREA))
-        for label, points in (("truth", row["truth"]), (f"1 view {row['error_1']:.2f} mm", row["fit_1"]),
-                              (f"3 views {row['error_3']:.2f} mm", row["fit_3"])):
+        for label, points in row["heads"]:
             image = render_head(HeadResult(points=points.astype(np.float32), topology=topology), yaw_deg=30.0,
                                 size=tile)[:, :, :3].copy()
             cv2.putText(image, label, (6, tile - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
@@ -102,7 +101,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("classic", "topos"), default="classic",
                         help="classic: simulated landmarks, the classic fit; topos: rendered photos, both engines")
     parser.add_argument("--seed", type=int, default=0, help="--engine topos: the DiT seed")
-    parser.add_argument("--sheet", type=Path, help="write a contact sheet of the first three heads here")
+    parser.add_argument("--sheet", type=Path, help="write a contact sheet of the first --sheet-heads heads here")
+    parser.add_argument("--sheet-heads", type=int, default=3)
     parser.add_argument("--photos", action="store_true",
                         help="classic: rendered photos through the real front-end instead of simulated landmarks")
     args = parser.parse_args()
@@ -152,9 +152,10 @@ def main() -> None:
             values.append(aligned_error_mm(fits[n][vertices], truth[vertices], with_scale=scaled).mean())
         line = ", ".join(f"{n} view{'s' if n > 1 else ''} {errors[(n, 'front', True)][-1]:.2f} mm" for n in (1, 3))
         print(f"head {index} (front, shape): {line}", flush=True)
-        if len(rows) < 3:
-            rows.append({"landmarks": views, "truth": truth, "fit_1": fits[1], "fit_3": fits[3],
-                         "error_1": errors[(1, "front", True)][-1], "error_3": errors[(3, "front", True)][-1]})
+        if len(rows) < args.sheet_heads:
+            rows.append({"landmarks": views, "heads": [
+                ("truth", truth), (f"1 view {errors[(1, 'front', True)][-1]:.2f} mm", fits[1]),
+                (f"3 views {errors[(3, 'front', True)][-1]:.2f} mm", fits[3])]})
 
     print(f"\nmachine: {machine_description()}")
     print(f"{args.heads} held-out heads; fit {np.median(seconds[1]):.2f} s (1 view), {np.median(seconds[3]):.2f} s "
@@ -241,7 +242,7 @@ def classic_photo_views(args) -> None:
         single = fit_landmarks(classic.basis, faces[0].points, sizes[0])
         joint = fit_landmarks_multiview(classic.basis, [face.points for face in faces], sizes)
         start = time.perf_counter()
-        shaded = refine_identity_by_shading(photos, joint, [face.points for face in faces], classic.head_model_arrays,
+        shaded = refine_identity_by_shading(photos, joint, [face.points for face in faces], classic.shading_head_model,
                                             classic.topology)
         seconds.append(time.perf_counter() - start)
         fits = {"classic_1": classic.identity_points(single.identity),
@@ -268,12 +269,13 @@ def topos_views(args) -> None:
     from topos_server.engines.classic import MEDIAPIPE_LANDMARKS
     from topos_server.engines.topos import ToposEngine, reconcile_view_heads
     from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks_multiview
+    from topos_server.fit.shading_refinement import refine_identity_by_shading
 
     engine = ToposEngine()
     classic = engine.classic
     regions = {"front": engine.topology.vertex_groups[OBSERVED_GROUP], "face": np.arange(FACE_VERTEX_COUNT)}
-    methods = ("topos_1", "topos_3", "classic_1", "classic_3", "mean_head", "topos_1x3", "each_view", "best_rms",
-               "topos_3_landmark_fit")
+    methods = ("topos_1", "topos_3", "topos_3_mean", "classic_1", "classic_3", "classic_3_landmarks", "mean_head",
+               "topos_1x3", "each_view", "best_rms", "topos_3_landmark_fit")
     errors = {(m, region, scaled): [] for m in methods for region in regions for scaled in (True, False)}
     seconds = {"topos_1": [], "topos_3": []}
     rows, skipped = [], []
@@ -293,25 +295,29 @@ def topos_views(args) -> None:
         refit = fit_landmarks_multiview(around, [face.points for face in faces], sizes)
         single = classic.fit_portrait(photos[0])[0]
         joint = fit_landmarks_multiview(classic.basis, [face.points for face in faces], sizes)
+        shaded = refine_identity_by_shading(photos, joint, [face.points for face in faces], classic.shading_head_model,
+                                            classic.topology)
         fits = {"topos_1": [one.points], "topos_3": [three.points],
-                "classic_1": [single.points], "classic_3": [classic.identity_points(joint[0].identity)],
+                "classic_1": [single.points], "classic_3": [classic.identity_points(shaded)],
+                "classic_3_landmarks": [classic.identity_points(joint[0].identity)],
                 "mean_head": [classic.neutral],
+                "topos_3_mean": [reconcile_view_heads(samples)],  # the engine's reconciliation before the shading
                 "topos_1x3": [reconcile_view_heads(np.stack([head.points for head in repeated]))],
                 "each_view": list(samples),  # every photo's own sample: the error of one of them, on average
                 "best_rms": [samples[int(np.argmin([h.provenance.extra["fit_rms_px"] for h in per_view]))]],
                 "topos_3_landmark_fit": [three.points
                                          + np.tensordot(refit[0].identity, classic.identity_basis, axes=1)]}
-        assert np.allclose(reconcile_view_heads(samples), three.points, atol=1e-4)  # the engine's own reconciliation
         for (method, region, scaled), values in errors.items():
             vertices = regions[region]
             values.append(np.mean([aligned_error_mm(points[vertices], truth[vertices], with_scale=scaled).mean()
                                    for points in fits[method]]))
         print(f"head {index} (front, shape): " + ", ".join(f"{m} {errors[(m, 'front', True)][-1]:.2f}"
                                                            for m in methods) + " mm", flush=True)
-        if len(rows) < 3:
-            rows.append({"photos": photos, "truth": truth, "fit_1": one.points, "fit_3": three.points,
-                         "error_1": errors[("topos_1", "front", True)][-1],
-                         "error_3": errors[("topos_3", "front", True)][-1]})
+        if len(rows) < args.sheet_heads:
+            rows.append({"photos": photos, "heads": [("truth", truth)] + [
+                (f"{label} {errors[(method, 'front', True)][-1]:.2f} mm", fits[method][0])
+                for method, label in (("topos_1", "topos 1 view"), ("topos_3", "topos 3 views"),
+                                      ("classic_1", "classic 1 view"), ("classic_3", "classic 3 views"))]})
 
     count = len(errors[("topos_1", "front", True)])
     print(f"\nmachine: {machine_description()}")

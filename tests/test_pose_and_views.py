@@ -192,7 +192,7 @@ def test_shading_across_photos_refines_the_shape(engine):
     views = [detections(engine, detected_head, yaw) for yaw in yaws]
     fits = fit_landmarks_multiview(engine.basis, views, [(IMAGE_SIZE, IMAGE_SIZE)] * 3, FOCAL_PX,
                                    FitWeights(turned_offsets=False))
-    refined = refine_identity_by_shading(photos, fits, views, engine.head_model_arrays, engine.topology)
+    refined = refine_identity_by_shading(photos, fits, views, engine.shading_head_model, engine.topology)
     front = engine.topology.vertex_groups["narrow_face"]
 
     def error(identity) -> float:
@@ -201,7 +201,7 @@ def test_shading_across_photos_refines_the_shape(engine):
         return float(np.linalg.norm(a * ((a * b).sum() / (a * a).sum()) - b, axis=1).mean())
 
     assert error(refined) < 0.85 * error(fits[0].identity)  # 1.10 -> 0.89 mm
-    single = refine_identity_by_shading(photos[:1], fits[:1], views[:1], engine.head_model_arrays, engine.topology)
+    single = refine_identity_by_shading(photos[:1], fits[:1], views[:1], engine.shading_head_model, engine.topology)
     np.testing.assert_array_equal(single, fits[0].identity)
 
 

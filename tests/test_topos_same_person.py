@@ -40,15 +40,20 @@ def local(engine, photos):  # noqa: F811
     return engine.generate([photos], options)[0], engine.generate([photos[0]], options)[0]
 
 
-def assert_same_head(a, b, atol: float = 1e-5) -> None:
+# A head of several photos in another DiT batch: the shading refinement's 130 gradient steps carry the batch's float
+# noise (~1e-6 cm) up to about 0.1 mm (0.07 mm measured on these photos); the fits on it follow.
+SAME_PERSON_ATOL = (0.02, 5e-3)  # (points in cm, expression weights and camera matrices (relative too))
+
+
+def assert_same_head(a, b, atol: tuple[float, float] = (1e-5, 1e-4)) -> None:
     """Equal up to the float noise of a different DiT batch (a head does not depend on its batch-mates)."""
-    np.testing.assert_allclose(a.points, b.points, rtol=0, atol=atol)
+    np.testing.assert_allclose(a.points, b.points, rtol=0, atol=atol[0])
     names = sorted(set(a.expression_weights) | set(b.expression_weights))
     np.testing.assert_allclose([a.expression_weights.get(n, 0.0) for n in names],
-                               [b.expression_weights.get(n, 0.0) for n in names], rtol=0, atol=1e-4)
+                               [b.expression_weights.get(n, 0.0) for n in names], rtol=0, atol=atol[1])
     assert len(a.view_cameras) == len(b.view_cameras)
     for x, y in zip([a.camera, *a.view_cameras], [b.camera, *b.view_cameras]):
-        np.testing.assert_allclose(x.world_to_camera, y.world_to_camera, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(x.world_to_camera, y.world_to_camera, rtol=atol[1], atol=atol[1])
 
 
 def test_one_identity_from_every_view_and_every_camera_kept(engine, photos, local):  # noqa: F811
@@ -61,11 +66,21 @@ def test_one_identity_from_every_view_and_every_camera_kept(engine, photos, loca
     assert head.provenance.extra["same_person_views"] == 3 and [v["seed"] for v in views] == [5, 6, 7]
     assert len(head.view_cameras) == 3 and head.camera == head.view_cameras[0]
     assert {"albedo", "normal", "roughness"} <= head.textures.keys()
-    # the identity is the views' DiT samples (seed + view) reconciled; each view fitted with it held fixed
+    # the identity is the views' DiT samples (seed + view) reconciled, then refined by the skin's shading across
+    # the photos (identity modes added to the mean); each view fitted with it held fixed
     portraits = engine._front_end_views(photos, GenerateOptions(), None, None)
     samples, _ = engine._sample(portraits, [5, 6, 7])
-    np.testing.assert_allclose(head.points, reconcile_view_heads(samples), rtol=0, atol=1e-5)
     assert np.abs(samples[0] - samples[1]).max() > 1e-4  # the views' samples differ: the mean is not one of them
+    mean = reconcile_view_heads(samples)
+    refined = engine._refined_by_shading(portraits, mean, None)
+    np.testing.assert_allclose(head.points, refined, rtol=0, atol=1e-5)
+    moved = np.linalg.norm(refined - mean, axis=1)[engine.topology.vertex_groups["narrow_face"]]  # (F,) cm
+    assert 0.005 < moved.max() < 1.5  # the shading moved the front of the face, by less than the prior allows
+    coefficients, *_ = np.linalg.lstsq(engine.classic.identity_basis.reshape(len(engine.classic.identity_basis), -1).T,
+                                       (refined - mean).reshape(-1), rcond=None)
+    np.testing.assert_allclose(np.tensordot(coefficients, engine.classic.identity_basis, axes=1), refined - mean,
+                               rtol=0, atol=1e-4)  # identity modes on top of the samples' mean, nothing else
+    assert head.provenance.timings_s["shading_refinement"] > 0
     for view, camera in zip(views, head.view_cameras):
         assert view["fit_rms_px"] < 15.0 and camera.focal_length_px == pytest.approx(view["focal_length_px"], abs=0.01)
     assert head.view_cameras[2].image_size == (440, 440) and head.view_cameras[0].image_size == (512, 512)
@@ -73,7 +88,7 @@ def test_one_identity_from_every_view_and_every_camera_kept(engine, photos, loca
     assert np.abs(head.view_cameras[0].world_to_camera - head.view_cameras[1].world_to_camera).max() > 1e-3
     # one DiT call for several photos of one person and a single photo: each is the head it is alone
     both, single = engine.generate([photos, photos[0]], GenerateOptions(seed=5, texture_size=512))
-    assert_same_head(both, head)
+    assert_same_head(both, head, SAME_PERSON_ATOL)
     assert_same_head(single, alone)
     assert "views" not in single.provenance.extra and not single.view_cameras
 
@@ -129,5 +144,5 @@ def test_grpc_equals_in_process_and_batches_with_single_photos(server, photos, l
     assert caught.value.code == "INVALID_ARGUMENT"
     assert remote.differences(local[0], atol=1e-5) == [] and len(remote.view_cameras) == 3
     assert remote.provenance.extra["views"] == local[0].provenance.extra["views"]
-    assert_same_head(remote_both, local[0])
+    assert_same_head(remote_both, local[0], SAME_PERSON_ATOL)
     assert_same_head(remote_single, local[1])

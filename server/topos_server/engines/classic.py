@@ -21,7 +21,7 @@ from topos_server.assets.landmark_offsets import turned_offsets
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
-from topos_server.fit.shading_refinement import HeadModelArrays, refine_identity_by_shading
+from topos_server.fit.shading_refinement import ShadingHeadModel, refine_identity_by_shading
 from topos_server.texture.learned import portrait_textures
 from topos_server.texture.multiview import bake_views
 
@@ -67,9 +67,9 @@ class ClassicEngine:
         return results
 
     @property
-    def head_model_arrays(self) -> HeadModelArrays:
+    def shading_head_model(self) -> ShadingHeadModel:
         """The head model as the shading refinement of several photos needs it."""
-        return HeadModelArrays(self.neutral, self.identity_basis, self.expression_basis, self.basis)
+        return ShadingHeadModel(self.neutral, self.identity_basis, self.expression_basis, self.basis)
 
     def identity_points(self, identity: np.ndarray) -> np.ndarray:
         """(I,) coefficients → (N, 3) float32 neutral-expression head."""
@@ -164,7 +164,7 @@ class ClassicEngine:
         timings["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         report("shading", 0.25)
-        identity = refine_identity_by_shading(images, fits, [face.points for face in faces], self.head_model_arrays,
+        identity = refine_identity_by_shading(images, fits, [face.points for face in faces], self.shading_head_model,
                                               self.topology)
         timings["shading_refinement"] = time.perf_counter() - t
         points = self.identity_points(identity)  # (N, 3) the shared identity, neutral expression

@@ -5,14 +5,13 @@ the landmarks with that identity held fixed (the classic fit with no identity mo
 are baked through that camera as in the classic engine. Several seeds give several plausible heads of
 one photo (:meth:`ToposEngine.generate_variants`: one batched DiT call).
 
-Several photos of one person (an image entry that is a tuple): the DiT samples one head per photo, all
-in the same batched call (photo ``v`` with seed ``seed + v``), and the identity is their mean
-(:func:`reconcile_view_heads`); each photo's expression and camera are then fitted with that identity
-held fixed, every photo is baked through its own camera and the bakes are merged by visibility and
-viewing angle (texture/multiview.py) as in the classic engine. BENCHMARKS.md ("Several photos of one
-person") measures it: the committed DiT hardly moves with the photo, so what the extra photos buy is
-mostly the average over several samples' noise.
-"""
+Several photos of one person (an image entry that is a tuple): the DiT samples one head per photo, all in the same
+batched call (photo ``v`` with seed ``seed + v``), and the identity is their mean (:func:`reconcile_view_heads`),
+refined by the skin's shading across the photos as in the classic engine (fit/shading_refinement.py: identity modes
+added to the mean); each photo's expression and camera are then fitted with that identity held fixed, every photo
+is baked through its own camera and the bakes are merged by visibility and viewing angle (texture/multiview.py) as
+in the classic engine. BENCHMARKS.md ("Several photos of one person") measures it: the committed DiT hardly moves
+with the photo, so what the extra photos buy is mostly the average over several samples' noise."""
 
 from __future__ import annotations
 
@@ -33,7 +32,8 @@ from topos_server.engines.base import GenerateOptions, ProgressCallback, check_s
 from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
                                           fit_yaw_deg)
 from topos_server.face import FaceLandmarks, load_image
-from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks
+from topos_server.fit.landmark_fit import LandmarkBasis, LandmarkFit, fit_landmarks
+from topos_server.fit.shading_refinement import ShadingHeadModel, refine_identity_by_shading
 from topos_server.models import WEIGHTS_DIR
 from topos_server.models.dit import ToposDiT
 from topos_server.pipelines.convert import load_vae
@@ -235,6 +235,9 @@ class ToposEngine:
         t = time.perf_counter()
         head = reconcile_view_heads(heads)  # (N, 3)
         reconcile_s = time.perf_counter() - t
+        t = time.perf_counter()
+        head = self._refined_by_shading(portraits, head, focal_length_px)
+        shading_s = time.perf_counter() - t
         views = [self._fitted(portrait, head, seed + view, focal_length_px, face_asked and view == 0, batch_timings)
                  for view, portrait in enumerate(portraits)]
         first = views[0]
@@ -242,6 +245,7 @@ class ToposEngine:
                    for key in ("decode", "landmarks", "fit")}
         timings.update({key: round(value * len(views), 4) for key, value in batch_timings.items()})  # V samples
         timings["reconcile"] = round(reconcile_s, 4)
+        timings["shading_refinement"] = round(shading_s, 4)
         per_view = ("fit_rms_px", "focal_length_px", "yaw_deg", "eyes_hidden", "face")
         extra = {key: value for key, value in first.provenance.extra.items() if key not in per_view + ("faces_found",)}
         extra.update({
@@ -249,7 +253,8 @@ class ToposEngine:
             "views": [{**{key: v.provenance.extra[key] for key in per_view},
                        "source_image_sha256": v.provenance.source_image_sha256, "seed": v.provenance.seed}
                       for v in views],
-            "identity_from": "mean of the views' DiT samples (photo v sampled with seed + v)",
+            "identity_from": "mean of the views' DiT samples (photo v sampled with seed + v), then the skin's "
+                             "shading across the photos (fit/shading_refinement.py)",
             "expression_from": "photo 1 (each view's is fitted; the asset keeps the first)"})
         result = HeadResult(
             points=head, topology=self.topology, expression_weights=first.expression_weights,
@@ -258,6 +263,33 @@ class ToposEngine:
             provenance=Provenance(engine=self.name, seed=seed, timings_s=timings,
                                   source_image_sha256=first.provenance.source_image_sha256, extra=extra))
         return result, views
+
+    def _refined_by_shading(self, portraits: list[dict], head: np.ndarray, focal_length_px: float | None
+                            ) -> np.ndarray:
+        """(N, 3) float32: ``head`` (the samples' mean) plus the identity modes that make the skin's shading agree
+        across the photos (fit/shading_refinement.py), each photo's expression and camera first fitted to it."""
+        if len(portraits) < 2:
+            return head
+        identity_basis, expression_basis = self.classic.identity_basis, self.classic.expression_basis
+        around = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, identity_basis,
+                                          expression_basis, contour_pool=self.contour_pool,
+                                          turned=self.classic.basis.turned)
+        no_identity = np.zeros(len(identity_basis))
+        fits = [replace(self._view_fit(portrait, head, focal_length_px), identity=no_identity)
+                for portrait in portraits]
+        identity = refine_identity_by_shading([p["image"] for p in portraits], fits,
+                                              [p["face"].points for p in portraits],
+                                              ShadingHeadModel(head, identity_basis, expression_basis, around),
+                                              self.topology)
+        return (head + np.tensordot(identity, identity_basis, axes=1)).astype(np.float32)
+
+    def _view_fit(self, portrait: dict, head: np.ndarray, focal_length_px: float | None) -> LandmarkFit:
+        """The photo's expression and camera fitted to its landmarks with the identity held at ``head`` (N, 3)."""
+        basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
+                                         self.classic.expression_basis, contour_pool=self.contour_pool,
+                                         turned=self.classic.basis.turned)
+        height, width = portrait["image"].shape[:2]
+        return fit_landmarks(basis, portrait["face"].points, (width, height), focal_length_px)
 
     def fit_portrait(self, image: np.ndarray, seeds: Sequence[int] = (0,), focal_length_px: float | None = None,
                      face_index: int | None = None) -> list[HeadResult]:
@@ -274,11 +306,7 @@ class ToposEngine:
         """The untextured result: expression and camera fitted to the landmarks with the identity held at ``head``."""
         image, face = portrait["image"], portrait["face"]
         t = time.perf_counter()
-        basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
-                                         self.classic.expression_basis, contour_pool=self.contour_pool,
-                                         turned=self.classic.basis.turned)
-        height, width = image.shape[:2]
-        fit = fit_landmarks(basis, face.points, (width, height), focal_length_px)
+        fit = self._view_fit(portrait, head, focal_length_px)
         timings = {**portrait["timings"], **batch_timings, "fit": time.perf_counter() - t}
         expression = fit.expression.astype(np.float32)
         source = portrait["source"]

@@ -56,7 +56,7 @@ LANDMARKS = 468  # FaceMesh points without the irises
 
 
 @dataclass(frozen=True)
-class HeadModelArrays:
+class ShadingHeadModel:
     """What the refinement needs of the head model."""
 
     neutral: np.ndarray  # (N, 3)
@@ -66,7 +66,7 @@ class HeadModelArrays:
 
 
 def refine_identity_by_shading(images: list[np.ndarray], fits: list[LandmarkFit], landmarks_px: list[np.ndarray],
-                               model: HeadModelArrays, topology: ReferenceTopology) -> np.ndarray:
+                               model: ShadingHeadModel, topology: ReferenceTopology) -> np.ndarray:
     """(I,) the identity of ``fits`` (one joint fit, :func:`fit_landmarks_multiview`) refined by the shading of
     the skin across ``images`` ((H, W, 3) uint8 RGB, one per fit; ``landmarks_px`` their (≥ 468, 2|3) detections).
     Fewer than two photos: the identity unchanged."""
@@ -164,7 +164,7 @@ def keep_landmarks() -> np.ndarray:
 class _View:
     """One photo: its luminance at the work scale, its camera, its expression and its detected landmarks."""
 
-    def __init__(self, image, fit: LandmarkFit, landmarks_px, model: HeadModelArrays, vertices, start, identity,
+    def __init__(self, image, fit: LandmarkFit, landmarks_px, model: ShadingHeadModel, vertices, start, identity,
                  count: int, torch):
         self.torch = torch
         points = np.asarray(landmarks_px, np.float64)[:LANDMARKS, :2]
@@ -275,7 +275,7 @@ def _hair_weights(images, fits: list[LandmarkFit], landmarks_px, points, express
     return out
 
 
-def _visibility_weights(fits: list[LandmarkFit], identity, model: HeadModelArrays, topology: ReferenceTopology,
+def _visibility_weights(fits: list[LandmarkFit], identity, model: ShadingHeadModel, topology: ReferenceTopology,
                         triangles, face_of) -> np.ndarray:
     """(V, N) how squarely each photo sees each vertex of the starting head (0 where hidden)."""
     occluders = triangles[occluding_triangles(topology, face_of)]
