@@ -230,9 +230,9 @@ class _View:
 def _rotation(axis_angle, torch):
     """(3,) axis-angle → (3, 3) rotation (Rodrigues; differentiable at zero)."""
     angle2 = (axis_angle * axis_angle).sum()
-    k = torch.zeros(3, 3, dtype=axis_angle.dtype)
-    k[0, 1], k[0, 2], k[1, 2] = -axis_angle[2], axis_angle[1], -axis_angle[0]
-    k = k - k.T
+    x, y, z = axis_angle.unbind()
+    zero = torch.zeros((), dtype=axis_angle.dtype)
+    k = torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])])  # [a]×
     # sin(θ)/θ and (1 − cos θ)/θ² by their series: the corrections are small
     return torch.eye(3, dtype=axis_angle.dtype) + (1 - angle2 / 6) * k + (0.5 - angle2 / 24) * (k @ k)
 
@@ -247,15 +247,14 @@ def _shading_misfit(luminance, harmonics, weight, torch):
     """luminance (V, S), harmonics (V, S, 9), weight (V, S) → the misfit of one albedo per sample times each
     photo's SH shading, relative to the luminance's weighted energy; albedo and lights solved in closed form."""
     albedo = torch.full_like(luminance[0], float(((weight * luminance).sum() / weight.sum()).detach()))  # (S,)
-    ridge = RIDGE * torch.eye(9, dtype=luminance.dtype)
+    ridge = RIDGE * torch.eye(9, dtype=luminance.dtype) * weight.sum(dim=1)[:, None, None]  # (V, 9, 9)
     root = weight.sqrt()
+    target = (luminance * root)[:, :, None]  # (V, S, 1)
     for _ in range(3):
-        shading = []
-        for k in range(luminance.shape[0]):
-            design = harmonics[k] * (albedo * root[k])[:, None]  # (S, 9)
-            light = torch.linalg.solve(design.T @ design + ridge * weight[k].sum(), design.T @ (luminance[k] * root[k]))
-            shading.append(harmonics[k] @ light)
-        shading = torch.stack(shading)  # (V, S)
+        design = harmonics * (albedo * root)[:, :, None]  # (V, S, 9)
+        transposed = design.transpose(1, 2)  # (V, 9, S)
+        light = torch.linalg.solve(transposed @ design + ridge, transposed @ target)  # (V, 9, 1)
+        shading = (harmonics @ light)[:, :, 0]  # (V, S)
         albedo = (weight * luminance * shading).sum(dim=0) / ((weight * shading * shading).sum(dim=0) + 1e-9)
     return (weight * (luminance - albedo * shading) ** 2).sum() / (weight * luminance * luminance).sum()
 
