@@ -209,6 +209,7 @@ def photo_bins(args) -> None:
     without and with the turned-head table."""
     from topos_server.assets.correspondence import register_mediapipe
     from topos_server.assets.landmark_offsets import load_offsets, turned_offsets
+    from topos_server.assets.turned_landmarks import load_correction
     from topos_server.data.synthetic_portraits import SyntheticPortraits as PhotoPortraits
     from topos_server.engines.classic import CONTOUR_POOL_GROUP, ClassicEngine
     from topos_server.fit.landmark_fit import FitWeights, LandmarkBasis, fit_landmarks
@@ -220,18 +221,20 @@ def photo_bins(args) -> None:
     photos_of = PhotoPortraits("eval", seed=9000, engine=engine)
     facemesh = engine.cache.facemesh_dir
 
-    def basis(offsets, turned=None):
+    def basis(offsets, turned=None, correction=None):
         landmarks = register_mediapipe(engine.topology, facemesh / "canonical_face_model.obj",
                                        facemesh / "face_model_with_iris.obj", offsets=offsets).landmarks
         return LandmarkBasis.from_model(landmarks, engine.neutral, engine.identity_basis, engine.expression_basis,
                                         contour_pool=engine.topology.vertex_groups.get(CONTOUR_POOL_GROUP),
-                                        turned=turned)
+                                        turned=turned, turned_correction=correction)
 
     geometric, learned = basis(None), basis(load_offsets(), turned_offsets())
+    corrected = basis(load_offsets(), turned_offsets(), load_correction())
     methods = {"geometric, no pose handling": (geometric, FitWeights(visibility=False, contour_sliding=False)),
                "geometric": (geometric, FitWeights()),
                "offsets, not turned": (learned, FitWeights(turned_offsets=False)),
-               "offsets + turned": (learned, FitWeights())}
+               "offsets + turned": (learned, FitWeights()),
+               "+ turned-head correction": (corrected, FitWeights())}
     errors = {(name, b): [] for name in methods for b in YAW_BINS}
     missed = {b: 0 for b in YAW_BINS}
     for b, (low, high) in enumerate(YAW_BINS):

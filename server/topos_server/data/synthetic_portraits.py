@@ -77,8 +77,9 @@ class PortraitOptions:
     face_width_px: tuple[float, float] = (80.0, 200.0)
     focal_mm: tuple[float, float] = (35.0, 120.0)  # 35 mm equivalent (36 mm frame width)
     min_distance_cm: float = 30.0
+    min_yaw_deg: float = 0.0
     max_yaw_deg: float = 70.0
-    yaw_power: float = 1.6  # |yaw| = max · u^power
+    yaw_power: float = 1.6  # |yaw| = min + (max − min) · u^power
     max_pitch_deg: float = 15.0
     max_roll_deg: float = 10.0
     max_offset: float = 0.08  # × image size, face centre off the image centre
@@ -242,7 +243,8 @@ class SyntheticPortraits:
     def camera(self, posed: np.ndarray, rng: np.random.Generator) -> tuple[Camera, dict]:
         opt = self.options
         size = opt.image_size
-        yaw = opt.max_yaw_deg * rng.random() ** opt.yaw_power * rng.choice([-1.0, 1.0])
+        yaw = (opt.min_yaw_deg + (opt.max_yaw_deg - opt.min_yaw_deg) * rng.random() ** opt.yaw_power) \
+            * rng.choice([-1.0, 1.0])
         pitch = rng.uniform(-opt.max_pitch_deg, opt.max_pitch_deg)
         roll = rng.uniform(-opt.max_roll_deg, opt.max_roll_deg)
         rotation = head_rotation(yaw, pitch, roll)  # (3, 3) head → camera frame

@@ -18,6 +18,7 @@ from topos_sdk.faces import CHOICE_RULE, FaceList
 from topos_server.assets.cache import AssetCache
 from topos_server.assets.head_model_file import load_head_model_arrays
 from topos_server.assets.landmark_offsets import turned_offsets
+from topos_server.assets.turned_landmarks import load_correction
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
@@ -48,7 +49,8 @@ class ClassicEngine:
         self.expression_names = list(model.expression_names)
         self.basis = LandmarkBasis.from_model(
             self.topology.landmarks[MEDIAPIPE_LANDMARKS], self.neutral, self.identity_basis, self.expression_basis,
-            contour_pool=self.topology.vertex_groups.get(CONTOUR_POOL_GROUP), turned=turned_offsets())
+            contour_pool=self.topology.vertex_groups.get(CONTOUR_POOL_GROUP), turned=turned_offsets(),
+            turned_correction=load_correction())
         self.landmarker = FaceLandmarker(cache=self.cache, refine_iris=True)  # 478: the iris constrains gaze
         self._lock = threading.Lock()  # the landmarker's interpreters are not re-entrant
 

@@ -287,7 +287,8 @@ class ToposEngine:
         """The photo's expression and camera fitted to its landmarks with the identity held at ``head`` (N, 3)."""
         basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
                                          self.classic.expression_basis, contour_pool=self.contour_pool,
-                                         turned=self.classic.basis.turned)
+                                         turned=self.classic.basis.turned,
+                                         turned_correction=self.classic.basis.turned_correction)
         height, width = portrait["image"].shape[:2]
         return fit_landmarks(basis, portrait["face"].points, (width, height), focal_length_px)
 

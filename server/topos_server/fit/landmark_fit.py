@@ -33,6 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from topos_sdk import Camera, LandmarkSet
+from topos_server.assets.turned_landmarks import TurnedLandmarkCorrection
 
 # MediaPipe FaceMesh face-oval (silhouette) landmarks: where they sit on the 3D face changes with
 # pose, so they get a lower weight.
@@ -118,15 +119,19 @@ class LandmarkBasis:
     contour: ContourCandidates | None = None
     # (K, 3) each: where the detector's points move when the head is turned fully to yaw > 0 / yaw < 0
     turned: tuple[np.ndarray, np.ndarray] | None = None
+    # beyond its yaw, the detections are moved to where the points belong (assets/turned_landmarks.py)
+    turned_correction: TurnedLandmarkCorrection | None = None
 
     @classmethod
     def from_model(cls, landmarks: LandmarkSet, neutral: np.ndarray, identity_basis: np.ndarray,
                    expression_basis: np.ndarray, contour_pool: np.ndarray | None = None,
-                   turned: tuple[np.ndarray, np.ndarray] | None = None) -> "LandmarkBasis":
+                   turned: tuple[np.ndarray, np.ndarray] | None = None,
+                   turned_correction: TurnedLandmarkCorrection | None = None) -> "LandmarkBasis":
         """neutral (N, 3), identity_basis (I, N, 3), expression_basis (E, N, 3) → values at the landmarks,
         with the landmarks' smooth surface normals (visibility weights); ``contour_pool`` (vertex ids of
         the front of the face) enables silhouette sliding of the jaw/cheek landmarks; ``turned``: the
-        turned-head offsets (:func:`~topos_server.assets.landmark_offsets.turned_offsets`)."""
+        turned-head offsets (:func:`~topos_server.assets.landmark_offsets.turned_offsets`); ``turned_correction``:
+        the strongly turned head's (:func:`~topos_server.assets.turned_landmarks.load_correction`)."""
         w = landmarks.weights.astype(np.float64)  # (K, 3 corners)
         v = landmarks.vertices  # (K, 3 corners)
 
@@ -138,7 +143,7 @@ class LandmarkBasis:
         contour = None if contour_pool is None else ContourCandidates.from_model(
             points, np.asarray(contour_pool), neutral, identity_basis, expression_basis)
         return cls(neutral=points, identity=at(identity_basis), expression=at(expression_basis),
-                   normals=normals, contour=contour, turned=turned)
+                   normals=normals, contour=contour, turned=turned, turned_correction=turned_correction)
 
     @cached_property
     def combined(self) -> np.ndarray:
@@ -149,7 +154,8 @@ class LandmarkBasis:
         """The first ``count`` landmarks (468 plain FaceMesh points of a 478-point set)."""
         return LandmarkBasis(self.neutral[:count], self.identity[:count], self.expression[:count],
                              None if self.normals is None else self.normals[:count], self.contour,
-                             None if self.turned is None else (self.turned[0][:count], self.turned[1][:count]))
+                             None if self.turned is None else (self.turned[0][:count], self.turned[1][:count]),
+                             self.turned_correction)
 
     def turned_towards(self, yaw_deg: float, weights: "FitWeights") -> "LandmarkBasis":
         """The basis with the landmarks moved by the turned-head offsets for a head at ``yaw_deg`` (the fit's
@@ -207,7 +213,9 @@ class FitWeights:
     full_weight_facing: float = 0.35  # cos of the viewing angle from which a landmark counts fully
     turned_away: float = 0.03  # weight factor of landmarks edge-on or turned away from the camera
     hidden_eye_yaw_deg: float = 50.0  # beyond this head turn the nose hides the far eye: its iris points drop
-    turned_offsets: bool = True  # refit a turned head with the detector's turned-head offsets (needs basis.turned)
+    # refit a turned head with the detector's turned-head offsets (basis.turned) and, beyond its yaw, on the
+    # corrected detections (basis.turned_correction): the real detector's behaviour, off for exact landmarks
+    turned_offsets: bool = True
     turn_start_deg: float = 25.0  # the offsets start to apply beyond this yaw …
     turn_full_deg: float = 50.0  # … and apply fully from this one
 
@@ -438,7 +446,7 @@ def fit_landmarks(basis: LandmarkBasis, landmarks_px: np.ndarray, image_size: tu
     """Fit pose, identity and expression to (K, 2|3) landmarks in pixels (x, y[, MediaPipe z])."""
     # the matrices are small: BLAS threads only contend (100× slower on a loaded 2-core box)
     with threadpool_limits(1, user_api="blas"):
-        return _fit(basis, landmarks_px, image_size, focal_length_px, weights)
+        return _fit(basis, landmarks_px, image_size, focal_length_px, weights)[0]
 
 
 def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray], image_sizes: list[tuple[int, int]],
@@ -453,10 +461,11 @@ def fit_landmarks_multiview(basis: LandmarkBasis, landmarks_px: list[np.ndarray]
     and every camera distance together changes no photo."""
     weights = weights or FitWeights()
     with threadpool_limits(1, user_api="blas"):
-        singles = [_fit(basis, lm, size, focal_length_px, weights) for lm, size in zip(landmarks_px, image_sizes)]
+        fitted = [_fit(basis, lm, size, focal_length_px, weights) for lm, size in zip(landmarks_px, image_sizes)]
+        singles = [single for single, _, _ in fitted]
         views, bases = [], []
-        for lm, size, single in zip(landmarks_px, image_sizes, singles):
-            view, view_basis = _observation(basis, lm, size, weights)
+        for size, (single, single_basis, lm) in zip(image_sizes, fitted):  # a turned view: its corrected points
+            view, view_basis = _observation(single_basis, lm, size, weights)
             view_basis = view_basis.turned_towards(yaw_degrees(single.rotation), weights)
             view.focal = single.focal_length_px
             view.rvec, view.tvec = cv2.Rodrigues(single.rotation)[0], single.translation.reshape(3, 1).copy()
@@ -530,8 +539,22 @@ def _refine(bases: list[LandmarkBasis], views: list[ViewObservation], identity: 
     return results
 
 
-def _fit(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkFit:
+def _fit(basis, landmarks_px, image_size, focal_length_px, weights
+         ) -> tuple[LandmarkFit, LandmarkBasis, np.ndarray]:
+    """The fit, and the basis and landmarks it ended with: a head found turned beyond the basis's
+    ``turned_correction`` is fitted again on the corrected detections, without the turned-head offsets."""
     weights = weights or FitWeights()
+    fit = _fit_detections(basis, landmarks_px, image_size, focal_length_px, weights)
+    correction = basis.turned_correction
+    if correction is None or not weights.turned_offsets or not correction.applies(yaw_degrees(fit.rotation),
+                                                                                   landmarks_px):
+        return fit, basis, landmarks_px
+    corrected = correction(landmarks_px, yaw_degrees(fit.rotation))
+    basis = replace(basis, turned=None, turned_correction=None)
+    return _fit_detections(basis, corrected, image_size, focal_length_px, weights), basis, corrected
+
+
+def _fit_detections(basis, landmarks_px, image_size, focal_length_px, weights) -> LandmarkFit:
     view, view_basis = _observation(basis, landmarks_px, image_size, weights)
     w, h = image_size
     focals = [focal_length_px] if focal_length_px else [s * max(w, h) for s in FOCAL_CANDIDATES]
