@@ -206,7 +206,8 @@ def photo_bins(args) -> None:
     camera and background as ``data/synthetic_portraits.py`` draws the DiT's eval pairs, 256²) and the real
     front-end on each; the classic fit with the landmarks embedded by the geometric registration alone (with and
     without the pose handling: both switches off) vs with the learned offsets (``assets/landmark_offsets.py``),
-    without and with the turned-head table."""
+    without and with the turned-head table, and with the turned-head correction of the detections on top
+    (``assets/turned_landmarks.py``: what the engine ships)."""
     from topos_server.assets.correspondence import register_mediapipe
     from topos_server.assets.landmark_offsets import load_offsets, turned_offsets
     from topos_server.assets.turned_landmarks import load_correction

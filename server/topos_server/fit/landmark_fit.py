@@ -13,7 +13,9 @@ the face's outline, wherever that falls on the 3D face — slide along their row
 to the one on the mesh's occluding contour for the current pose (silhouette correspondences). A head
 found turned beyond ``FitWeights.turn_start_deg`` is fitted again with the landmarks moved to where the
 real detector puts them on a turned head (``LandmarkBasis.turned``, learned from renders:
-:mod:`topos_server.assets.landmark_offsets`).
+:mod:`topos_server.assets.landmark_offsets`); one found turned beyond the ``LandmarkBasis.turned_correction``'s
+yaw is fitted again on its detections moved to where the points belong (the detector regresses a less-turned
+face there: :mod:`topos_server.assets.turned_landmarks`).
 
 Several photos of one person (:func:`fit_landmarks_multiview`): one identity, per-view pose, focal
 length and expression, solved jointly; the identity prior is held as many times as hard as there are
