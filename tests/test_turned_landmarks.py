@@ -151,5 +151,4 @@ def test_committed_correction_reaches_the_engine_and_turns_profiles_further(tmp_
         after.append(abs(abs(yaw_degrees(fit_landmarks(engine.basis, face.points, size).rotation))
                          - abs(truth["yaw_deg"])))
     assert len(before) >= 4
-    print(f"yaw error {np.mean(before):.1f} -> {np.mean(after):.1f} deg on {len(before)} renders")
     assert np.mean(after) < 0.7 * np.mean(before)
