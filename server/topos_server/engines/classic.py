@@ -21,7 +21,7 @@ from topos_server.assets.landmark_offsets import turned_offsets
 from topos_server.assets.turned_landmarks import load_correction
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
-from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview
+from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview, yaw_degrees
 from topos_server.fit.shading_refinement import ShadingHeadModel, refine_identity_by_shading
 from topos_server.texture.learned import portrait_textures
 from topos_server.texture.multiview import bake_views
@@ -112,7 +112,7 @@ class ClassicEngine:
             provenance=Provenance(engine=self.name, timings_s=timings, extra={
                 "fit_rms_px": round(fit.rms_px, 3), "faces_found": int(face.face_count),
                 "focal_length_px": round(fit.focal_length_px, 2),
-                "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
+                "yaw_deg": round(yaw_degrees(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                 "face": face_provenance(face, asked=face_index is not None)}))
         return result, face
 
@@ -182,7 +182,7 @@ class ClassicEngine:
         hashes = [Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes())
                   for source, image in zip(sources, images)]
         views = [{"fit_rms_px": round(fit.rms_px, 3), "focal_length_px": round(fit.focal_length_px, 2),
-                  "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
+                  "yaw_deg": round(yaw_degrees(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                   "face": face_provenance(face, asked=view == 0 and options.face_index is not None),
                   "source_image_sha256": digest}
                  for view, (fit, face, digest) in enumerate(zip(fits, faces, hashes))]
@@ -205,8 +205,3 @@ def face_provenance(face: FaceLandmarks, asked: bool) -> dict:
     chosen = face.faces.faces[face.face_index]
     return {**chosen.as_dict(), "of": len(face.faces.faces),
             "chosen_by": "face index asked for" if asked else CHOICE_RULE}
-
-
-def fit_yaw_deg(rotation: np.ndarray) -> float:
-    """Head turn of a fitted (3, 3) OpenCV-frame rotation: the angle of the head's x axis out of the image plane."""
-    return float(np.degrees(np.arctan2(rotation[2, 0], rotation[0, 0])))

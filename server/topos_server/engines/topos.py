@@ -29,10 +29,9 @@ from topos_sdk import AssetError, HeadResult, InvalidInputError, Provenance, Top
 from topos_sdk.generate import MAX_VARIANTS
 from topos_server.assets.cache import AssetCache
 from topos_server.engines.base import GenerateOptions, ProgressCallback, check_same_person
-from topos_server.engines.classic import (CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance,
-                                          fit_yaw_deg)
+from topos_server.engines.classic import CONTOUR_POOL_GROUP, MEDIAPIPE_LANDMARKS, ClassicEngine, face_provenance
 from topos_server.face import FaceLandmarks, load_image
-from topos_server.fit.landmark_fit import LandmarkBasis, LandmarkFit, fit_landmarks
+from topos_server.fit.landmark_fit import LandmarkBasis, LandmarkFit, fit_landmarks, yaw_degrees
 from topos_server.fit.shading_refinement import ShadingHeadModel, refine_identity_by_shading
 from topos_server.models import WEIGHTS_DIR
 from topos_server.models.dit import ToposDiT
@@ -324,7 +323,7 @@ class ToposEngine:
                        "dit": self.dit.config.size_name,
                        "vae_id": self.dit.config.vae_id, "fit_rms_px": round(fit.rms_px, 3),
                        "faces_found": int(face.face_count), "focal_length_px": round(fit.focal_length_px, 2),
-                       "yaw_deg": round(fit_yaw_deg(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
+                       "yaw_deg": round(yaw_degrees(fit.rotation), 1), "eyes_hidden": list(fit.hidden_eyes),
                        "face": face_provenance(face, asked=face_asked)}))
 
 
