@@ -226,3 +226,55 @@ def test_bad_mode_and_missing_diagnostics_are_clear_errors(engine):
     with pytest.raises(InvalidInputError, match="diagnostics"):
         complete_textures({}, {}, engine.topology.rest_points, engine.topology, 512, seed=0,
                           model=ToposTextureModel.from_size("tiny"))
+
+
+def test_view_pool_made_in_worker_processes_equals_the_lazy_one(pairs, engine):
+    from topos_server.data.texture_pairs import TexturePairs
+
+    parallel = TexturePairs(pairs.items, pairs.geometry, engine.topology, seed=0, views_per_item=2)
+    parallel.prepare_views(workers=2)
+    assert len(parallel._views) == parallel.pool_size == 6
+    for view in range(parallel.pool_size):
+        visible, fill = parallel.hidden_view(view)
+        lazy_visible, lazy_fill = pairs.hidden_view(view)
+        assert np.array_equal(visible, lazy_visible) and np.array_equal(fill, lazy_fill)
+
+
+def test_a_mirrored_item_is_the_face_seen_from_the_other_side(pairs, engine):
+    from topos_server.data.texture_pairs import mirrored_item
+    from topos_server.texture.bake import mirror_texel_map
+
+    item = pairs.items[0]
+    flipped = mirrored_item(item, engine.topology)
+    assert flipped.name == f"{item.name}~mirrored" and flipped.albedo.shape == item.albedo.shape
+    r = item.weight.shape[0]
+    map_x, map_y = mirror_texel_map(engine.topology, r, 1001)
+    # a texel well inside what was seen takes its mirror point's colour (bilinear: compare with the nearest texel)
+    rows, cols = np.nonzero(flipped.weight.astype(np.float32) > 0.99)
+    source = (np.clip(np.rint(map_y[rows, cols]), 0, r - 1).astype(int), np.clip(np.rint(map_x[rows, cols]), 0, r - 1).astype(int))
+    sure = item.weight.astype(np.float32)[source] > 0.99
+    assert sure.sum() > 50
+    difference = np.abs(flipped.albedo[:, rows[sure], cols[sure]].astype(np.float32)
+                        - item.albedo[:, source[0][sure], source[1][sure]].astype(np.float32))
+    assert np.median(difference) < 0.02
+    # the subject's left side of the tile now holds what the right side saw, and the other way round
+    half = r // 2
+    seen, seen_flipped = item.weight.astype(np.float32), flipped.weight.astype(np.float32)
+    assert abs(seen_flipped[:, :half].sum() - seen[:, half:].sum()) < 0.1 * seen.sum()
+
+
+def test_batches_made_by_workers_are_the_same_batches(engine, bank_records, tmp_path):
+    from topos_server.training.texture import TextureTrainingConfig, train
+
+    config = TextureTrainingConfig(size="tiny", steps=3, batch_size=2, learning_rate=3e-3, warmup_steps=1,
+                                   eval_every=3, checkpoint_every=3, validation_items=2, eval_examples=2,
+                                   views_per_item=1, mirror_items=True)
+    records = bank_records * 2
+    serial = train(config, tmp_path / "serial", records, topology=engine.topology, device="cpu")
+    config.workers = 2
+    parallel = train(config, tmp_path / "parallel", records, topology=engine.topology, device="cpu")
+    assert serial["step"] == parallel["step"] == 3
+    assert serial["loss"] == parallel["loss"] and serial["eval_l1_learned_1step"] == parallel["eval_l1_learned_1step"]
+    a = ToposTextureModel.from_pretrained(tmp_path / "serial" / "model")
+    b = ToposTextureModel.from_pretrained(tmp_path / "parallel" / "model")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -18,6 +18,9 @@ def register(models) -> None:
     add_training_options(p, steps=2000, batch_of="maps", batch_size=12, lr="1e-3", eval_every=100)
     p.add_argument("--bank", type=Path, metavar="DIR", help="texture bank root (default: $TOPOS_HOME/texture_bank)")
     p.add_argument("--crop", type=int, help="train on random crops of this side in texels (default 0: whole maps)")
+    p.add_argument("--views-per-item", type=int, help="hidden views (and their fill) per bake in the pool (default 4)")
+    p.add_argument("--mirror", action="store_true", help="also train on each bake's face mirrored left/right")
+    p.add_argument("--workers", type=int, help="processes making the view pool and the batches (default 0: none)")
     p.set_defaults(handler=run)
 
 
@@ -31,6 +34,15 @@ def run(args) -> int:
         if args.crop < 0:
             raise ValueError("--crop must be 0 (whole maps) or a positive number of texels")
         config.crop = args.crop or None
+    if args.views_per_item is not None:
+        if args.views_per_item <= 0:
+            raise ValueError("--views-per-item must be positive")
+        config.views_per_item = args.views_per_item
+    if args.workers is not None:
+        if args.workers < 0:
+            raise ValueError("--workers must be 0 or more")
+        config.workers = args.workers
+    config.mirror_items = args.mirror
     bank = TextureBank("train", args.bank)  # never the held-out split
     if not len(bank):
         raise ValueError(f"texture bank {bank.folder} is empty; build it first: "

@@ -26,6 +26,8 @@ for the UV position / normal maps (at inference the fitted head's own).
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -253,6 +255,20 @@ def training_item(record: dict, geometry: UVGeometry) -> TrainingItem:
     return TrainingItem(albedo.astype(np.float16), weight.astype(np.float16), str(record["name"]))
 
 
+def mirrored_item(item: TrainingItem, topology: ReferenceTopology, tile: int = FACE_TILE) -> TrainingItem:
+    """The same portrait's face mirrored left↔right in the UV layout (each texel takes its mirror point's
+    observation, bilinear): another plausible face for training."""
+    albedo, weight = mirrored(item.albedo.astype(np.float32), item.weight.astype(np.float32), topology, tile)
+    return TrainingItem(albedo.astype(np.float16), weight.astype(np.float16), f"{item.name}~mirrored")
+
+
+_PAIRS_IN_WORKERS: "TexturePairs | None" = None  # what forked view workers compute from (inherited, not pickled)
+
+
+def _hidden_views(views: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [_PAIRS_IN_WORKERS.hidden_view(view) for view in views]
+
+
 class TexturePairs:
     """Deterministic training examples from a list of :class:`TrainingItem` (see the module notes).
 
@@ -290,6 +306,24 @@ class TexturePairs:
                                 mirror_asymmetry=True)  # the model's prior
             self._views[view] = (visible.astype(np.float16), fill.astype(np.float16))
         return self._views[view]
+
+    def prepare_views(self, workers: int) -> None:
+        """Make the whole pool of hidden views now, in ``workers`` forked processes (the same views as on
+        first use, since each is a pure function of ``(seed, view)``)."""
+        global _PAIRS_IN_WORKERS
+        missing = [view for view in range(self.pool_size) if view not in self._views]
+        if workers <= 1 or len(missing) < 2:
+            for view in missing:
+                self.hidden_view(view)
+            return
+        chunks = [missing[k::workers * 4] for k in range(min(len(missing), workers * 4))]
+        _PAIRS_IN_WORKERS = self
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                for chunk, views in zip(chunks, pool.map(_hidden_views, chunks)):
+                    self._views.update(zip(chunk, views))
+        finally:
+            _PAIRS_IN_WORKERS = None
 
     def example(self, index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, index])

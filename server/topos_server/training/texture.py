@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from topos_server.data.texture_pairs import (RELIGHT_PROBABILITY, TexturePairs, decode_albedo, training_item,
-                                             uv_geometry)
+from topos_server.data.texture_pairs import (RELIGHT_PROBABILITY, TexturePairs, decode_albedo, mirrored_item,
+                                             training_item, uv_geometry)
 from topos_server.models.texture_model import FILL, ToposTextureModel
 
 MODEL_DIR = "model"
@@ -54,6 +54,8 @@ class TextureTrainingConfig:
     validation_items: int = 8  # bakes kept out of the batches for evaluation
     relight_probability: float = RELIGHT_PROBABILITY  # share of examples re-lit, then de-lit by the baker's SH
     views_per_item: int = 4  # hidden views (and their baker's fill) kept per bake
+    mirror_items: bool = False  # also train on each training bake's face mirrored left↔right (twice the faces)
+    workers: int = 0  # processes making the view pool and the batches (0: all in the training process)
     eval_examples: int = 16
     checkpoint_every: int = 100
     seed: int = 0
@@ -111,6 +113,20 @@ def learning_rate(config: TextureTrainingConfig, step: int, time_fraction: float
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``k`` is the training batch of step ``first_step + k``: the same batches as without workers."""
+
+    def __init__(self, pairs: TexturePairs, batch_size: int, first_step: int, steps: int):
+        self.pairs, self.batch_size, self.first_step, self.steps = pairs, batch_size, first_step, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.first_step)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        step = self.first_step + k
+        return self.pairs.batch(range(step * self.batch_size, (step + 1) * self.batch_size))
+
+
 def save_checkpoint(out_dir: Path, model: ToposTextureModel, ema: ToposTextureModel, optimizer, step: int,
                     config: TextureTrainingConfig) -> None:
     from topos_sdk.atomic_files import atomic_output_dir
@@ -158,9 +174,14 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
     validation = TexturePairs(items[len(items) - config.validation_items:], geometry, topology,
                               seed=config.seed + 1_000_003, relight_probability=config.relight_probability)
     eval_batch = validation.batch(range(config.eval_examples))
-    pairs = TexturePairs(items[:len(items) - config.validation_items], geometry, topology,
+    training_items = items[:len(items) - config.validation_items]
+    if config.mirror_items:
+        training_items += [mirrored_item(item, topology, model.config.tile) for item in training_items]
+    pairs = TexturePairs(training_items, geometry, topology,
                          crop=min(config.crop or resolution, resolution), seed=config.seed,
                          views_per_item=config.views_per_item, relight_probability=config.relight_probability)
+    if config.workers:
+        pairs.prepare_views(config.workers)
 
     model.to(device).train()
     ema.to(device).eval().requires_grad_(False)
@@ -171,14 +192,20 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
                 else torch.autocast("cpu", enabled=False))
     started = time.monotonic()
     record: dict = {}
+    b = config.batch_size
+    batches = (pairs.batch(range(step * b, (step + 1) * b)) for step in range(start_step, config.steps))
+    if config.workers:
+        batches = iter(torch.utils.data.DataLoader(_StepBatches(pairs, b, start_step, config.steps), batch_size=None,
+                                                   num_workers=config.workers, prefetch_factor=4,
+                                                   multiprocessing_context="fork",
+                                                   pin_memory=device.type == "cuda"))
     with open(out_dir / LOG_FILE, "a") as log:
         for step in range(start_step, config.steps):
             time_fraction = (time.monotonic() - started) / config.time_limit_s if config.time_limit_s else 0.0
             lr = learning_rate(config, step, time_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            b = config.batch_size
-            batch = {k: v.to(device) for k, v in pairs.batch(range(step * b, (step + 1) * b)).items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             sigma = draw_sigmas(b, gen).to(device)
             noise = torch.randn(batch["target"].shape, generator=gen).to(device)
