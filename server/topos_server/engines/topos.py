@@ -237,8 +237,9 @@ class ToposEngine:
         t = time.perf_counter()
         head = self._refined_by_shading(portraits, head, focal_length_px)
         shading_s = time.perf_counter() - t
-        views = [self._fitted(portrait, head, seed + view, focal_length_px, face_asked and view == 0, batch_timings)
-                 for view, portrait in enumerate(portraits)]
+        basis = self._identity_free_basis(head)
+        views = [self._fitted(portrait, head, seed + view, focal_length_px, face_asked and view == 0, batch_timings,
+                              basis) for view, portrait in enumerate(portraits)]
         first = views[0]
         timings = {key: round(sum(v.provenance.timings_s.get(key, 0.0) for v in views), 4)
                    for key in ("decode", "landmarks", "fit")}
@@ -274,7 +275,8 @@ class ToposEngine:
                                           expression_basis, contour_pool=self.contour_pool,
                                           turned=self.classic.basis.turned)
         no_identity = np.zeros(len(identity_basis))
-        fits = [replace(self._view_fit(portrait, head, focal_length_px), identity=no_identity)
+        basis = self._identity_free_basis(head)
+        fits = [replace(self._view_fit(portrait, head, focal_length_px, basis), identity=no_identity)
                 for portrait in portraits]
         identity = refine_identity_by_shading([p["image"] for p in portraits], fits,
                                               [p["face"].points for p in portraits],
@@ -282,12 +284,18 @@ class ToposEngine:
                                               self.topology)
         return (head + np.tensordot(identity, identity_basis, axes=1)).astype(np.float32)
 
-    def _view_fit(self, portrait: dict, head: np.ndarray, focal_length_px: float | None) -> LandmarkFit:
-        """The photo's expression and camera fitted to its landmarks with the identity held at ``head`` (N, 3)."""
-        basis = LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
-                                         self.classic.expression_basis, contour_pool=self.contour_pool,
-                                         turned=self.classic.basis.turned,
-                                         turned_correction=self.classic.basis.turned_correction)
+    def _identity_free_basis(self, head: np.ndarray) -> LandmarkBasis:
+        """The landmark basis around ``head`` (N, 3) with no identity modes: the fits that hold the identity there."""
+        return LandmarkBasis.from_model(self.topology.landmarks[MEDIAPIPE_LANDMARKS], head, self.no_identity,
+                                        self.classic.expression_basis, contour_pool=self.contour_pool,
+                                        turned=self.classic.basis.turned,
+                                        turned_correction=self.classic.basis.turned_correction)
+
+    def _view_fit(self, portrait: dict, head: np.ndarray, focal_length_px: float | None,
+                  basis: LandmarkBasis | None = None) -> LandmarkFit:
+        """The photo's expression and camera fitted to its landmarks with the identity held at ``head`` (N, 3);
+        ``basis``: :meth:`_identity_free_basis` of that head when the caller already has it."""
+        basis = basis or self._identity_free_basis(head)
         height, width = portrait["image"].shape[:2]
         return fit_landmarks(basis, portrait["face"].points, (width, height), focal_length_px)
 
@@ -302,11 +310,11 @@ class ToposEngine:
                 for head, seed in zip(heads, seeds)]
 
     def _fitted(self, portrait: dict, head: np.ndarray, seed: int, focal_length_px: float | None, face_asked: bool,
-                batch_timings: dict) -> HeadResult:
+                batch_timings: dict, basis: LandmarkBasis | None = None) -> HeadResult:
         """The untextured result: expression and camera fitted to the landmarks with the identity held at ``head``."""
         image, face = portrait["image"], portrait["face"]
         t = time.perf_counter()
-        fit = self._view_fit(portrait, head, focal_length_px)
+        fit = self._view_fit(portrait, head, focal_length_px, basis)
         timings = {**portrait["timings"], **batch_timings, "fit": time.perf_counter() - t}
         expression = fit.expression.astype(np.float32)
         source = portrait["source"]
