@@ -90,14 +90,15 @@ def refine_identity_by_shading(images: list[np.ndarray], fits: list[LandmarkFit]
     count = min(COMPONENTS, model.identity_basis.shape[0])
     start = model.neutral[vertices] + np.tensordot(identity, model.identity_basis[:, vertices], axes=1)  # (M, 3)
     weights = _visibility_weights(fits, identity, model, topology, triangles, face_of)[:, samples]  # (V, S)
-    weights *= _hair_weights(images, fits, landmarks_px, model.neutral[samples] + np.tensordot(
+    linear_images = [[srgb8_to_linear(image[:, :, c]) for c in range(3)] for image in images]  # 3 × (H, W) each
+    weights *= _hair_weights(linear_images, fits, landmarks_px, model.neutral[samples] + np.tensordot(
         identity, model.identity_basis[:, samples], axes=1), model.expression_basis[:, samples])
     weights *= (weights > 0).sum(axis=0) >= 2
 
     with torch.no_grad():
         basis = torch.from_numpy(model.identity_basis[:count, vertices].astype(np.float64))  # (C, M, 3)
-        views = [_View(image, fit, lm, model, vertices, start, identity, count, torch)
-                 for image, fit, lm in zip(images, fits, landmarks_px)]
+        views = [_View(planes, fit, lm, model, vertices, start, identity, count, torch)
+                 for planes, fit, lm in zip(linear_images, fits, landmarks_px)]
     weight = torch.from_numpy(weights.astype(np.float64))  # (V, S)
     prior_centre = torch.from_numpy(identity[:count])
     offset = torch.zeros(count, dtype=torch.float64, requires_grad=True)  # (C,) added to the leading modes
@@ -164,17 +165,16 @@ def keep_landmarks() -> np.ndarray:
 class _View:
     """One photo: its luminance at the work scale, its camera, its expression and its detected landmarks."""
 
-    def __init__(self, image, fit: LandmarkFit, landmarks_px, model: ShadingHeadModel, vertices, start, identity,
+    def __init__(self, linear_planes, fit: LandmarkFit, landmarks_px, model: ShadingHeadModel, vertices, start, identity,
                  count: int, torch):
         self.torch = torch
         points = np.asarray(landmarks_px, np.float64)[:LANDMARKS, :2]
         iod = float(np.linalg.norm(points[EYE_CORNERS[0]] - points[EYE_CORNERS[1]]))
         self.scale = WORK_IOD_PX / max(iod, 1e-6)
-        image_scale = np.array([image.shape[1], image.shape[0]], np.float64) / np.array(fit.image_size, np.float64)
-        linear = np.stack([srgb8_to_linear(image[:, :, c]) for c in range(3)], axis=-1)
-        luminance = linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)  # (H, W)
-        size = (max(8, round(image.shape[1] * self.scale / image_scale[0])),
-                max(8, round(image.shape[0] * self.scale / image_scale[1])))
+        height, width = linear_planes[0].shape
+        image_scale = np.array([width, height], np.float64) / np.array(fit.image_size, np.float64)
+        luminance = sum(np.float32(k) * plane for k, plane in zip((0.2126, 0.7152, 0.0722), linear_planes))  # (H, W)
+        size = (max(8, round(width * self.scale / image_scale[0])), max(8, round(height * self.scale / image_scale[1])))
         interpolation = cv2.INTER_AREA if self.scale < 1.0 else cv2.INTER_LINEAR
         self.luminance = cv2.resize(luminance, size, interpolation=interpolation).astype(np.float32)  # (h, w)
         self.planes = None
@@ -259,17 +259,17 @@ def _shading_misfit(luminance, harmonics, weight, torch):
     return (weight * (luminance - albedo * shading) ** 2).sum() / (weight * luminance * luminance).sum()
 
 
-def _hair_weights(images, fits: list[LandmarkFit], landmarks_px, points, expression_basis) -> np.ndarray:
+def _hair_weights(linear_images, fits: list[LandmarkFit], landmarks_px, points, expression_basis) -> np.ndarray:
     """(V, S) 0 where a sample ((S, 3) ``points`` with each fit's expression, ``expression_basis`` (E, S, 3)) looks
     at hair above the brows in that photo (:mod:`~topos_server.texture.hair_mask`: a fringe has no skin's
     shading), else 1."""
     out = np.ones((len(fits), len(points)), np.float32)
-    for k, (image, fit, landmarks) in enumerate(zip(images, fits, landmarks_px)):
-        mask = hair_mask([srgb8_to_linear(image[:, :, c]) for c in range(3)], landmarks, fit.image_size)
+    for k, (planes, fit, landmarks) in enumerate(zip(linear_images, fits, landmarks_px)):
+        mask = hair_mask(planes, landmarks, fit.image_size)
         if mask is None:
             continue
         posed = points + np.tensordot(fit.expression.astype(np.float64), expression_basis, axes=1)  # (S, 3)
-        xy = fit.to_camera().project(posed) * (np.array([image.shape[1], image.shape[0]]) / np.array(fit.image_size))
+        xy = fit.to_camera().project(posed) * (np.array(planes[0].shape[::-1]) / np.array(fit.image_size))
         out[k] = mask.weight_at(xy.T)
     return out
 
