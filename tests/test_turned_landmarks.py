@@ -11,6 +11,7 @@ import pytest
 from topos_server.assets.turned_landmarks import (
     CORRECTION_FILE,
     POINTS,
+    TABLES,
     DetectionFrame,
     TurnedLandmarkCorrection,
     correction_features,
@@ -50,12 +51,12 @@ def test_regression_recovers_a_linear_map_and_the_file_round_trips(tmp_path):
     truth = rng.normal(0, 0.01, (12, 2 * POINTS))
     shifts = features @ truth + 0.02
     correction = fit_correction(features, shifts, ridge=1e-8)
-    predicted = ((features - correction.mean) / correction.scale) @ correction.weights + correction.offset
-    np.testing.assert_allclose(predicted, shifts, atol=1e-5)
+    np.testing.assert_allclose(correction.shift(features), shifts, atol=1e-5)
+    assert np.abs(correction.dual).max() < 1e-3  # a linear map leaves the kernel part nothing to do
     path = tmp_path / "correction.safetensors"
     save_correction(path, correction, {"renders": 80})
     loaded = load_correction(path)
-    for name in ("mean", "scale", "weights", "offset"):
+    for name in TABLES:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(correction, name))
     assert loaded.min_yaw_deg == correction.min_yaw_deg and loaded.info == {"renders": 80}
     assert load_correction(tmp_path / "missing.safetensors") is None
@@ -63,8 +64,34 @@ def test_regression_recovers_a_linear_map_and_the_file_round_trips(tmp_path):
 
     save_file({"offsets": np.zeros((478, 3), np.float32)}, str(tmp_path / "other.safetensors"),
               metadata={"format": "x"})
-    with pytest.raises(ValueError, match="not a mediapipe-turned-correction/1 file"):
+    with pytest.raises(ValueError, match="not a mediapipe-turned-correction/2 file"):
         load_correction(tmp_path / "other.safetensors")
+    tables = {name: getattr(correction, name) for name in TABLES}
+    metadata = {"format": "mediapipe-turned-correction/2", "min_yaw_deg": "45.0"}
+    save_file({**tables, "modes": tables["modes"][:, :-2]}, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match="inconsistent"):
+        load_correction(tmp_path / "bad.safetensors")
+    save_file({k: v for k, v in tables.items() if k != "dual"}, str(tmp_path / "short.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match="expected"):
+        load_correction(tmp_path / "short.safetensors")
+
+
+def test_kernel_part_learns_what_a_linear_map_cannot():
+    """A shift that depends on the square of a feature: the linear part alone misses it, the kernel part
+    recovers most of it on held-out features; ``kernel_ridge=0`` leaves the kernel part out."""
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(400, 6))
+    pattern = rng.normal(0, 0.01, 2 * POINTS)
+    shifts = np.outer(features[:, 0] ** 2, pattern)
+    held = slice(300, None)
+    kernel = fit_correction(features[:300], shifts[:300], kernel_components=6, kernel_ridge=0.01, modes=4)
+    linear = fit_correction(features[:300], shifts[:300], kernel_ridge=0.0)
+    assert linear.dual.size == 0 and linear.centres.shape == (0, 6)
+
+    def error(correction):
+        return np.abs(correction.shift(features[held]) - shifts[held]).mean()
+
+    assert error(kernel) < 0.3 * error(linear)
 
 
 @needs_ict_and_mediapipe
@@ -79,8 +106,10 @@ def test_fit_refits_a_turned_head_on_the_corrected_detections():
     engine = shared_engine("classic", "cpu")
     features = 3 * POINTS + 1
     shift = np.tile([0.02, -0.01], POINTS).astype(np.float32)  # right and up by 2 % / 1 % of the points' size
-    correction = TurnedLandmarkCorrection(np.zeros(features, np.float32), np.ones(features, np.float32),
-                                          np.zeros((features, 2 * POINTS), np.float32), shift, min_yaw_deg=45.0)
+    correction = TurnedLandmarkCorrection(
+        np.zeros(features, np.float32), np.ones(features, np.float32), np.eye(features, dtype=np.float32),
+        np.zeros((features, 2 * POINTS), np.float32), shift, np.ones(1, np.float32), np.zeros((0, 1), np.float32),
+        np.zeros((0, 0), np.float32), np.zeros((0, 2 * POINTS), np.float32), min_yaw_deg=45.0)
     with_correction = replace(engine.basis, turned_correction=correction)
     plain = replace(engine.basis, turned_correction=None)
     head = engine.neutral.astype(np.float64)

@@ -4,14 +4,16 @@ Beyond ~60° of yaw the FaceMesh model regresses a *less* turned face: on heads 
 spread across the cheek like those of a face turned 60–65°, and the landmark fit, however it weights them,
 finds 60–65° (BENCHMARKS.md, "Where the 60–90° error comes from"). The turned-head offsets of
 :mod:`~topos_server.assets.landmark_offsets` are one table per side: they cannot tell 62° from 79° when the
-fitted yaw is the same. The detections' whole configuration can: a linear map of the 468 points (x, y and
-MediaPipe's z, in a frame normalised for position and size and mirrored to yaw > 0, plus the fitted yaw)
-predicts where the true head's embedded points project.
+fitted yaw is the same. The detections' whole configuration can: a map of the 468 points (x, y and MediaPipe's
+z, in a frame normalised for position and size and mirrored to yaw > 0, plus the fitted yaw) predicts where the
+true head's embedded points project.
 
-:class:`TurnedLandmarkCorrection` is that map, ridge regression on renders of heads with exact geometry and
-camera (``data/synthetic_portraits.py``'s heads, textures of the ``train`` bank, yaw 35–90°, the real
-front-end). The fit applies it to a head it finds turned beyond ``min_yaw_deg`` and fits again on the
-corrected points without the turned-head offsets (:func:`~topos_server.fit.landmark_fit.fit_landmarks`).
+:class:`TurnedLandmarkCorrection` is that map, learned from renders of heads with exact geometry and camera
+(``data/synthetic_portraits.py``'s heads, textures of the ``train`` bank, yaw 35–90°, the real front-end): ridge
+regression on the features' leading principal components, and kernel ridge regression (a Gaussian kernel on the
+leading, whitened components) of what the linear part leaves, in the leading modes of that remainder. The fit
+applies it to a head it finds turned beyond ``min_yaw_deg`` and fits again on the corrected points without the
+turned-head offsets (:func:`~topos_server.fit.landmark_fit.fit_landmarks`).
 
 Writer: ``python -m topos_server.assets.turned_landmarks --renders N --seeds S [S …] --out FILE``; the committed
 table and its exact command are in ``models/weights/README.md``. Derived from MediaPipe FaceMesh outputs
@@ -33,11 +35,17 @@ from topos_sdk.atomic_files import atomic_output_path
 
 CORRECTION_FILE = (Path(__file__).resolve().parent.parent / "models" / "weights"
                    / "mediapipe_turned_correction.safetensors")
-CORRECTION_FORMAT = "mediapipe-turned-correction/1"
+CORRECTION_FORMAT = "mediapipe-turned-correction/2"  # /1: a linear map of the standardised features
 POINTS = 468  # FaceMesh points without the irises: the irises keep their detections
 MIN_YAW_DEG = 45.0  # applied to a head fitted as turned beyond this
 TRAINING_MIN_YAW_DEG = 35.0  # renders whose fit finds this much turn or more train it
-RIDGE = 0.01  # × the number of renders, on standardised features
+COMPONENTS = 256  # principal components of the standardised features the linear part reads
+RIDGE = 0.001  # × the number of renders, on those components
+KERNEL_COMPONENTS = 128  # the leading components, whitened, the kernel part reads
+KERNEL_GAMMA = 0.5  # the Gaussian kernel's exp(−γ · mean squared whitened difference)
+KERNEL_RIDGE = 0.3  # on the kernel matrix (its diagonal is 1)
+MODES = 64  # principal modes of the linear part's remainder the kernel part predicts
+TABLES = ("mean", "scale", "basis", "weights", "offset", "spread", "centres", "dual", "modes")
 
 
 @dataclass(frozen=True)
@@ -90,12 +98,18 @@ def correction_features(landmarks_px: np.ndarray, yaw_deg: float) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class TurnedLandmarkCorrection:
-    """features → the (468, 2) normalised shift from each detection to where its point projects."""
+    """features → the (468, 2) normalised shift from each detection to where its point projects: a linear map of
+    the features' leading components plus a Gaussian-kernel regression of what it leaves."""
 
     mean: np.ndarray  # (F,) feature standardisation
     scale: np.ndarray  # (F,)
-    weights: np.ndarray  # (F, 2P)
+    basis: np.ndarray  # (K, F) principal components of the standardised features
+    weights: np.ndarray  # (K, 2P) linear part
     offset: np.ndarray  # (2P,)
+    spread: np.ndarray  # (Q,) whitening of the Q ≤ K leading components the kernel reads (γ folded in)
+    centres: np.ndarray  # (R, Q) the training renders, whitened
+    dual: np.ndarray  # (R, M) kernel ridge coefficients, one column per mode
+    modes: np.ndarray  # (M, 2P) modes of the linear part's remainder
     min_yaw_deg: float = MIN_YAW_DEG
     info: dict = field(default_factory=dict)
 
@@ -104,32 +118,59 @@ class TurnedLandmarkCorrection:
         shape = np.shape(landmarks_px)
         return abs(yaw_deg) > self.min_yaw_deg and len(shape) == 2 and shape[0] >= POINTS and shape[1] >= 3
 
+    def shift(self, features: np.ndarray) -> np.ndarray:
+        """(…, F) features → (…, 2P) normalised shifts."""
+        components = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.basis.T  # (…, K)
+        whitened = components[..., :len(self.spread)] / self.spread  # (…, Q)
+        distance = ((whitened ** 2).sum(-1)[..., None] + (self.centres ** 2).sum(-1)
+                    - 2.0 * whitened @ self.centres.T)  # (…, R)
+        return components @ self.weights + self.offset + (np.exp(-distance) @ self.dual) @ self.modes
+
     def __call__(self, landmarks_px: np.ndarray, yaw_deg: float) -> np.ndarray:
         """A corrected copy of (K ≥ 468, 3) detections of a head fitted at ``yaw_deg`` (irises and z unchanged)."""
         features, frame, points = correction_features(landmarks_px, yaw_deg)
-        shift = ((features - self.mean) / self.scale) @ self.weights + self.offset  # (2P,)
         out = np.array(landmarks_px, np.float64, copy=True)
-        out[:POINTS, :2] = frame.pixels(points + shift.reshape(POINTS, 2))
+        out[:POINTS, :2] = frame.pixels(points + self.shift(features).reshape(POINTS, 2))
         return out
 
 
-def fit_correction(features: np.ndarray, shifts: np.ndarray, ridge: float = RIDGE,
+def fit_correction(features: np.ndarray, shifts: np.ndarray, ridge: float = RIDGE, components: int = COMPONENTS,
+                   kernel_components: int = KERNEL_COMPONENTS, kernel_gamma: float = KERNEL_GAMMA,
+                   kernel_ridge: float = KERNEL_RIDGE, modes: int = MODES,
                    min_yaw_deg: float = MIN_YAW_DEG) -> TurnedLandmarkCorrection:
-    """Ridge regression of (R, 2P) normalised shifts on (R, F) features, in its dual form (R renders < F features)."""
+    """(R, 2P) normalised shifts regressed on (R, F) features: ridge regression on the standardised features' leading
+    ``components``, then kernel ridge regression of the remainder's leading ``modes`` on the leading
+    ``kernel_components``, whitened (the kernel part is left out when ``kernel_ridge`` is 0 or less)."""
+    features, shifts = np.asarray(features, np.float64), np.asarray(shifts, np.float64)
+    count = len(features)
     mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-6
     standard = (features - mean) / scale  # (R, F)
+    basis = np.linalg.svd(standard, full_matrices=False)[2][:components]  # (K, F)
+    reduced = standard @ basis.T  # (R, K)
     offset = shifts.mean(axis=0)
-    gram = standard @ standard.T  # (R, R)
-    dual = np.linalg.solve(gram + ridge * len(standard) * np.eye(len(standard)), shifts - offset)  # (R, 2P)
-    return TurnedLandmarkCorrection(mean.astype(np.float32), scale.astype(np.float32),
-                                    (standard.T @ dual).astype(np.float32), offset.astype(np.float32), min_yaw_deg)
+    weights = np.linalg.solve(reduced.T @ reduced + ridge * count * np.eye(len(basis)),
+                              reduced.T @ (shifts - offset))  # (K, 2P)
+    remainder = shifts - offset - reduced @ weights  # (R, 2P)
+    kernel_components = min(kernel_components, len(basis))
+    spread = reduced[:, :kernel_components].std(axis=0) * np.sqrt(kernel_components / kernel_gamma)  # (Q,)
+    if kernel_ridge > 0:
+        centres = reduced[:, :kernel_components] / spread  # (R, Q)
+        remainder_modes = np.linalg.svd(remainder, full_matrices=False)[2][:modes]  # (M, 2P)
+        squared = (centres ** 2).sum(axis=1)
+        kernel = np.exp(-(squared[:, None] + squared[None] - 2.0 * centres @ centres.T))  # (R, R)
+        dual = np.linalg.solve(kernel + kernel_ridge * np.eye(count), remainder @ remainder_modes.T)  # (R, M)
+    else:
+        centres, dual = np.zeros((0, kernel_components)), np.zeros((0, 0))
+        remainder_modes = np.zeros((0, shifts.shape[1]))
+    tables = dict(mean=mean, scale=scale, basis=basis, weights=weights, offset=offset, spread=spread,
+                  centres=centres, dual=dual, modes=remainder_modes)
+    return TurnedLandmarkCorrection(**{k: v.astype(np.float32) for k, v in tables.items()}, min_yaw_deg=min_yaw_deg)
 
 
 def save_correction(path: str | Path, correction: TurnedLandmarkCorrection, info: dict) -> None:
     from safetensors.numpy import save_file
 
-    tensors = {"mean": correction.mean, "scale": correction.scale, "weights": correction.weights,
-               "offset": correction.offset}
+    tensors = {name: getattr(correction, name) for name in TABLES}
     metadata = {"format": CORRECTION_FORMAT, "min_yaw_deg": str(correction.min_yaw_deg), "info": json.dumps(info)}
     with atomic_output_path(Path(path)) as tmp:
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -146,13 +187,27 @@ def load_correction(path: str | Path = CORRECTION_FILE) -> TurnedLandmarkCorrect
         metadata = archive.metadata() or {}
         if metadata.get("format") != CORRECTION_FORMAT:
             raise ValueError(f"{path}: not a {CORRECTION_FORMAT} file")
-        tensors = {k: archive.get_tensor(k) for k in ("mean", "scale", "weights", "offset")}
-    features, outputs = tensors["weights"].shape
-    if (outputs != 2 * POINTS or tensors["mean"].shape != (features,) or tensors["offset"].shape != (outputs,)
-            or not all(np.isfinite(t).all() for t in tensors.values())):
+        if set(archive.keys()) != set(TABLES):
+            raise ValueError(f"{path}: tables {sorted(archive.keys())}, expected {sorted(TABLES)}")
+        tensors = {k: archive.get_tensor(k) for k in TABLES}
+    if not _consistent(tensors):
         raise ValueError(f"{path}: inconsistent or non-finite correction tables")
     return TurnedLandmarkCorrection(**tensors, min_yaw_deg=float(metadata["min_yaw_deg"]),
                                     info=json.loads(metadata.get("info", "{}")))
+
+
+def _consistent(tensors: dict[str, np.ndarray]) -> bool:
+    """The tables' shapes agree with each other and with 2P outputs, and every value is finite."""
+    if any(tensors[name].ndim != (1 if name in ("mean", "scale", "offset", "spread") else 2) for name in TABLES):
+        return False
+    components, features = tensors["basis"].shape
+    renders, kernel_components = tensors["centres"].shape
+    modes = tensors["modes"].shape[0]
+    return (tensors["mean"].shape == tensors["scale"].shape == (features,)
+            and tensors["weights"].shape == (components, 2 * POINTS) and tensors["offset"].shape == (2 * POINTS,)
+            and tensors["spread"].shape == (kernel_components,) and kernel_components <= components
+            and tensors["dual"].shape == (renders, modes) and tensors["modes"].shape == (modes, 2 * POINTS)
+            and bool((tensors["spread"] > 0).all()) and all(np.isfinite(t).all() for t in tensors.values()))
 
 
 def render_training_set(count: int, seed: int, split: str = "train", engine=None, log=print
@@ -201,12 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="render sets, one per seed")
     parser.add_argument("--cache", type=Path, help="keep each seed's features here (turned_SEED_RENDERS.npz) and "
                                                    "reuse them")
-    parser.add_argument("--ridge", type=float, default=RIDGE)
+    parser.add_argument("--ridge", type=float, default=RIDGE, help="of the linear part")
+    parser.add_argument("--kernel-ridge", type=float, default=KERNEL_RIDGE, help="of the kernel part (0: linear only)")
     parser.add_argument("--validation", type=float, default=0.2, help="share of the renders held out to report on")
+    parser.add_argument("--validation-seed", type=int, help="report on this seed's renders instead, held out from a "
+                                                            "trial fit on the other seeds")
     parser.add_argument("--out", type=Path, default=CORRECTION_FILE)
     args = parser.parse_args(argv)
     if args.renders < 10 or not 0.0 <= args.validation < 1.0:
         print("error: --renders must be at least 10 and --validation in [0, 1)", file=sys.stderr)
+        return 2
+    if args.validation_seed is not None and (args.validation_seed not in args.seeds or len(set(args.seeds)) < 2):
+        print("error: --validation-seed must be one of two or more --seeds", file=sys.stderr)
         return 2
     start = time.perf_counter()
     sets = [_training_set(args.renders, seed, args.cache) for seed in args.seeds]
@@ -215,18 +276,23 @@ def main(argv: list[str] | None = None) -> int:
     if len(features) < 10:
         print(f"error: only {len(features)} turned renders were detected", file=sys.stderr)
         return 2
-    held = int(round(args.validation * len(features)))
-    train = slice(0, len(features) - held)
-    summary = {**counts, "seeds": args.seeds, "ridge": args.ridge, "validation_renders": held}
-    if held:
-        trial = fit_correction(features[train], shifts[train], args.ridge)
-        rest = slice(len(features) - held, None)
-        predicted = ((features[rest] - trial.mean) / trial.scale) @ trial.weights + trial.offset
+    if args.validation_seed is not None:
+        held = np.concatenate([np.full(len(f), seed == args.validation_seed)
+                               for seed, (f, _, _) in zip(args.seeds, sets)])
+    else:
+        held = np.arange(len(features)) >= len(features) - int(round(args.validation * len(features)))
+    summary = {**counts, "seeds": args.seeds, "ridge": args.ridge, "kernel_ridge": args.kernel_ridge,
+               "validation_seed": args.validation_seed, "validation_renders": int(held.sum())}
+    if held.any():
+        trial = fit_correction(features[~held], shifts[~held], args.ridge, kernel_ridge=args.kernel_ridge)
+        linear = fit_correction(features[~held], shifts[~held], args.ridge, kernel_ridge=0.0)
         # mean point distance, in units of the detections' RMS size
-        summary["validation_error_before"] = float(np.linalg.norm(shifts[rest].reshape(held, POINTS, 2), axis=2).mean())
-        summary["validation_error_after"] = float(
-            np.linalg.norm((shifts[rest] - predicted).reshape(held, POINTS, 2), axis=2).mean())
-    correction = fit_correction(features, shifts, args.ridge)  # the shipped one sees every render
+        for name, shift in (("before", 0.0), ("linear_part", linear.shift(features[held])),
+                            ("after", trial.shift(features[held]))):
+            summary[f"validation_error_{name}"] = float(
+                np.linalg.norm((shifts[held] - shift).reshape(-1, POINTS, 2), axis=2).mean())
+    # the shipped one sees every render
+    correction = fit_correction(features, shifts, args.ridge, kernel_ridge=args.kernel_ridge)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     save_correction(args.out, correction, summary)
     print(json.dumps(summary, indent=1))
