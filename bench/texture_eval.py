@@ -24,8 +24,8 @@
    texels seen well (coverage > 0.5) after one gain per channel (the exposure is unknowable), and
    the spread across the 5 lights (per-texel std of the gain-matched albedo, averaged) — today's SH
    de-lighting (and baked with ``mirror_asymmetry=True``: ``sh_asymmetry``) vs learned.
-3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone,
-   one thread, warm, best of 3.
+3. **Timing** (``--timing``): ``complete_textures`` at 1024² and 2048² and the model's sampling alone
+   (the numpy sampler ``--texture learned`` runs; ``OMP_NUM_THREADS=1`` for one thread), warm, best of 3.
 4. **Openings** (``--openings N``): the first N held-out portraits fitted by the classic engine and baked at
    512² with and without their landmarks (``bake_textures(landmarks=)``: the mouth and eye openings masked; the
    hair and clothing masks off in both).
@@ -233,14 +233,12 @@ def delighting(model, heads: int) -> dict:
 
 
 def timing(model, topology) -> dict:
-    import torch
     from skimage.data import astronaut
     from topos_server.engines import shared_engine
     from topos_server.data.texture_pairs import model_condition, uv_geometry
     from topos_server.texture.bake import bake_textures
     from topos_server.texture.learned import SAMPLE_STEPS, complete_textures
 
-    torch.set_num_threads(1)
     engine = shared_engine("classic")
     result, _ = engine.fit_portrait(astronaut())
     out = {}
@@ -257,15 +255,15 @@ def timing(model, topology) -> dict:
     geometry = uv_geometry(topology, result.points, model.config.resolution)
     r = model.config.resolution
     zeros = np.zeros((3, r, r), np.float32)
-    condition = torch.from_numpy(model_condition(zeros, zeros[0], zeros, geometry, topology))[None]
+    condition = model_condition(zeros, zeros[0], zeros, geometry, topology)[None]  # (1, 18, R, R)
     best = []
     for _ in range(3):
         start = time.perf_counter()
-        model.sample(condition, SAMPLE_STEPS, torch.Generator().manual_seed(0))
+        model.sample(condition, SAMPLE_STEPS, 0)
         best.append(time.perf_counter() - start)
     out["model_sample_s"] = min(best)
     out["sample_steps"] = SAMPLE_STEPS
-    out["parameters_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
+    out["parameters_M"] = round(sum(w.size for w in model.weights.values()) / 1e6, 2)
     return out
 
 
@@ -454,12 +452,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args()
 
-    import torch
     from machine import machine_description
     from topos_server.assets.cache import AssetCache
     from topos_server.texture.learned import load_texture_model
 
-    torch.set_num_threads(1)
     topology = AssetCache.default().ict_topology()
     model = load_texture_model(str(args.model) if args.model else None)
     report = {"machine": machine_description(), "load_average": os.getloadavg()}

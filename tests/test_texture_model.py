@@ -278,3 +278,53 @@ def test_batches_made_by_workers_are_the_same_batches(engine, bank_records, tmp_
     a = ToposTextureModel.from_pretrained(tmp_path / "serial" / "model")
     b = ToposTextureModel.from_pretrained(tmp_path / "parallel" / "model")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_the_numpy_network_is_the_torch_network(pairs):
+    """--texture learned runs the weights through texture_model_numpy (no torch at inference): same x0 as the
+    diffusers UNet on the committed weights and on a random model, and the same Euler steps as the scheduler."""
+    from topos_server.models.texture_model_numpy import NumpyTextureModel
+    from topos_server.texture.learned import WEIGHTS_DIR
+
+    committed = ToposTextureModel.from_pretrained(WEIGHTS_DIR, low_cpu_mem_usage=False).float().eval()
+    tiny = ToposTextureModel.from_size("tiny").eval()
+    with torch.no_grad():  # non-trivial weights everywhere (the output layer starts at zero)
+        for p in tiny.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    for model, numpy_model in ((committed, NumpyTextureModel.load(WEIGHTS_DIR)), (tiny, NumpyTextureModel.of(tiny))):
+        r = model.config.resolution
+        rng = np.random.default_rng(r)
+        noisy = rng.standard_normal((2, len(TARGET_CHANNELS), r, r)).astype(np.float32)
+        condition = rng.standard_normal((2, len(CONDITION_CHANNELS), r, r)).astype(np.float32)
+        sigma = np.array([1.0, 0.3], np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(noisy), torch.from_numpy(sigma), torch.from_numpy(condition)).numpy()
+        got = numpy_model(noisy, sigma, condition)
+        assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+        assert np.abs(expected - condition[:, 4:7].mean()).max() > 0.1  # a network that does something
+
+        scheduler = ToposTextureModel.scheduler()
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, 4)[:-1].tolist())
+        x = torch.from_numpy(noisy)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                velocity = model.velocity(x, (t / 1000.0).expand(2).float(), torch.from_numpy(condition))
+                x = scheduler.step(velocity, t, x).prev_sample
+        np.testing.assert_allclose(numpy_model.denoise(noisy, condition, 3), x.numpy(), atol=1e-4, rtol=0)
+
+
+def test_learned_textures_import_no_torch(tmp_path):
+    """The CLI's --texture learned path (classic engine, real portrait) runs without importing torch or diffusers."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from skimage.data import astronaut\n"
+              "from topos_server.engines import GenerateOptions, shared_engine\n"
+              "result = shared_engine('classic').generate([astronaut()], GenerateOptions(texture_size=512, "
+              "texture='learned'))[0]\n"
+              "assert result.provenance.extra['texture'] == 'learned'\n"
+              "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from topos_sdk.topology import ReferenceTopology
-from topos_server.models.texture_model import CONDITION_CHANNELS, TARGET_CHANNELS
+from topos_server.models.texture_model_numpy import CONDITION_CHANNELS, TARGET_CHANNELS
 from topos_server.texture import material_maps
 from topos_server.texture.bake import (FULL_WEIGHT_COS, GRAZING_COS, MIRROR_ASYMMETRY, SKIN_MATERIALS,
                                        add_mirror_side_asymmetry, mirror_side_asymmetry, mirror_texel_map,
@@ -124,12 +123,12 @@ def skin_trust(albedo: np.ndarray, weight: np.ndarray, geometry: UVGeometry) -> 
     return np.maximum(likelihood, geometry.exempt).astype(np.float32)
 
 
-def encode_albedo(linear: np.ndarray | torch.Tensor):
-    """Linear albedo in [0, 1] → the model's range: 2·sqrt(a) − 1 (more resolution in the darks)."""
+def encode_albedo(linear):
+    """Linear albedo in [0, 1] (numpy or torch) → the model's range: 2·sqrt(a) − 1 (more resolution in the darks)."""
     return 2.0 * linear.clip(0.0, 1.0) ** 0.5 - 1.0
 
 
-def decode_albedo(encoded: np.ndarray | torch.Tensor):
+def decode_albedo(encoded):
     return ((encoded.clip(-1.0, 1.0) + 1.0) * 0.5) ** 2
 
 
@@ -350,6 +349,9 @@ class TexturePairs:
         return {"condition": condition[window], "target": target[window], "loss_weight": loss_weight[window],
                 "hidden": hidden[window[1:]]}
 
-    def batch(self, indices) -> dict[str, torch.Tensor]:
+    def batch(self, indices) -> dict:
+        """The examples ``indices`` stacked as torch tensors (B, …)."""
+        import torch
+
         examples = [self.example(i) for i in indices]
         return {k: torch.from_numpy(np.ascontiguousarray(np.stack([e[k] for e in examples]))) for k in examples[0]}

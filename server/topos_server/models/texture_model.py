@@ -28,7 +28,8 @@ the low ones (``texture/learned.py``).
 Sampling (:meth:`ToposTextureModel.sample`) starts from seeded noise and takes a few Euler steps of
 the diffusers scheduler; the seed therefore varies what the condition does not pin down (texels
 nobody saw). The model only knows the skin tile it was trained on; the caller merges its output with
-the observed texels at full resolution (``texture/learned.py``).
+the observed texels at full resolution (``texture/learned.py``), sampling with the same network in numpy
+(``texture_model_numpy.py``: no torch or diffusers import at inference).
 
 Style after facebookresearch/DiT ``models.py`` (one file, shape comments, named sizes, zero-init
 output layer) and diffusers (``ModelMixin``/``ConfigMixin``, safetensors, the scheduler apart).
@@ -43,12 +44,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-CONDITION_CHANNELS = ("observed_r", "observed_g", "observed_b", "observed_weight", "fill_r", "fill_g", "fill_b",
-                      "position_x", "position_y", "position_z", "normal_x", "normal_y", "normal_z", "island",
-                      "mirror_r", "mirror_g", "mirror_b", "mirror_weight")
-FILL = slice(4, 7)  # the condition's channels holding the baker's fill
-TARGET_CHANNELS = ("albedo_r", "albedo_g", "albedo_b", "roughness")
-TRAIN_TIMESTEPS = 1000
+from topos_server.models.texture_model_numpy import CONDITION_CHANNELS, FILL, TARGET_CHANNELS, TRAIN_TIMESTEPS
+
 
 # Named sizes: resolution R of the maps, pixel-unshuffle factor f, UNet widths per level, resnets per level.
 TEXTURE_CONFIGS: dict[str, dict] = {

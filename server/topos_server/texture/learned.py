@@ -12,8 +12,8 @@ What ``learned`` does, for the skin tile the model knows (1001, the face; other 
    texels whose colour is far from the portrait's skin in the lips band, on the forehead or the neck
    (teeth, hair, collar; :func:`~topos_server.data.texture_pairs.skin_trust`) count as unseen.
 2. With the head's UV position and normal maps, the model samples the complete low-frequency albedo
-   (de-lit) and roughness in ``SAMPLE_STEPS`` Euler steps of ``FlowMatchEulerDiscreteScheduler`` from
-   noise seeded by ``seed`` (the seed varies what the photo did not see).
+   (de-lit) and roughness in ``SAMPLE_STEPS`` Euler steps (``FlowMatchEulerDiscreteScheduler``'s, taken by
+   the numpy sampler) from noise seeded by ``seed`` (the seed varies what the photo did not see).
 3. Where the photo saw the skin, the bake's low frequencies (its SH de-lighting) stay unless
    ``delight_seen``: the model's own de-lighting measured worse (BENCHMARKS.md); it completes the rest.
 4. Merge at the requested size: the model replaces the bake's low frequencies, the bake keeps its high
@@ -28,8 +28,9 @@ What ``learned`` does, for the skin tile the model knows (1001, the face; other 
    ``material_maps.normal_tiles`` of the merged albedo (made at ``NORMAL_RESOLUTION``). Roughness: the
    model's, upsampled.
 
-The model loads once per process from ``models/weights/topos_texture_small`` (or ``$TOPOS_TEXTURE_MODEL``),
-on the CPU with one thread's worth of work: a 32² UNet after pixel-unshuffle.
+The model loads once per process from ``models/weights/topos_texture_small`` (or ``$TOPOS_TEXTURE_MODEL``)
+into :class:`~topos_server.models.texture_model_numpy.NumpyTextureModel`: the same network in numpy, so this
+path imports neither torch nor diffusers (4–6 s of every CLI run before); a 32² UNet after pixel-unshuffle.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from topos_server.texture.fill import push_pull
 from topos_server.texture.skin_lighting import linear_to_srgb8
 
 if TYPE_CHECKING:
-    from topos_server.models.texture_model import ToposTextureModel
+    from topos_server.models.texture_model_numpy import NumpyTextureModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topos_texture_small"
 SAMPLE_STEPS = 1  # one Euler step from noise: the conditional mean; 2 steps measured worse (BENCHMARKS.md)
@@ -63,15 +64,18 @@ DELIGHT_SEEN = False  # the model's de-lighting of seen skin measured worse than
 
 
 @functools.lru_cache(maxsize=2)
-def load_texture_model(folder: str | None = None) -> "ToposTextureModel":
-    """The committed model (or ``folder`` / ``$TOPOS_TEXTURE_MODEL``), eval mode, CPU, cached per process."""
-    from topos_server.models.texture_model import ToposTextureModel
+def load_texture_model(folder: str | None = None) -> "NumpyTextureModel":
+    """The committed model (or ``folder`` / ``$TOPOS_TEXTURE_MODEL``) as numpy arrays (float32), cached per process."""
+    from topos_server.models.texture_model_numpy import NumpyTextureModel
 
     path = Path(folder or os.environ.get("TOPOS_TEXTURE_MODEL") or WEIGHTS_DIR)
     if not (path / "config.json").is_file():
         raise AssetError(f"--texture learned needs TOPOS-Texture weights; none in {path} "
                          f"(train them: topos train texture --out DIR)")
-    return ToposTextureModel.from_pretrained(path, low_cpu_mem_usage=False).float().eval()  # stored as float16
+    try:
+        return NumpyTextureModel.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AssetError(f"TOPOS-Texture weights in {path} do not load: {exc}") from exc
 
 
 def portrait_textures(image: np.ndarray, posed_points: np.ndarray, camera: Camera, points: np.ndarray,
@@ -102,7 +106,7 @@ def portrait_textures(image: np.ndarray, posed_points: np.ndarray, camera: Camer
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
                       topology: ReferenceTopology, size: int, seed: int, mode: str = "learned",
-                      model: "ToposTextureModel | None" = None, steps: int = SAMPLE_STEPS,
+                      model=None, steps: int = SAMPLE_STEPS,
                       delight_seen: bool = DELIGHT_SEEN) -> dict[str, TextureMap]:
     """The textures of ``mode``: ``"bake"`` returns ``bake_maps``; ``"learned"`` completes them (module notes).
 
@@ -110,19 +114,21 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     ``coverage``, and ``observed_albedo_linear`` when the baker provides it: tile → (3, S, S) /
     (S, S) float32); points: (N, 3) the head (reference order, same frame as the bake's normals —
     any, the maps are normalised); size: texels per tile side of the bake; seed: noise of the sampler;
+    model: a :class:`~topos_server.models.texture_model_numpy.NumpyTextureModel` or a torch ``ToposTextureModel``
+    (run through the numpy one; default: :func:`load_texture_model`);
     steps: Euler steps of the sampler; delight_seen: the model's low frequencies also where the photo saw
     the skin (its de-lighting), else only where it did not (the bake's SH de-lighting stays).
     Deterministic per seed. Returns albedo (sRGB), normal (raw) and roughness (raw) maps.
     """
     if check_texture(mode) == "bake":
         return bake_maps
-    # torch models and diffusers load only when learned textures are asked for (the bake path stays light)
-    import torch
-
     from topos_server.data.texture_pairs import (add_mirror_asymmetry, decode_albedo, downsample_observation, mirrored,
                                                  model_condition, skin_trust, uv_geometry)
+    from topos_server.models.texture_model_numpy import NumpyTextureModel
 
     model = model or load_texture_model()
+    if not isinstance(model, NumpyTextureModel):
+        model = NumpyTextureModel.of(model)
     tile = model.config.tile
     if tile not in diagnostics.get("albedo_linear", {}) or tile not in diagnostics.get("coverage", {}):
         raise InvalidInputError(f"complete_textures needs the bake's diagnostics for tile {tile} "
@@ -145,9 +151,7 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
         add_mirror_asymmetry(fill, low, seen, (1.0 - seen) * np.clip(mirror_weight, 0.0, 1.0), topology, tile)
         np.clip(fill, 0.0, 1.0, out=fill)
     condition = model_condition(low, low_weight * trust, fill, geometry, topology, tile)  # (18, R, R)
-    with torch.no_grad():
-        x0 = model.sample(torch.from_numpy(condition)[None], steps,
-                          torch.Generator().manual_seed(int(seed)))[0].numpy()  # (4, R, R)
+    x0 = model.sample(condition[None], steps, int(seed))[0]  # (4, R, R)
 
     learned = decode_albedo(x0[:3])  # (3, R, R)
     if not delight_seen:  # where the photo saw the skin its low frequencies stay: the model completes the rest
