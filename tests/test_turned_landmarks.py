@@ -94,6 +94,38 @@ def test_kernel_part_learns_what_a_linear_map_cannot():
     assert error(kernel) < 0.3 * error(linear)
 
 
+
+def test_writer_cli_fits_from_cached_renders_and_rejects_bad_arguments(tmp_path, capsys):
+    """``python -m topos_server.assets.turned_landmarks``: features of two seeds read from ``--cache`` (no rendering),
+    one seed held out for the report, the table written where ``--out`` says; bad arguments: exit 2, one line, no file."""
+    import json
+
+    from topos_server.assets.turned_landmarks import main
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 0.01, (6, 2 * POINTS))
+    for seed in (5, 6):
+        features = rng.normal(size=(60, 6))
+        np.savez(tmp_path / f"turned_{seed}_60.npz", features=features,
+                 shifts=features @ truth + rng.normal(0, 1e-4, (60, 2 * POINTS)),
+                 counts=json.dumps({"rendered": 60, "kept": 60}))
+    out = tmp_path / "table.safetensors"
+    assert main(["--renders", "60", "--seeds", "5", "6", "--cache", str(tmp_path), "--validation-seed", "6",
+                 "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kept"] == 120 and summary["validation_renders"] == 60
+    assert summary["validation_error_after"] < 0.1 * summary["validation_error_before"]
+    loaded = load_correction(out)
+    assert loaded is not None and loaded.info["validation_seed"] == 6
+    features = rng.normal(size=(5, 6))
+    np.testing.assert_allclose(loaded.shift(features), features @ truth, atol=2e-3)
+
+    for bad in (["--renders", "5", "--seeds", "5"], ["--renders", "60", "--seeds", "5", "--validation-seed", "5"]):
+        assert main([*bad, "--cache", str(tmp_path), "--out", str(tmp_path / "bad.safetensors")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:")
+    assert not (tmp_path / "bad.safetensors").exists()
+
 @needs_ict_and_mediapipe
 def test_fit_refits_a_turned_head_on_the_corrected_detections():
     """A correction that moves every point by a known amount: a head fitted beyond its yaw is fitted again on the
