@@ -328,3 +328,20 @@ def test_learned_textures_import_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_texture_cli_on_a_bank_folder(bank_records, tmp_path, capsys):
+    """``topos train texture`` end to end on a bank folder (six astronaut bakes), and one line for bad options."""
+    from topos_sdk.cli import main
+
+    folder = tmp_path / "bank" / "train"
+    folder.mkdir(parents=True)
+    for k, record in enumerate(bank_records * 2):
+        np.savez(folder / f"p{k}.npz", **{**record, "name": np.array(f"p{k}.png")})
+    common = ["train", "texture", "--config", "tiny", "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "run"),
+              "--steps", "2", "--batch-size", "2", "--eval-every", "2", "--views-per-item", "1"]
+    assert main([*common, "--validation-items", "2", "--eval-examples", "2", "--mirror"]) == 0
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert "eval hidden-texel L1" in capsys.readouterr().err
+    assert main([*common, "--validation-items", "0"]) != 0
+    assert "--validation-items must be positive" in capsys.readouterr().err

@@ -21,6 +21,9 @@ def register(models) -> None:
     p.add_argument("--views-per-item", type=int, help="hidden views (and their fill) per bake in the pool (default 4)")
     p.add_argument("--mirror", action="store_true", help="also train on each bake's face mirrored left/right")
     p.add_argument("--workers", type=int, help="processes making the view pool and the batches (default 0: none)")
+    p.add_argument("--validation-items", type=int,
+                   help="training-split bakes kept out of the batches for validation (default 8)")
+    p.add_argument("--eval-examples", type=int, help="hidden views of them scored at each evaluation (default 16)")
     p.set_defaults(handler=run)
 
 
@@ -43,6 +46,12 @@ def run(args) -> int:
             raise ValueError("--workers must be 0 or more")
         config.workers = args.workers
     config.mirror_items = args.mirror
+    for name in ("validation_items", "eval_examples"):
+        value = getattr(args, name)
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive")
+            setattr(config, name, value)
     bank = TextureBank("train", args.bank)  # never the held-out split
     if not len(bank):
         raise ValueError(f"texture bank {bank.folder} is empty; build it first: "
