@@ -35,7 +35,7 @@ from topos_server.fit.landmark_fit import FACE_OVAL, LandmarkBasis, LandmarkFit
 from topos_server.texture.bake import depth_buffer, occluding_triangles, vertex_normals
 from topos_server.texture.face_regions import face_regions
 from topos_server.texture.hair_mask import hair_mask
-from topos_server.texture.skin_lighting import srgb8_to_linear
+from topos_server.texture.skin_lighting import luminance as rec709_luminance, srgb8_to_linear
 
 EYE_CORNERS = (33, 263)
 WORK_IOD_PX = 64.0  # each photo is resampled to this many pixels between the outer eye corners
@@ -173,10 +173,10 @@ class _View:
         self.scale = WORK_IOD_PX / max(iod, 1e-6)
         height, width = linear_planes[0].shape
         image_scale = np.array([width, height], np.float64) / np.array(fit.image_size, np.float64)
-        luminance = sum(np.float32(k) * plane for k, plane in zip((0.2126, 0.7152, 0.0722), linear_planes))  # (H, W)
+        photo_luminance = rec709_luminance(linear_planes, axis=0)  # (H, W)
         size = (max(8, round(width * self.scale / image_scale[0])), max(8, round(height * self.scale / image_scale[1])))
         interpolation = cv2.INTER_AREA if self.scale < 1.0 else cv2.INTER_LINEAR
-        self.luminance = cv2.resize(luminance, size, interpolation=interpolation).astype(np.float32)  # (h, w)
+        self.luminance = cv2.resize(photo_luminance, size, interpolation=interpolation).astype(np.float32)  # (h, w)
         self.planes = None
         expression = np.tensordot(fit.expression.astype(np.float64), model.expression_basis[:, vertices], axes=1)
         self.posed = torch.from_numpy(start + expression)  # (M, 3) the starting head with this photo's expression
