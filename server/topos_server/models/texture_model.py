@@ -44,7 +44,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from topos_server.models.texture_model_numpy import CONDITION_CHANNELS, FILL, TARGET_CHANNELS, TRAIN_TIMESTEPS
+from topos_server.models.texture_model_numpy import (CONDITION_CHANNELS, FILL, TARGET_CHANNELS, TRAIN_TIMESTEPS,
+                                                     attention_head_dim)
 
 
 # Named sizes: resolution R of the maps, pixel-unshuffle factor f, UNet widths per level, resnets per level.
@@ -78,7 +79,7 @@ class ToposTextureModel(ModelMixin, ConfigMixin):
             down_block_types=("DownBlock2D",) * len(block_out_channels),
             up_block_types=("UpBlock2D",) * len(block_out_channels),
             layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
-            attention_head_dim=max(8, block_out_channels[-1] // 4))
+            attention_head_dim=attention_head_dim(block_out_channels))
         nn.init.zeros_(self.unet.conv_out.weight)  # start as "velocity 0" (DiT: zero-init output layer)
         nn.init.zeros_(self.unet.conv_out.bias)
 

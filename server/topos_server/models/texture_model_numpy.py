@@ -33,6 +33,11 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 NORM_EPS = 1e-5
 
 
+def attention_head_dim(block_out_channels) -> int:
+    """Channels per head of the UNet's self-attention at its deepest level (both implementations build it so)."""
+    return max(8, int(block_out_channels[-1]) // 4)
+
+
 @dataclass(frozen=True)
 class TextureModelConfig:
     """The fields of ``config.json`` the network's shape depends on (``ToposTextureModel``'s registered config)."""
@@ -55,7 +60,7 @@ class TextureModelConfig:
 
     @property
     def attention_head_dim(self) -> int:
-        return max(8, self.block_out_channels[-1] // 4)  # as ToposTextureModel builds its UNet2DModel
+        return attention_head_dim(self.block_out_channels)
 
 
 class NumpyTextureModel:
