@@ -547,11 +547,10 @@ def _fit(basis, landmarks_px, image_size, focal_length_px, weights
     ``turned_correction`` is fitted again on the corrected detections, without the turned-head offsets."""
     weights = weights or FitWeights()
     fit = _fit_detections(basis, landmarks_px, image_size, focal_length_px, weights)
-    correction = basis.turned_correction
-    if correction is None or not weights.turned_offsets or not correction.applies(yaw_degrees(fit.rotation),
-                                                                                   landmarks_px):
+    correction, yaw = basis.turned_correction, yaw_degrees(fit.rotation)
+    if correction is None or not weights.turned_offsets or not correction.applies(yaw, landmarks_px):
         return fit, basis, landmarks_px
-    corrected = correction(landmarks_px, yaw_degrees(fit.rotation))
+    corrected = correction(landmarks_px, yaw)
     basis = replace(basis, turned=None, turned_correction=None)
     return _fit_detections(basis, corrected, image_size, focal_length_px, weights), basis, corrected
 
