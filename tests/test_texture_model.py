@@ -345,3 +345,29 @@ def test_train_texture_cli_on_a_bank_folder(bank_records, tmp_path, capsys):
     assert "eval hidden-texel L1" in capsys.readouterr().err
     assert main([*common, "--validation-items", "0"]) != 0
     assert "--validation-items must be positive" in capsys.readouterr().err
+
+
+def test_weights_that_do_not_load_say_so(tmp_path):
+    """No weights, a truncated weights file, or one missing a layer: one AssetError naming the folder."""
+    from safetensors.numpy import load_file, save_file
+
+    from topos_sdk.errors import AssetError
+    from topos_server.texture.learned import WEIGHTS_DIR, load_texture_model
+
+    with pytest.raises(AssetError, match="needs TOPOS-Texture weights; none in"):
+        load_texture_model(str(tmp_path / "empty"))
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "config.json").write_text((WEIGHTS_DIR / "config.json").read_text())
+    (truncated / "diffusion_pytorch_model.safetensors").write_bytes(
+        (WEIGHTS_DIR / "diffusion_pytorch_model.safetensors").read_bytes()[:1000])
+    with pytest.raises(AssetError, match=f"weights in {truncated} do not load"):
+        load_texture_model(str(truncated))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text((WEIGHTS_DIR / "config.json").read_text())
+    tensors = load_file(str(WEIGHTS_DIR / "diffusion_pytorch_model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k != "unet.conv_out.weight"},
+              str(partial / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(AssetError, match="lack 1 tensors"):
+        load_texture_model(str(partial))

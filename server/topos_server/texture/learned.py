@@ -66,6 +66,8 @@ DELIGHT_SEEN = False  # the model's de-lighting of seen skin measured worse than
 @functools.lru_cache(maxsize=2)
 def load_texture_model(folder: str | None = None) -> "NumpyTextureModel":
     """The committed model (or ``folder`` / ``$TOPOS_TEXTURE_MODEL``) as numpy arrays (float32), cached per process."""
+    from safetensors import SafetensorError
+
     from topos_server.models.texture_model_numpy import NumpyTextureModel
 
     path = Path(folder or os.environ.get("TOPOS_TEXTURE_MODEL") or WEIGHTS_DIR)
@@ -74,7 +76,7 @@ def load_texture_model(folder: str | None = None) -> "NumpyTextureModel":
                          f"(train them: topos train texture --out DIR)")
     try:
         return NumpyTextureModel.load(path)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise AssetError(f"TOPOS-Texture weights in {path} do not load: {exc}") from exc
 
 
