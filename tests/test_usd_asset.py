@@ -209,6 +209,10 @@ def test_blendshapes_are_sparse_usdskel(tmp_path, quad_topology):
     assert binding.GetSkeletonRel().GetTargets() == [Sdf.Path("/head/Geom/Skel")]
     targets = binding.GetBlendShapeTargetsRel().GetTargets()
     blink = UsdSkel.BlendShape(stage.GetPrimAtPath(targets[1]))
+    assert blink.GetPrim().IsA(UsdSkel.BlendShape) and blink.GetPrim().IsDefined()
+    for attr in (blink.GetPointIndicesAttr(), blink.GetOffsetsAttr()):  # as the schema declares them
+        assert attr.GetVariability() == Sdf.VariabilityUniform
+    assert blink.GetOffsetsAttr().GetTypeName() == Sdf.ValueTypeNames.Vector3fArray
     np.testing.assert_array_equal(np.asarray(blink.GetPointIndicesAttr().Get()), [3, 7, 11])
     np.testing.assert_array_equal(np.asarray(blink.GetOffsetsAttr().Get()), head.blendshape_deltas[1, [3, 7, 11]])
     anim = UsdSkel.Animation(stage.GetPrimAtPath("/head/Geom/Anim"))

@@ -16,6 +16,9 @@ from . import layout
 from .geometry import prim_name
 
 
+_BLEND_SHAPE_TYPE = Usd.SchemaRegistry.GetSchemaTypeName(UsdSkel.BlendShape)
+
+
 def define_skeleton(stage: Usd.Stage, skel_root_path: Sdf.Path, names: list[str], weights: np.ndarray):
     """Skeleton + animation under the SkelRoot; ``weights`` (K,) float32 in ``names`` order."""
     skeleton = UsdSkel.Skeleton.Define(stage, skel_root_path.AppendChild(layout.SKELETON_PRIM))
@@ -50,18 +53,28 @@ def bind_mesh_blendshapes(mesh: UsdGeom.Mesh, skeleton: UsdSkel.Skeleton, names:
     moves = (deltas[..., 0] != 0) | (deltas[..., 1] != 0) | (deltas[..., 2] != 0)
     used_names, targets = [], []
     taken = {c.GetName() for c in mesh.GetPrim().GetChildren()}  # the shapes' prim names must not clash
-    stage = mesh.GetPrim().GetStage()
-    for k in np.flatnonzero(moves.any(axis=1)):
-        child = prim_name(names[k])
-        while child in taken:
-            child += "_"
-        taken.add(child)
-        shape = UsdSkel.BlendShape.Define(stage, mesh.GetPath().AppendChild(child))
-        moved = np.flatnonzero(moves[k]).astype(np.int32)
-        shape.CreatePointIndicesAttr(Vt.IntArray.FromNumpy(moved))
-        shape.CreateOffsetsAttr(Vt.Vec3fArray.FromNumpy(np.ascontiguousarray(deltas[k, moved])))
-        used_names.append(names[k])
-        targets.append(shape.GetPath())
+    edit_target = mesh.GetPrim().GetStage().GetEditTarget()
+    layer = edit_target.GetLayer()
+    # written as layer specs in one change block: what UsdSkel.BlendShape.Define and its Create*Attr author,
+    # without a stage recomposition per shape (hundreds of shapes, ~0.3 s of every generate)
+    with Sdf.ChangeBlock():
+        for k in np.flatnonzero(moves.any(axis=1)):
+            child = prim_name(names[k])
+            while child in taken:
+                child += "_"
+            taken.add(child)
+            path = mesh.GetPath().AppendChild(child)
+            spec = Sdf.CreatePrimInLayer(layer, edit_target.MapToSpecPath(path))
+            spec.specifier = Sdf.SpecifierDef
+            spec.typeName = _BLEND_SHAPE_TYPE
+            moved = np.flatnonzero(moves[k]).astype(np.int32)
+            Sdf.AttributeSpec(spec, UsdSkel.Tokens.pointIndices, Sdf.ValueTypeNames.IntArray,
+                              Sdf.VariabilityUniform).default = Vt.IntArray.FromNumpy(moved)
+            Sdf.AttributeSpec(spec, UsdSkel.Tokens.offsets, Sdf.ValueTypeNames.Vector3fArray,
+                              Sdf.VariabilityUniform).default = Vt.Vec3fArray.FromNumpy(
+                np.ascontiguousarray(deltas[k, moved]))
+            used_names.append(names[k])
+            targets.append(path)
     binding.CreateBlendShapesAttr(Vt.TokenArray(used_names))
     binding.CreateBlendShapeTargetsRel().SetTargets(targets)
     return len(used_names)
