@@ -16,7 +16,8 @@ What ``learned`` does, for the skin tile the model knows (1001, the face; other 
    the numpy sampler) from noise seeded by ``seed`` (the seed varies what the photo did not see).
 3. Where the photo saw the skin, the bake's low frequencies (its SH de-lighting) stay unless
    ``delight_seen``: the model's own de-lighting measured worse (BENCHMARKS.md); it completes the rest.
-4. Merge at the requested size: the model replaces the bake's low frequencies, the bake keeps its high
+4. Merge at the bake's own (working) size, then to 8-bit sRGB scaled up to the requested size as the bake
+   scales its maps (``bake.upsampled``): the model replaces the bake's low frequencies, the bake keeps its high
    ones — ``albedo = up(learned) + keep · (bake − up(bake at R²))`` — the photo's detail where it saw skin,
    the mirror side's where the baker filled from it; ``keep`` is 0 on texels the skin test took out
    (teeth, hair, collar: their detail goes with them). The model's prior is the bake's fill with the face's
@@ -176,25 +177,29 @@ def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, point
     albedo += detail
     del detail
     np.clip(albedo, 0.0, 1.0, out=albedo)
+    merged = resized(albedo, NORMAL_RESOLUTION)  # (3, n, n) for the detail normals below
+    # to 8-bit sRGB at the bake's size, then scaled up as the bake scales its own maps (bake.upsampled)
+    albedo8 = np.ascontiguousarray(linear_to_srgb8(albedo).transpose(1, 2, 0))  # (W, W, 3) uint8
+    del albedo
     if working != size:
-        albedo, keep = resized(albedo, size), resized(keep[None], size)[0]  # (3, S, S), (S, S)
+        albedo8, keep = cv2.resize(albedo8, (size, size), interpolation=cv2.INTER_LINEAR), \
+            resized(keep[None], size)[0]  # (S, S, 3), (S, S)
 
     # detail normals: the bake's where its detail is kept, elsewhere those of the merged albedo
     layout = skin_uv_layout(topology, NORMAL_RESOLUTION, SKIN_MATERIALS)
     tt = next(t for t in layout.tiles if t.tile == tile)
-    merged = resized(albedo, NORMAL_RESOLUTION)  # (3, n, n)
     learned_normal = material_maps.normal_tiles(dataclasses.replace(layout, tiles=(tt,)), points, {tile: merged},
                                                 {tile: tt.island.astype(np.float32)})[tile]  # (n, n, 3) uint8
     learned_normal = cv2.resize(learned_normal, (size, size), interpolation=cv2.INTER_LINEAR)
     # a convex blend of unit normals: slightly short only across the kept/replaced transition (shaders normalise)
     normal = cv2.blendLinear(bake_maps["normal"].tiles[tile], learned_normal, keep, 1.0 - keep)  # (S, S, 3) uint8
-    roughness = resized((x0[3:4] + 1.0) * 0.5, size)[0]  # (S, S)
+    roughness8 = np.clip(np.rint((x0[3] + 1.0) * 127.5), 0, 255).astype(np.uint8)  # (R, R)
 
     albedo_tiles = dict(bake_maps["albedo"].tiles)
-    albedo_tiles[tile] = np.ascontiguousarray(linear_to_srgb8(albedo).transpose(1, 2, 0))
+    albedo_tiles[tile] = albedo8
     normal_tiles = dict(bake_maps["normal"].tiles)
     normal_tiles[tile] = normal
     roughness_tiles = dict(bake_maps["roughness"].tiles)
-    roughness_tiles[tile] = np.clip(np.rint(roughness * 255.0), 0, 255).astype(np.uint8)[:, :, None]
+    roughness_tiles[tile] = cv2.resize(roughness8, (size, size), interpolation=cv2.INTER_LINEAR)[:, :, None]
     return {"albedo": TextureMap("albedo", albedo_tiles, "sRGB"), "normal": TextureMap("normal", normal_tiles, "raw"),
             "roughness": TextureMap("roughness", roughness_tiles, "raw")}
