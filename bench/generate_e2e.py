@@ -1,12 +1,12 @@
 """End-to-end wall time and peak memory of `topos generate` on one 512² portrait.
 
     python bench/generate_e2e.py [--sizes 1024 2048] [--repeat 3]
-    python bench/generate_e2e.py --cli [--sizes 1024 2048] [--repeat 3] [--baseline CHECKOUT]
+    python bench/generate_e2e.py --cli [--sizes 1024 2048] [--repeat 3] [--baseline CHECKOUT] [--texture learned]
 
 In-process (default): stages decode, landmarks + fit, texture bake, USD write, preview (thumbnail),
 each with its wall time and its tracemalloc peak.
 
-``--cli``: the command itself, `topos generate docs/examples/astronaut.png --texture-size S`, warm
+``--cli``: the command itself, `topos generate docs/examples/astronaut.png --texture-size S [--texture T]`, warm
 cache (one untimed run first), each run a new process: wall and CPU seconds and the process's peak RSS
 (from ``wait4``), median of ``--repeat`` runs, with the load average before each run. With
 ``--baseline`` (another checkout of the repository, e.g. a ``git worktree`` of an older commit) the
@@ -59,7 +59,7 @@ PORTRAIT = REPO / "docs" / "examples" / "astronaut.png"
 TOPOS_COMMAND = "import sys; from topos_sdk.cli import main; sys.argv[0] = 'topos'; sys.exit(main())"  # the `topos` script
 
 
-def run_cli(size: int, checkout: Path | None) -> dict:
+def run_cli(size: int, checkout: Path | None, texture: str = "bake") -> dict:
     """One `topos generate` in a new process → wall s, CPU s (user + sys) and peak RSS MiB of that process."""
     env = dict(os.environ)
     if checkout is not None:  # the baseline's packages first on the path (the venv's editable install is this one)
@@ -68,7 +68,7 @@ def run_cli(size: int, checkout: Path | None) -> dict:
         load = os.getloadavg()[0]
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-c", TOPOS_COMMAND, "generate", str(PORTRAIT), "-o", out,
-                                  "--texture-size", str(size)], env=env, cwd=out,
+                                  "--texture-size", str(size), "--texture", texture], env=env, cwd=out,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
@@ -86,17 +86,17 @@ def main_cli(args) -> None:
         builds.insert(0, ("baseline " + args.baseline, Path(args.baseline).resolve()))
     print(f"Machine: {machine_description()}")
     print(f"`topos generate` of {PORTRAIT.name} in a new process each run, warm cache; median of {args.repeat} "
-          f"(alternating builds); load = 1-min load average before each run")
+          f"(alternating builds), --texture {args.texture}; load = 1-min load average before each run")
     print()
     print("| texture | build | wall s | CPU s | peak RSS MiB | load |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
         for _, checkout in builds:  # warm the asset, UV-layout and OS file caches
-            run_cli(size, checkout)
+            run_cli(size, checkout, args.texture)
         runs = {name: [] for name, _ in builds}
         for _ in range(args.repeat):
             for name, checkout in builds:
-                runs[name].append(run_cli(size, checkout))
+                runs[name].append(run_cli(size, checkout, args.texture))
         for name, _ in builds:
             r = runs[name]
             med = {k: statistics.median(x[k] for x in r) for k in ("wall", "cpu", "rss")}
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cli", action="store_true", help="time the `topos generate` command, one process per run")
     parser.add_argument("--baseline", help="with --cli: another checkout to alternate with (e.g. a git worktree)")
+    parser.add_argument("--texture", choices=("bake", "learned"), default="bake", help="with --cli: --texture of the runs")
     args = parser.parse_args()
     if args.cli:
         main_cli(args)
