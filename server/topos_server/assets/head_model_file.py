@@ -55,9 +55,6 @@ def save_head_model_arrays(path: str | os.PathLike, neutral: np.ndarray, identit
     path = Path(path)
     with atomic_output_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"topos": json.dumps(meta)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; the cache is shared like any other file
     return path
 
 
