@@ -116,6 +116,9 @@ def test_offsets_file_round_trips_and_rejects_other_files(tmp_path):
     save_offsets(tmp_path / "nan.safetensors", np.full((478, 3), np.nan, np.float32), {})
     with pytest.raises(ValueError, match="finite"):
         load_offsets(tmp_path / "nan.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:-100])  # an interrupted copy
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_offsets(tmp_path / "cut.safetensors")
 
 
 def test_committed_offsets_are_symmetric_small_and_embedded_by_the_import(ict_neutral, mediapipe_registration):

@@ -74,6 +74,9 @@ def test_regression_recovers_a_linear_map_and_the_file_round_trips(tmp_path):
     save_file({k: v for k, v in tables.items() if k != "dual"}, str(tmp_path / "short.safetensors"), metadata=metadata)
     with pytest.raises(ValueError, match="expected"):
         load_correction(tmp_path / "short.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:-100])  # an interrupted copy
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_correction(tmp_path / "cut.safetensors")
 
 
 def test_kernel_part_learns_what_a_linear_map_cannot():

@@ -223,17 +223,20 @@ def save_offsets(path: str | Path, offsets: np.ndarray, info: dict, turned: np.n
 def load_offsets(path: str | Path = OFFSETS_FILE, table: str = "offsets") -> np.ndarray | None:
     """(K, 3) float32 offsets (cm): ``table`` "offsets" (embedded) or "turned"; None when the file or the
     table does not exist."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="numpy") as archive:
-        if (archive.metadata() or {}).get("format") != OFFSETS_FORMAT:
-            raise ValueError(f"{path}: not a {OFFSETS_FORMAT} file")
-        if table not in archive.keys():
-            return None
-        offsets = archive.get_tensor(table)
+    try:
+        with safe_open(str(path), framework="numpy") as archive:
+            if (archive.metadata() or {}).get("format") != OFFSETS_FORMAT:
+                raise ValueError(f"{path}: not a {OFFSETS_FORMAT} file")
+            if table not in archive.keys():
+                return None
+            offsets = archive.get_tensor(table)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or damaged?): {exc}") from None
     if offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all():
         raise ValueError(f"{path}: {table} must be a finite (K, 3) table, got {offsets.shape}")
     return offsets

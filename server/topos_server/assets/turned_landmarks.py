@@ -178,22 +178,28 @@ def save_correction(path: str | Path, correction: TurnedLandmarkCorrection, info
 
 def load_correction(path: str | Path = CORRECTION_FILE) -> TurnedLandmarkCorrection | None:
     """The correction of a file (None when there is none)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="numpy") as archive:
-        metadata = archive.metadata() or {}
-        if metadata.get("format") != CORRECTION_FORMAT:
-            raise ValueError(f"{path}: not a {CORRECTION_FORMAT} file")
-        if set(archive.keys()) != set(TABLES):
-            raise ValueError(f"{path}: tables {sorted(archive.keys())}, expected {sorted(TABLES)}")
-        tensors = {k: archive.get_tensor(k) for k in TABLES}
+    try:
+        with safe_open(str(path), framework="numpy") as archive:
+            metadata = archive.metadata() or {}
+            if metadata.get("format") != CORRECTION_FORMAT:
+                raise ValueError(f"{path}: not a {CORRECTION_FORMAT} file")
+            if set(archive.keys()) != set(TABLES):
+                raise ValueError(f"{path}: tables {sorted(archive.keys())}, expected {sorted(TABLES)}")
+            tensors = {k: archive.get_tensor(k) for k in TABLES}
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or damaged?): {exc}") from None
     if not _consistent(tensors):
         raise ValueError(f"{path}: inconsistent or non-finite correction tables")
-    return TurnedLandmarkCorrection(**tensors, min_yaw_deg=float(metadata["min_yaw_deg"]),
-                                    info=json.loads(metadata.get("info", "{}")))
+    try:
+        min_yaw_deg, info = float(metadata["min_yaw_deg"]), json.loads(metadata.get("info", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: missing or malformed metadata ({exc})") from None
+    return TurnedLandmarkCorrection(**tensors, min_yaw_deg=min_yaw_deg, info=info)
 
 
 def _consistent(tensors: dict[str, np.ndarray]) -> bool:
