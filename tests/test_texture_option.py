@@ -46,11 +46,29 @@ def test_options_default_to_the_bake_and_reject_unknown_modes():
         GenerateOptions(texture="painted")
 
 
-def test_same_person_views_say_learned_textures_take_one_portrait(portrait):
+def test_same_person_views_are_completed_like_one_portrait(portrait):
+    """Two photos of one person (the portrait and its mirror image): the merged bake, completed on the face tile;
+    the geometry and the other tile as with the bake; what the photos saw well kept; deterministic per seed."""
+    import cv2
     from topos_server.engines import GenerateOptions, shared_engine
 
-    with pytest.raises(InvalidInputError, match="--texture learned takes one portrait"):
-        shared_engine("classic").generate([(portrait, portrait)], GenerateOptions(texture="learned"))
+    mirror = cv2.imencode(".png", cv2.flip(cv2.imdecode(np.frombuffer(portrait, np.uint8), cv2.IMREAD_COLOR), 1))[1]
+    views = (portrait, mirror.tobytes())
+    engine = shared_engine("classic")
+    baked, learned, again = (engine.generate([views], GenerateOptions(seed=3, texture_size=SIZE, texture=texture))[0]
+                             for texture in ("bake", "learned", "learned"))
+    assert baked.provenance.extra["texture"] == "bake" and learned.provenance.extra["texture"] == "learned"
+    assert "texture_learned" in learned.provenance.timings_s and learned.provenance.extra["same_person_views"] == 2
+    np.testing.assert_array_equal(baked.points, learned.points)
+    for name in ("albedo", "normal", "roughness"):
+        assert not np.array_equal(baked.textures[name].tiles[1001], learned.textures[name].tiles[1001]), name
+        np.testing.assert_array_equal(baked.textures[name].tiles[1002], learned.textures[name].tiles[1002])
+        assert again.textures[name] == learned.textures[name], name
+    # the front of the face, which both photos see squarely: the photos' colours stay (sRGB 0–255)
+    albedo_bake = baked.textures["albedo"].tiles[1001].astype(np.float32)
+    albedo_learned = learned.textures["albedo"].tiles[1001].astype(np.float32)
+    centre = (slice(SIZE * 3 // 8, SIZE * 5 // 8), slice(SIZE * 3 // 8, SIZE * 5 // 8))
+    assert np.median(np.abs(albedo_learned[centre] - albedo_bake[centre])) <= 2.0
 
 
 def test_learned_differs_from_the_bake_on_the_face_tile_only(portrait, local_learned):

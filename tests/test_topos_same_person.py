@@ -99,13 +99,23 @@ def test_bad_sets_of_photos_are_clear_errors(engine, photos):  # noqa: F811
     for views in ((photos[0],), photos * 3):
         with pytest.raises(InvalidInputError, match=f"{len(views)} photos of one person; give 2 to 8"):
             engine.generate([views], GenerateOptions(texture_size=512))
-    with pytest.raises(InvalidInputError, match="--texture learned takes one portrait"):
-        engine.generate([photos], GenerateOptions(texture_size=512, texture="learned"))
     flat = png(np.full((64, 64, 3), 128, np.uint8))
     with pytest.raises(NoFaceFound, match="photo 2 of 2: no face found"):
         engine.generate([(photos[0], flat)], GenerateOptions(texture_size=512))
     with pytest.raises(InvalidInputError, match="photo 3 of 3: "):
         engine.generate([(*photos[:2], b"")], GenerateOptions(texture_size=512))
+
+
+def test_learned_textures_complete_the_merged_bake(engine, photos, local):  # noqa: F811
+    from topos_server.engines.base import GenerateOptions
+
+    head, _ = local
+    learned = engine.generate([photos], GenerateOptions(seed=5, texture_size=512, texture="learned"))[0]
+    assert learned.provenance.extra["texture"] == "learned" and "texture_learned" in learned.provenance.timings_s
+    assert_same_head(learned, head)  # the same head in the same DiT batch: the texture is all that changes
+    for name in ("albedo", "normal", "roughness"):
+        assert not np.array_equal(learned.textures[name].tiles[1001], head.textures[name].tiles[1001]), name
+        np.testing.assert_array_equal(learned.textures[name].tiles[1002], head.textures[name].tiles[1002])
 
 
 def test_cli_writes_one_valid_asset_with_every_camera(three_photos, dit_weights, monkeypatch,  # noqa: F811

@@ -94,6 +94,3 @@ def check_same_person(sources: tuple, options: GenerateOptions) -> None:
     """Several photos of one person: 2 to MAX_VIEWS of them, textured by merging their bakes."""
     if not 2 <= len(sources) <= MAX_VIEWS:
         raise InvalidInputError(f"{len(sources)} photos of one person; give 2 to {MAX_VIEWS}")
-    if options.texture != "bake":
-        raise InvalidInputError(f"--texture {options.texture} takes one portrait; several photos of one "
-                                "person are textured by merging their bakes (--texture bake)")

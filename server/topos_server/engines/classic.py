@@ -23,8 +23,7 @@ from topos_server.engines.base import GenerateOptions, ProgressCallback, check_s
 from topos_server.face import FaceLandmarker, FaceLandmarks, load_image
 from topos_server.fit.landmark_fit import LandmarkBasis, fit_landmarks, fit_landmarks_multiview, yaw_degrees
 from topos_server.fit.shading_refinement import ShadingHeadModel, refine_identity_by_shading
-from topos_server.texture.learned import portrait_textures
-from topos_server.texture.multiview import bake_views
+from topos_server.texture.learned import portrait_textures, views_textures
 
 MEDIAPIPE_LANDMARKS = "mediapipe"
 CONTOUR_POOL_GROUP = "narrow_face"  # ICT's front-of-face vertices: where the jaw/cheek outline can fall
@@ -172,12 +171,11 @@ class ClassicEngine:
         points = self.identity_points(identity)  # (N, 3) the shared identity, neutral expression
         cameras = [fit.to_camera() for fit in fits]
 
-        t = time.perf_counter()
         posed = [points + np.tensordot(fit.expression, self.expression_basis, axes=1) for fit in fits]  # (N, 3) each
-        textures = bake_views(images, posed, cameras, points, self.topology, options.texture_size,
-                              landmarks=[face.points for face in faces],
-                              before_view=lambda view: report("texturing", 0.3 + 0.6 * view / len(images)))
-        timings["bake"] = time.perf_counter() - t
+        textures = views_textures(images, posed, cameras, points, self.topology, options.texture_size,
+                                  options.texture, options.seed, landmarks=[face.points for face in faces],
+                                  before_view=lambda view: report("texturing", 0.3 + 0.6 * view / len(images)),
+                                  timings=timings)
 
         hashes = [Provenance.hash_image_bytes(source if isinstance(source, bytes) else image.tobytes())
                   for source, image in zip(sources, images)]
@@ -194,7 +192,7 @@ class ClassicEngine:
             camera=cameras[0], view_cameras=cameras,
             provenance=Provenance(engine=self.name, seed=int(options.seed), source_image_sha256=hashes[0],
                                   timings_s={k: round(v, 4) for k, v in timings.items()},
-                                  extra={"same_person_views": len(images), "views": views,
+                                  extra={"same_person_views": len(images), "views": views, "texture": options.texture,
                                          "identity_from": "the landmarks of every photo, then the skin's shading "
                                                           "across the photos (fit/shading_refinement.py)",
                                          "expression_from": "photo 1 (each view's is fitted; the asset keeps the first)"}))

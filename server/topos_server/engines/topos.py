@@ -38,8 +38,7 @@ from topos_server.models.dit import ToposDiT
 from topos_server.pipelines.convert import load_vae
 from topos_server.pipelines.head_generation import SamplingOptions, portrait_condition, sample_latents
 from topos_server.pipelines.head_latents import HeadLatents, vae_fingerprint
-from topos_server.texture.learned import portrait_textures
-from topos_server.texture.multiview import bake_views
+from topos_server.texture.learned import portrait_textures, views_textures
 
 DEFAULT_DIT_WEIGHTS = WEIGHTS_DIR / "topos_dit_small"
 DIT_WEIGHTS_VARIABLE = "TOPOS_DIT_WEIGHTS"
@@ -206,11 +205,12 @@ class ToposEngine:
                                                  options.face_index is not None, batch_timings)
         if progress:
             progress("texturing", (index + 0.7) / count, index)
-        t = time.perf_counter()
-        result.textures = bake_views([p["image"] for p in portraits], [v.posed_points() for v in views],
-                                     [v.camera for v in views], result.points, self.topology, options.texture_size,
-                                     landmarks=[p["face"].points for p in portraits])
-        result.provenance.timings_s["bake"] = round(time.perf_counter() - t, 4)
+        timings = {}
+        result.textures = views_textures([p["image"] for p in portraits], [v.posed_points() for v in views],
+                                         [v.camera for v in views], result.points, self.topology,
+                                         options.texture_size, options.texture, seed,
+                                         landmarks=[p["face"].points for p in portraits], timings=timings)
+        result.provenance.timings_s.update({k: round(v, 4) for k, v in timings.items()})
         result.provenance.extra["texture"] = options.texture
         return result
 

@@ -6,6 +6,9 @@ the photo fills) and calls :func:`complete_textures` with the ``diagnostics`` di
     maps, bake_size = portrait_textures(image, posed_points, camera, neutral_points, topology, size, options.texture,
                                         seed, landmarks=face.points)
 
+Several photos of one person: :func:`views_textures`, the same on the merge of their bakes
+(:func:`~topos_server.texture.multiview.bake_views`: observations, coverage and fill merged by viewing angle).
+
 What ``learned`` does, for the skin tile the model knows (1001, the face; other tiles keep the bake):
 
 1. The bake's observed albedo and coverage are reduced to the model's R² (area average). Seen
@@ -62,6 +65,29 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "topo
 SAMPLE_STEPS = 1  # one Euler step from noise: the conditional mean; 2 steps measured worse (BENCHMARKS.md)
 NORMAL_RESOLUTION = 512  # detail normals of the replaced texels are made at this size
 DELIGHT_SEEN = False  # the model's de-lighting of seen skin measured worse than the bake's SH (bench/texture_eval.py)
+
+
+def views_textures(images: list[np.ndarray], posed_points: list[np.ndarray], cameras: list[Camera],
+                   points: np.ndarray, topology: ReferenceTopology, size: int, mode: str, seed: int, *,
+                   landmarks: list[np.ndarray] | None = None, before_view=None,
+                   timings: dict[str, float] | None = None) -> dict[str, TextureMap]:
+    """The textures of several photos of one person at ``size``² per tile: their bakes merged
+    (:func:`~topos_server.texture.multiview.bake_views`, arguments as there), then completed by ``mode``
+    (:func:`complete_textures`, on the merge as on one photo's bake). ``timings`` as in :func:`portrait_textures`."""
+    from topos_server.texture.multiview import bake_views
+
+    mode = check_texture(mode)
+    start = time.perf_counter()
+    diagnostics = {} if mode != "bake" else None
+    baked = bake_views(images, posed_points, cameras, points, topology, size, landmarks=landmarks,
+                       before_view=before_view, diagnostics=diagnostics)
+    baked_at = time.perf_counter()
+    maps = complete_textures(baked, diagnostics or {}, points, topology, size, seed, mode=mode)
+    if timings is not None:
+        timings["bake"] = baked_at - start
+        if mode != "bake":
+            timings["texture_" + mode] = time.perf_counter() - baked_at
+    return maps
 
 
 @functools.lru_cache(maxsize=2)
