@@ -78,6 +78,30 @@ def test_pairs_hide_observed_texels_and_weight_only_the_truth(pairs):
     assert all(np.array_equal(example[k], again[k]) for k in example)  # a pure function of (seed, index)
 
 
+def test_colour_augmentation_scales_truth_observation_and_fill_by_one_gain_per_channel(pairs):
+    from topos_server.data.texture_pairs import TexturePairs, decode_albedo
+
+    tinted = TexturePairs(pairs.items, pairs.geometry, pairs.topology, seed=0, views_per_item=2, colour_probability=1.0)
+    tinted._views = pairs._views  # the same hidden views (a pure function of seed and view; made once)
+    plain, example = pairs.example(5), tinted.example(5)
+    fully_seen = plain["condition"][3] > 0.999  # (R, R) where the observed channels are the encoded colour itself
+    gains = []
+    for name, channels, where in (("target", slice(0, 3), True), ("observed", slice(0, 3), fully_seen),
+                                  ("fill", slice(4, 7), True)):
+        key = "target" if name == "target" else "condition"
+        a, b = decode_albedo(plain[key][channels]), decode_albedo(example[key][channels])  # (3, R, R) linear
+        usable = (a > 0.05) & (a < 0.5) & (b < 0.99) & where  # unclipped either way
+        ratio = np.array([np.median(b[c][usable[c]] / a[c][usable[c]]) for c in range(3)])
+        spread = max(np.abs(b[c][usable[c]] / a[c][usable[c]] - ratio[c]).max() for c in range(3))
+        assert spread < 0.02, (name, spread)  # one gain per channel over the whole map
+        gains.append(ratio)
+    np.testing.assert_allclose(gains, np.broadcast_to(gains[0], (3, 3)), rtol=0.02)  # the same gain for all three
+    assert np.abs(np.log(gains[0])).max() > 0.01  # and it did change the colour
+    np.testing.assert_array_equal(plain["hidden"], example["hidden"])  # the hiding is the same
+    with pytest.raises(ValueError, match="colour_probability"):
+        TexturePairs(pairs.items, pairs.geometry, pairs.topology, colour_probability=1.5)
+
+
 def test_bake_fill_keeps_seen_texels_and_uses_the_mirror_side(engine, bank_records):
     from topos_server.data.texture_pairs import bake_fill
     from topos_server.texture.bake import mirror_texel_map
@@ -340,11 +364,13 @@ def test_train_texture_cli_on_a_bank_folder(bank_records, tmp_path, capsys):
         np.savez(folder / f"p{k}.npz", **{**record, "name": np.array(f"p{k}.png")})
     common = ["train", "texture", "--config", "tiny", "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "run"),
               "--steps", "2", "--batch-size", "2", "--eval-every", "2", "--views-per-item", "1"]
-    assert main([*common, "--validation-items", "2", "--eval-examples", "2", "--mirror"]) == 0
+    assert main([*common, "--validation-items", "2", "--eval-examples", "2", "--mirror", "--colour-augment", "0.5"]) == 0
     assert (tmp_path / "run" / "model" / "config.json").is_file()
     assert "eval hidden-texel L1" in capsys.readouterr().err
     assert main([*common, "--validation-items", "0"]) != 0
     assert "--validation-items must be positive" in capsys.readouterr().err
+    assert main([*common, "--colour-augment", "2"]) != 0
+    assert "--colour-augment must be a share in [0, 1], got 2" in capsys.readouterr().err
 
 
 def test_weights_that_do_not_load_say_so(tmp_path):

@@ -20,6 +20,9 @@ def register(models) -> None:
     p.add_argument("--crop", type=int, help="train on random crops of this side in texels (default 0: whole maps)")
     p.add_argument("--views-per-item", type=int, help="hidden views (and their fill) per bake in the pool (default 4)")
     p.add_argument("--mirror", action="store_true", help="also train on each bake's face mirrored left/right")
+    p.add_argument("--colour-augment", type=float, metavar="P",
+                   help="share of training examples given a random exposure and tint, 0–1 (default 0; "
+                        "against memorising the training faces, effect not measured yet)")
     p.add_argument("--workers", type=int, help="processes making the view pool and the batches (default 0: none)")
     p.add_argument("--validation-items", type=int,
                    help="training-split bakes kept out of the batches for validation (default 8)")
@@ -46,6 +49,10 @@ def run(args) -> int:
             raise ValueError("--workers must be 0 or more")
         config.workers = args.workers
     config.mirror_items = args.mirror
+    if args.colour_augment is not None:
+        if not 0.0 <= args.colour_augment <= 1.0:
+            raise ValueError(f"--colour-augment must be a share in [0, 1], got {args.colour_augment:g}")
+        config.colour_probability = args.colour_augment
     for name in ("validation_items", "eval_examples"):
         value = getattr(args, name)
         if value is not None:

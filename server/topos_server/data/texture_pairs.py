@@ -17,6 +17,11 @@ resolution R. One example (:meth:`TexturePairs.example`, a pure function of ``(s
   (ambient + a directional Lambert term through the head's UV normal map), then de-lit by the baker's
   own 9-coefficient SH fit (``fit_skin_lighting``) as every bake is: the model learns to remove what
   the SH de-lighting leaves, the input it meets at inference.
+- **colour** (``colour_probability`` of the examples, 0 by default): the truth, what is seen of it and the
+  baker's fill of it multiplied by one random gain per channel (:func:`colour_gain`: a common exposure and a
+  smaller per-channel tint) — the same portrait as a new skin tone and exposure. The fill is linear in the
+  observation, so the three stay consistent (up to the clip to [0, 1]). Meant against memorising the few hundred
+  training faces (BENCHMARKS.md, TOPOS-Texture); its effect on held-out restoration is not measured yet.
 - **targets**: the truth albedo and the region-prior roughness (``material_maps``). The loss counts
   only where the truth was observed (roughness everywhere on the island), hidden texels weighted up.
 
@@ -51,6 +56,7 @@ HIDDEN_LOSS_WEIGHT = 4.0  # texels hidden from the input count this much more th
 RELIGHT_PROBABILITY = 0.0  # default share of re-lit examples: at 0.5 the network learned to remove shading that
 # real bakes do not carry (the bank's truth is SH de-lit the same way) and did worse on held-out restoration
 MIRROR_MASK_PROBABILITY = 0.5
+COLOUR_EXPOSURE_SIGMA, COLOUR_TINT_SIGMA = 0.25, 0.08  # log-gain spreads: common to the channels, per channel
 MAX_YAW_DEG, MAX_PITCH_DEG = 70.0, 25.0  # head turns of the hiding masks
 
 
@@ -237,6 +243,12 @@ def bake_fill(observed: np.ndarray, weight: np.ndarray, topology: ReferenceTopol
     return extend_beyond_islands(np.clip(filled, 0.0, 1.0), tt.island), coverage.astype(np.float32)
 
 
+def colour_gain(rng: np.random.Generator) -> np.ndarray:
+    """(3,) float32 gains for linear RGB: exp(exposure + tint), exposure common to the channels."""
+    log_gain = rng.normal(0.0, COLOUR_EXPOSURE_SIGMA) + rng.normal(0.0, COLOUR_TINT_SIGMA, 3)
+    return np.exp(log_gain).astype(np.float32)
+
+
 @dataclass
 class TrainingItem:
     """One bank portrait at R²: its observed albedo (3, R, R), weight × skin trust (R, R), its name."""
@@ -278,11 +290,14 @@ class TexturePairs:
 
     def __init__(self, items: list[TrainingItem], geometry: UVGeometry, topology: ReferenceTopology,
                  crop: int | None = None, seed: int = 0, views_per_item: int = 3, tile: int = FACE_TILE,
-                 relight_probability: float = RELIGHT_PROBABILITY):
+                 relight_probability: float = RELIGHT_PROBABILITY, colour_probability: float = 0.0):
         if len(items) < 2:
             raise ValueError(f"texture pairs need at least 2 bakes (one hides the other), got {len(items)}")
         self.items, self.geometry, self.topology, self.seed, self.tile = items, geometry, topology, seed, tile
         self.relight_probability = relight_probability
+        if not 0.0 <= colour_probability <= 1.0:
+            raise ValueError(f"colour_probability must be in [0, 1], got {colour_probability}")
+        self.colour_probability = colour_probability
         self.crop = crop or geometry.resolution
         if self.crop > geometry.resolution:
             raise ValueError(f"crop {self.crop} is larger than the maps ({geometry.resolution})")
@@ -332,6 +347,10 @@ class TexturePairs:
         truth = item.albedo.astype(np.float32)  # (3, R, R)
         truth_weight = item.weight.astype(np.float32)  # (R, R)
         observed = truth
+        if self.colour_probability and rng.random() < self.colour_probability:  # no draw at 0: examples as before
+            gain = colour_gain(rng)[:, None, None]  # (3, 1, 1)
+            truth, fill = np.clip(truth * gain, 0.0, 1.0), np.clip(fill * gain, 0.0, 1.0)
+            observed = truth
         if rng.random() < self.relight_probability:  # the fill is linear in the observation: light it the same way
             shading = random_light_shading(self.geometry.normal, truth_weight, rng)
             lit = np.clip(truth * shading, 0.0, 1.0)

@@ -53,6 +53,7 @@ class TextureTrainingConfig:
     eval_every: int = 100
     validation_items: int = 8  # bakes kept out of the batches for evaluation
     relight_probability: float = RELIGHT_PROBABILITY  # share of examples re-lit, then de-lit by the baker's SH
+    colour_probability: float = 0.0  # share of training examples given a random exposure and tint (texture_pairs)
     views_per_item: int = 4  # hidden views (and their baker's fill) kept per bake
     mirror_items: bool = False  # also train on each training bake's face mirrored left↔right (twice the faces)
     workers: int = 0  # processes making the view pool and the batches (0: all in the training process)
@@ -179,7 +180,8 @@ def train(config: TextureTrainingConfig, out_dir, records, resume: bool = False,
         training_items += [mirrored_item(item, topology, model.config.tile) for item in training_items]
     pairs = TexturePairs(training_items, geometry, topology,
                          crop=min(config.crop or resolution, resolution), seed=config.seed,
-                         views_per_item=config.views_per_item, relight_probability=config.relight_probability)
+                         views_per_item=config.views_per_item, relight_probability=config.relight_probability,
+                         colour_probability=config.colour_probability)
     if config.workers:
         pairs.prepare_views(config.workers)
 
