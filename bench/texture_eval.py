@@ -112,6 +112,7 @@ def restoration(model, topology, count: int, steps: tuple[int, ...]) -> dict:
     if len(names) < 2:
         raise SystemExit(f"the eval texture bank has {len(names)} entries; build it: "
                          "python -m topos_server.data.texture_bank --split eval")
+    bank.require_current()
     geometry = uv_geometry(topology, topology.rest_points, SIZE)
     rows = []
     for index, name in enumerate(names):

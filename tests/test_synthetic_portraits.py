@@ -11,7 +11,7 @@ from topos_server.data.portrait_split import is_held_out
 from topos_server.data.synthetic_portraits import (FACE_WIDTH_LANDMARKS, PER_SAMPLE_KEYS, PortraitOptions,
                                                    PortraitPairs, SyntheticPortraits, contact_sheet, memory_map_npz,
                                                    shard_path, write_dataset)
-from topos_server.data.texture_bank import TextureBank, split_files
+from topos_server.data.texture_bank import BANK_FORMAT, TextureBank, split_files
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "portraits" / "us-congress-pd"
 SEED = 5
@@ -66,8 +66,25 @@ def test_texture_bank_holds_the_bake_in_the_agreed_format(bank_root, engine):
     assert entry["observed_albedo"][weight == 0].max() < 1e-3  # unseen texels carry no colour before the fill
     seen = weight > 0.99
     assert np.median(np.abs(entry["albedo"][seen].astype(np.float32) - entry["observed_albedo"][seen])) < 0.01
+    assert str(entry["format"]) == BANK_FORMAT and bank.stale() == []
     assert TextureBank("train", bank_root).build(split_files("train", PORTRAITS)[:2], engine=engine,
                                                  log=lambda line: None)["cached"] == 2
+
+
+def test_entries_of_an_older_baker_are_refused_and_baked_again(bank_root, engine, tmp_path):
+    import shutil
+
+    shutil.copytree(bank_root / "train", tmp_path / "train")
+    bank = TextureBank("train", tmp_path)
+    stem = bank.names[0]
+    old = {k: v for k, v in bank.load(stem).items() if k != "format"}  # as banks were written before the stamp
+    np.savez(tmp_path / "train" / f"{stem}.npz", **old)
+    assert bank.stale() == [stem]
+    with pytest.raises(ValueError, match=rf"1 of 2 entries were baked by an older baker .* --split train --root {tmp_path}"):
+        bank.require_current()
+    counts = bank.build(split_files("train", PORTRAITS)[:2], size=128, engine=engine, log=lambda line: None)
+    assert counts == {"baked": 1, "cached": 1, "failed": 0} and bank.stale() == []
+    bank.require_current()
 
 
 def test_banks_follow_the_held_out_rule():

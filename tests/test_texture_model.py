@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from topos_server.data.texture_bank import BANK_FORMAT
 from topos_server.models.texture_model import CONDITION_CHANNELS, TARGET_CHANNELS, ToposTextureModel
 
 BAKE_SIZE = 128
@@ -361,7 +362,7 @@ def test_train_texture_cli_on_a_bank_folder(bank_records, tmp_path, capsys):
     folder = tmp_path / "bank" / "train"
     folder.mkdir(parents=True)
     for k, record in enumerate(bank_records * 2):
-        np.savez(folder / f"p{k}.npz", **{**record, "name": np.array(f"p{k}.png")})
+        np.savez(folder / f"p{k}.npz", **{**record, "name": np.array(f"p{k}.png"), "format": np.array(BANK_FORMAT)})
     common = ["train", "texture", "--config", "tiny", "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "run"),
               "--steps", "2", "--batch-size", "2", "--eval-every", "2", "--views-per-item", "1"]
     assert main([*common, "--validation-items", "2", "--eval-examples", "2", "--mirror", "--colour-augment", "0.5"]) == 0
@@ -371,6 +372,9 @@ def test_train_texture_cli_on_a_bank_folder(bank_records, tmp_path, capsys):
     assert "--validation-items must be positive" in capsys.readouterr().err
     assert main([*common, "--colour-augment", "2"]) != 0
     assert "--colour-augment must be a share in [0, 1], got 2" in capsys.readouterr().err
+    np.savez(folder / "p0.npz", **{**bank_records[0], "name": np.array("p0.png")})  # an older baker's entry
+    assert main(common) != 0
+    assert "1 of 6 entries were baked by an older baker" in capsys.readouterr().err
 
 
 def test_weights_that_do_not_load_say_so(tmp_path):

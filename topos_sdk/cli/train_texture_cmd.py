@@ -63,6 +63,7 @@ def run(args) -> int:
     if not len(bank):
         raise ValueError(f"texture bank {bank.folder} is empty; build it first: "
                          "python -m topos_server.data.texture_bank --split train")
+    bank.require_current()
     print(f"{len(bank)} training bakes from {bank.folder}", file=sys.stderr, flush=True)
 
     def progress(record: dict) -> None:

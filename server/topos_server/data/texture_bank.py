@@ -14,7 +14,10 @@ tile, v = 1), H = W = the bake size:
   (directly seen, or seen through the mirror texel where the texel itself was hidden), 0 where unseen;
 - ``observed_weight`` (H, W) float16 in [0, 1]: how well each texel was seen (the bake's coverage);
 - ``back_albedo`` (H, W, 3) float16 linear RGB: tile 1002 (back of the head, neck), filled;
-- ``name`` (): the portrait's file name.
+- ``name`` (): the portrait's file name;
+- ``format`` (): :data:`BANK_FORMAT`, the baker that made the entry. Entries of another (or none: made before
+  the stamp) are *stale*: :meth:`TextureBank.build` bakes them again, and :meth:`TextureBank.require_current`
+  (training, the texture benchmark) refuses a bank that holds any.
 
 A portrait the front-end finds no face in leaves ``<stem>.failed`` (its reason) so it is not retried.
 """
@@ -35,6 +38,9 @@ from topos_sdk.errors import ToposError
 SPLITS = ("train", "eval")
 DEFAULT_PORTRAITS = Path(__file__).resolve().parents[3].parent / "shared" / "portraits" / "us-congress-pd"
 FACE_TILE, BACK_TILE = 1001, 1002
+# bump when the bake changes what the bank holds. /2: baked with the photo's landmarks (mouth and eye openings,
+# hair on the forehead and clothing at the neck filled with skin, not baked), as generation bakes
+BANK_FORMAT = "topos-texture-bank/2"
 
 
 def default_root() -> Path:
@@ -76,6 +82,24 @@ class TextureBank:
         with np.load(self.folder / f"{stem}.npz") as data:
             return {key: data[key] for key in data.files}
 
+    def is_current(self, stem: str) -> bool:
+        """Whether entry ``stem`` was made by this baker (:data:`BANK_FORMAT`), read without loading the maps."""
+        with np.load(self.folder / f"{stem}.npz") as data:
+            return "format" in data.files and str(data["format"]) == BANK_FORMAT
+
+    def stale(self) -> list[str]:
+        """Stems of the entries an older baker made."""
+        return [stem for stem in self.names if not self.is_current(stem)]
+
+    def require_current(self) -> None:
+        """Raise ValueError, saying how to rebuild, if any entry is stale."""
+        stale = self.stale()
+        if stale:
+            root = "" if self.folder.parent == default_root() else f" --root {self.folder.parent}"
+            raise ValueError(f"texture bank {self.folder}: {len(stale)} of {len(self)} entries were baked by an older "
+                             f"baker (not {BANK_FORMAT}); rebuild them: python -m topos_server.data.texture_bank "
+                             f"--split {self.split}{root}")
+
     def build(self, portraits: list[str | os.PathLike], size: int = 512, engine=None, log=print) -> dict[str, int]:
         """Bake every portrait not cached yet; returns counts ``{"baked", "cached", "failed"}``."""
         from topos_server.face import load_image
@@ -84,7 +108,7 @@ class TextureBank:
         for number, path in enumerate(map(Path, portraits), 1):
             target = self.folder / f"{path.stem}.npz"
             failed = target.with_suffix(".failed")
-            if target.exists() or failed.exists():
+            if failed.exists() or (target.exists() and self.is_current(path.stem)):
                 counts["cached" if target.exists() else "failed"] += 1
                 continue
             if engine is None:
@@ -101,7 +125,7 @@ class TextureBank:
                 log(f"[{number}/{len(portraits)}] {path.name}: skipped ({exc})")
                 continue
             with atomic_output_path(target) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, name=np.array(path.name), **entry)
+                np.savez(fh, name=np.array(path.name), format=np.array(BANK_FORMAT), **entry)
             counts["baked"] += 1
             log(f"[{number}/{len(portraits)}] {path.name}: {time.perf_counter() - start:.1f} s")
         return counts
