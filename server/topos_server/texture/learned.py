@@ -81,6 +81,14 @@ def views_textures(images: list[np.ndarray], posed_points: list[np.ndarray], cam
     diagnostics = {} if mode != "bake" else None
     baked = bake_views(images, posed_points, cameras, points, topology, size, landmarks=landmarks,
                        before_view=before_view, diagnostics=diagnostics)
+    return _completed(baked, diagnostics, start, points, topology, size, mode, seed, timings)
+
+
+def _completed(baked: dict[str, TextureMap], diagnostics: dict | None, start: float, points: np.ndarray,
+               topology: ReferenceTopology, size: int, mode: str, seed: int,
+               timings: dict[str, float] | None) -> dict[str, TextureMap]:
+    """``baked`` (baked since ``start``, ``time.perf_counter()``) completed by ``mode``; ``timings`` receives
+    ``"bake"`` and, unless mode is bake, ``"texture_<mode>"`` seconds."""
     baked_at = time.perf_counter()
     maps = complete_textures(baked, diagnostics or {}, points, topology, size, seed, mode=mode)
     if timings is not None:
@@ -124,13 +132,7 @@ def portrait_textures(image: np.ndarray, posed_points: np.ndarray, camera: Camer
     diagnostics = {} if mode != "bake" else None
     baked = bake_textures(image, posed_points, camera, topology, size=size, landmarks=landmarks,
                           working_size=working, diagnostics=diagnostics)
-    baked_at = time.perf_counter()
-    maps = complete_textures(baked, diagnostics or {}, points, topology, size, seed, mode=mode)
-    if timings is not None:
-        timings["bake"] = baked_at - start
-        if mode != "bake":
-            timings["texture_" + mode] = time.perf_counter() - baked_at
-    return maps, working
+    return _completed(baked, diagnostics, start, points, topology, size, mode, seed, timings), working
 
 
 def complete_textures(bake_maps: dict[str, TextureMap], diagnostics: dict, points: np.ndarray,
